@@ -1,0 +1,537 @@
+//! The HTTP client for the BaseSpace API and its presigned content URLs.
+//!
+//! Retries: 429 (honouring `Retry-After`), 5xx, transport errors and malformed bodies are
+//! retried with exponential backoff and full jitter, bounded both in attempts and in total
+//! time ([`RetryPolicy`]), so a dead server turns into an error, never a hang. Other 4xx are
+//! final. Lists are paged with the largest page BaseSpace allows and a stable `SortBy=Id`;
+//! after the first page gives `TotalCount`, the rest are fetched concurrently.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{FutureExt, StreamExt};
+use rand::Rng;
+use reqwest::header::{HeaderMap, CONTENT_RANGE, RETRY_AFTER};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use super::config::Credentials;
+use super::error::ApiError;
+use super::model::{ContentMeta, Envelope, Page, User};
+use super::{redact_url, BaseSpaceApi, ListKind};
+
+/// Largest `Limit` BaseSpace accepts for most lists.
+pub const MAX_LIMIT: u64 = 1024;
+/// Files lists are capped lower by the service.
+pub const MAX_FILES_LIMIT: u64 = 1000;
+/// Pages fetched at once after the first; enough to list 100k files in a few round trips
+/// without looking like a burst to the service.
+const PAGE_CONCURRENCY: usize = 8;
+
+/// How hard to try before giving up.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    /// Attempts in total, including the first.
+    pub max_attempts: u32,
+    /// First backoff; doubles per attempt (full jitter).
+    pub base_delay: Duration,
+    /// Largest single backoff (a `Retry-After` above it is clamped to it).
+    pub max_delay: Duration,
+    /// Total time budget for one logical request, retries included.
+    pub deadline: Duration,
+    /// Limit for one HTTP exchange (headers and body).
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 8,
+            base_delay: Duration::from_millis(100),
+            max_delay: Duration::from_secs(8),
+            deadline: Duration::from_secs(60),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters for `bsmount status` and tests.
+#[derive(Debug, Default)]
+pub struct ClientStats {
+    pub api_requests: AtomicU64,
+    pub content_requests: AtomicU64,
+    pub content_bytes: AtomicU64,
+    pub retries: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+/// The real client (reqwest, rustls).
+#[derive(Clone)]
+pub struct HttpClient {
+    http: reqwest::Client,
+    creds: Arc<Credentials>,
+    policy: RetryPolicy,
+    pub stats: Arc<ClientStats>,
+}
+
+impl std::fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpClient")
+            .field("api_server", &self.creds.api_server)
+            .finish()
+    }
+}
+
+/// One failed attempt: the error, and how long the server asked us to wait.
+struct Attempt {
+    error: ApiError,
+    retry_after: Option<Duration>,
+}
+
+impl From<ApiError> for Attempt {
+    fn from(error: ApiError) -> Self {
+        Attempt {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl HttpClient {
+    pub fn new(creds: Credentials, policy: RetryPolicy) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("bsmount/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .build()
+            .map_err(|e| ApiError::Transport {
+                target: "client".into(),
+                message: e.to_string(),
+                attempts: 0,
+            })?;
+        Ok(HttpClient {
+            http,
+            creds: Arc::new(creds),
+            policy,
+            stats: Arc::default(),
+        })
+    }
+
+    pub fn api_server(&self) -> &str {
+        &self.creds.api_server
+    }
+
+    fn url(&self, path_and_query: &str) -> String {
+        format!(
+            "{}/{}",
+            self.creds.api_server,
+            path_and_query.trim_start_matches('/')
+        )
+    }
+
+    /// Runs `op` under the retry policy.
+    async fn retrying<T, F>(&self, target: &str, mut op: F) -> Result<T, ApiError>
+    where
+        F: FnMut() -> BoxFuture<'static, Result<T, Attempt>>,
+    {
+        let start = Instant::now();
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let fut = op();
+            let res = tokio::time::timeout(self.policy.request_timeout, fut)
+                .await
+                .unwrap_or_else(|_| {
+                    Err(Attempt::from(ApiError::Transport {
+                        target: target.to_string(),
+                        message: format!(
+                            "no complete answer within {:?}",
+                            self.policy.request_timeout
+                        ),
+                        attempts: attempt,
+                    }))
+                });
+            let failed = match res {
+                Ok(v) => return Ok(v),
+                Err(a) => a,
+            };
+            let elapsed = start.elapsed();
+            if !failed.error.is_retryable() || attempt >= self.policy.max_attempts {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(with_attempts(failed.error, attempt));
+            }
+            let cap = self
+                .policy
+                .max_delay
+                .min(self.policy.base_delay.saturating_mul(1 << attempt.min(16)));
+            let jitter =
+                Duration::from_millis(rand::thread_rng().gen_range(0..=cap.as_millis() as u64));
+            let wait = failed
+                .retry_after
+                .map(|r| r.min(self.policy.max_delay))
+                .unwrap_or(jitter);
+            if elapsed + wait >= self.policy.deadline {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                return Err(ApiError::Deadline {
+                    target: target.to_string(),
+                    elapsed,
+                    last: failed.error.to_string(),
+                });
+            }
+            tracing::debug!(target: "bsmount::api", %target, attempt, ?wait, error = %failed.error, "retrying");
+            self.stats.retries.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(wait).await;
+        }
+    }
+
+    /// GET an API path and return the JSON body (envelope or v2).
+    pub async fn get_json(&self, path_and_query: &str) -> Result<Value, ApiError> {
+        let url = self.url(path_and_query);
+        let shown = redact_url(&url);
+        let http = self.http.clone();
+        let token = self.creds.token.clone();
+        let stats = self.stats.clone();
+        self.retrying(&shown, move || {
+            let (http, url, token, stats) =
+                (http.clone(), url.clone(), token.clone(), stats.clone());
+            async move {
+                stats.api_requests.fetch_add(1, Ordering::Relaxed);
+                let shown = redact_url(&url);
+                let resp = http
+                    .get(&url)
+                    .header("x-access-token", token.expose())
+                    .send()
+                    .await
+                    .map_err(|e| transport(&shown, &e))?;
+                let status = resp.status();
+                let retry_after = retry_after(resp.headers());
+                let body = resp.bytes().await.map_err(|e| transport(&shown, &e))?;
+                if status.is_success() {
+                    return serde_json::from_slice::<Value>(&body).map_err(|e| {
+                        Attempt::from(ApiError::Malformed {
+                            target: shown.clone(),
+                            message: format!("invalid JSON: {e}"),
+                        })
+                    });
+                }
+                Err(Attempt {
+                    error: status_error(status, &body),
+                    retry_after,
+                })
+            }
+            .boxed()
+        })
+        .await
+    }
+
+    /// Unwraps a v1pre3 envelope's `Response`.
+    pub async fn get_response(&self, path_and_query: &str) -> Result<Value, ApiError> {
+        let body = self.get_json(path_and_query).await?;
+        let env: Envelope = serde_json::from_value(body).map_err(|e| ApiError::Malformed {
+            target: path_and_query.to_string(),
+            message: format!("not a BaseSpace envelope: {e}"),
+        })?;
+        env.response.ok_or_else(|| ApiError::Malformed {
+            target: path_and_query.to_string(),
+            message: "envelope without Response".into(),
+        })
+    }
+
+    /// Fetches every item of a list.
+    pub async fn list_all(&self, kind: &ListKind) -> Result<Vec<Value>, ApiError> {
+        let (path, extra, v2, max) = kind.request();
+        let page_url = |offset: u64, limit: u64| -> String {
+            let sep = if path.contains('?') { '&' } else { '?' };
+            if v2 {
+                format!("{path}{sep}{extra}offset={offset}&limit={limit}&sortby=Id&sortdir=Asc")
+            } else {
+                format!("{path}{sep}{extra}Offset={offset}&Limit={limit}&SortBy=Id&SortDir=Asc")
+            }
+        };
+        let first = Page::from_body(&self.get_json(&page_url(0, max)).await?).map_err(|m| {
+            ApiError::Malformed {
+                target: path.clone(),
+                message: m,
+            }
+        })?;
+        let total = first.paging.total_count.unwrap_or(first.items.len() as u64);
+        let got = first.items.len() as u64;
+        let mut items = first.items;
+        if got == 0 || got >= total {
+            return Ok(items);
+        }
+        // The server may cap pages below what we asked: page by what it actually returned.
+        let step = got.min(max);
+        let offsets: Vec<u64> = (1..).map(|k| k * step).take_while(|o| *o < total).collect();
+        let pages: Vec<Result<(u64, Page), ApiError>> = futures::stream::iter(offsets)
+            .map(|off| {
+                let url = page_url(off, step);
+                let path = path.clone();
+                async move {
+                    let body = self.get_json(&url).await?;
+                    Page::from_body(&body)
+                        .map(|p| (off, p))
+                        .map_err(|m| ApiError::Malformed {
+                            target: path,
+                            message: m,
+                        })
+                }
+            })
+            .buffered(PAGE_CONCURRENCY)
+            .collect()
+            .await;
+        for page in pages {
+            let (mut off, page) = page?;
+            let n = page.items.len() as u64;
+            items.extend(page.items);
+            // A short page that is not the last: fetch the gap sequentially.
+            let mut filled = n;
+            while filled < step && off + filled < total {
+                off += filled;
+                let want = step - filled;
+                let p =
+                    Page::from_body(&self.get_json(&page_url(off, want)).await?).map_err(|m| {
+                        ApiError::Malformed {
+                            target: path.clone(),
+                            message: m,
+                        }
+                    })?;
+                if p.items.is_empty() {
+                    break;
+                }
+                filled = p.items.len() as u64;
+                items.extend(p.items);
+                if filled >= want {
+                    break;
+                }
+            }
+        }
+        // Items created or deleted during paging can shift pages: keep the first of each Id.
+        let mut seen = std::collections::HashSet::new();
+        items.retain(|v| match v.get("Id") {
+            Some(id) => seen.insert(id.to_string()),
+            None => true,
+        });
+        Ok(items)
+    }
+
+    /// Ranged GET on a presigned URL; checks the status, `Content-Range` and length.
+    pub async fn get_range(&self, url: &str, start: u64, len: u64) -> Result<Bytes, ApiError> {
+        let shown = redact_url(url);
+        let http = self.http.clone();
+        let stats = self.stats.clone();
+        let url = url.to_string();
+        self.retrying(&shown, move || {
+            let (http, url, stats) = (http.clone(), url.clone(), stats.clone());
+            async move {
+                stats.content_requests.fetch_add(1, Ordering::Relaxed);
+                let shown = redact_url(&url);
+                let end = start + len - 1;
+                let resp = http
+                    .get(&url)
+                    .header(reqwest::header::RANGE, format!("bytes={start}-{end}"))
+                    .send()
+                    .await
+                    .map_err(|e| transport(&shown, &e))?;
+                let status = resp.status();
+                let retry_after = retry_after(resp.headers());
+                if status == StatusCode::FORBIDDEN {
+                    return Err(Attempt::from(ApiError::UrlExpired));
+                }
+                if !status.is_success() {
+                    let body = resp.bytes().await.unwrap_or_default();
+                    return Err(Attempt {
+                        error: status_error(status, &body),
+                        retry_after,
+                    });
+                }
+                let range_ok = match (status, resp.headers().get(CONTENT_RANGE)) {
+                    (StatusCode::PARTIAL_CONTENT, Some(cr)) => {
+                        parse_content_range(cr.to_str().unwrap_or(""))
+                            .map(|(s, e)| s == start && e == end)
+                            .unwrap_or(false)
+                    }
+                    (StatusCode::OK, _) => start == 0, // whole body; length checked below
+                    _ => false,
+                };
+                if !range_ok {
+                    return Err(Attempt::from(ApiError::Malformed {
+                        target: shown,
+                        message: format!(
+                            "asked bytes {start}-{end}, got HTTP {status} {:?}",
+                            resp.headers().get(CONTENT_RANGE)
+                        ),
+                    }));
+                }
+                let body = resp.bytes().await.map_err(|e| transport(&shown, &e))?;
+                stats
+                    .content_bytes
+                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+                if body.len() as u64 != len {
+                    return Err(Attempt::from(ApiError::Malformed {
+                        target: shown,
+                        message: format!("asked {len} bytes at {start}, got {}", body.len()),
+                    }));
+                }
+                Ok(body)
+            }
+            .boxed()
+        })
+        .await
+    }
+}
+
+impl BaseSpaceApi for HttpClient {
+    fn current_user(&self) -> BoxFuture<'_, Result<(User, Value), ApiError>> {
+        async move {
+            let v = self.get_response("v1pre3/users/current").await?;
+            let u: User = serde_json::from_value(v.clone()).map_err(|e| ApiError::Malformed {
+                target: "v1pre3/users/current".into(),
+                message: e.to_string(),
+            })?;
+            Ok((u, v))
+        }
+        .boxed()
+    }
+
+    fn list(&self, kind: ListKind) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+        async move { self.list_all(&kind).await }.boxed()
+    }
+
+    fn content_meta(&self, file_id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>> {
+        let path = format!("v1pre3/files/{file_id}/content?redirect=meta");
+        async move {
+            let v = self.get_response(&path).await?;
+            serde_json::from_value(v).map_err(|e| ApiError::Malformed {
+                target: path,
+                message: e.to_string(),
+            })
+        }
+        .boxed()
+    }
+
+    fn get_range(&self, url: &str, start: u64, len: u64) -> BoxFuture<'_, Result<Bytes, ApiError>> {
+        let url = url.to_string();
+        async move { HttpClient::get_range(self, &url, start, len).await }.boxed()
+    }
+}
+
+fn with_attempts(e: ApiError, n: u32) -> ApiError {
+    match e {
+        ApiError::Transport {
+            target, message, ..
+        } => ApiError::Transport {
+            target,
+            message,
+            attempts: n,
+        },
+        ApiError::Server {
+            status,
+            code,
+            message,
+            ..
+        } => ApiError::Server {
+            status,
+            code,
+            message,
+            attempts: n,
+        },
+        ApiError::Throttled { .. } => ApiError::Throttled { attempts: n },
+        other => other,
+    }
+}
+
+fn transport(target: &str, e: &reqwest::Error) -> Attempt {
+    // reqwest's Display can include the URL; we name the (redacted) target ourselves.
+    let kind = if e.is_timeout() {
+        "timed out"
+    } else if e.is_connect() {
+        "connection failed"
+    } else if e.is_body() || e.is_decode() {
+        "connection dropped while reading the body"
+    } else {
+        "request failed"
+    };
+    let mut source = std::error::Error::source(e);
+    let mut detail = String::new();
+    while let Some(s) = source {
+        detail = s.to_string();
+        source = s.source();
+    }
+    let message = if detail.is_empty() {
+        kind.to_string()
+    } else {
+        format!("{kind}: {}", redact_url(&detail))
+    };
+    Attempt::from(ApiError::Transport {
+        target: target.to_string(),
+        message,
+        attempts: 1,
+    })
+}
+
+fn retry_after(h: &HeaderMap) -> Option<Duration> {
+    h.get(RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse::<u64>()
+        .ok()
+        .map(Duration::from_secs)
+}
+
+/// Maps a non-success status and its body to a typed error.
+pub fn status_error(status: StatusCode, body: &[u8]) -> ApiError {
+    let (code, message) = error_fields(body);
+    let message = message.unwrap_or_else(|| status.canonical_reason().unwrap_or("").to_string());
+    match status.as_u16() {
+        401 => ApiError::Unauthorized { code },
+        403 => ApiError::Forbidden { code, message },
+        404 => ApiError::NotFound { code, message },
+        410 => ApiError::Gone { code, message },
+        429 => ApiError::Throttled { attempts: 1 },
+        s @ 500..=599 => ApiError::Server {
+            status: s,
+            code,
+            message,
+            attempts: 1,
+        },
+        s => ApiError::Status {
+            status: s,
+            code,
+            message,
+        },
+    }
+}
+
+/// `ResponseStatus{ErrorCode,Message}` (v1), top-level `ErrorCode/ErrorMessage` (v2) or
+/// OAuth `error/error_description`.
+fn error_fields(body: &[u8]) -> (Option<String>, Option<String>) {
+    let Ok(v) = serde_json::from_slice::<Value>(body) else {
+        return (None, None);
+    };
+    let s = |v: Option<&Value>| v.and_then(|x| x.as_str()).map(str::to_string);
+    if let Some(rs) = v.get("ResponseStatus") {
+        return (s(rs.get("ErrorCode")), s(rs.get("Message")));
+    }
+    if v.get("ErrorCode").is_some() {
+        return (
+            s(v.get("ErrorCode")),
+            s(v.get("ErrorMessage")).or(s(v.get("MessageFormatted"))),
+        );
+    }
+    (s(v.get("error")), s(v.get("error_description")))
+}
+
+/// `bytes START-END/TOTAL` → (START, END).
+pub fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+    let r = v.trim().strip_prefix("bytes ")?;
+    let (range, _total) = r.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}

@@ -1,0 +1,367 @@
+//! Typed views of BaseSpace JSON.
+//!
+//! Only the fields the mount uses are typed; everything else is ignored on parse, and the
+//! raw object is kept next to the typed view so `.json` files show exactly what BaseSpace
+//! sent. Ids are strings on the wire (`"11710715826"`) but v2 adds numeric `IdAsLong`, and
+//! some SDKs send numbers, so [`de_id`] accepts both.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// Accepts `"123"` or `123` (or null, as empty) for an id.
+pub fn de_id<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => s,
+        Value::Number(n) => n.to_string(),
+        Value::Null => String::new(),
+        other => {
+            return Err(serde::de::Error::custom(format!(
+                "id must be a string or number, got {other}"
+            )))
+        }
+    })
+}
+
+fn de_u64_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Number(n) => n
+            .as_u64()
+            .or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64)),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    })
+}
+
+/// `ResponseStatus` of the v1pre3 envelope; empty on success.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct ResponseStatus {
+    pub error_code: Option<String>,
+    pub message: Option<String>,
+}
+
+/// The v1pre3 envelope `{"Response":…,"ResponseStatus":…,"Notifications":[…]}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Envelope {
+    #[serde(default)]
+    pub response: Option<Value>,
+    #[serde(default)]
+    pub response_status: Option<ResponseStatus>,
+    #[serde(default)]
+    pub notifications: Option<Value>,
+}
+
+/// Paging fields: inside `Response` for v1pre3, under `Paging` for v2.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Paging {
+    #[serde(deserialize_with = "de_u64_lenient")]
+    pub displayed_count: Option<u64>,
+    #[serde(deserialize_with = "de_u64_lenient")]
+    pub total_count: Option<u64>,
+    #[serde(deserialize_with = "de_u64_lenient")]
+    pub offset: Option<u64>,
+    #[serde(deserialize_with = "de_u64_lenient")]
+    pub limit: Option<u64>,
+    pub sort_dir: Option<String>,
+    pub sort_by: Option<String>,
+}
+
+/// One page of a list, v1pre3 or v2 shaped.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<Value>,
+    pub paging: Paging,
+}
+
+impl Page {
+    /// Parses a list body of either API version.
+    pub fn from_body(body: &Value) -> Result<Page, String> {
+        let (container, paging) = if let Some(resp) = body.get("Response") {
+            (
+                resp,
+                serde_json::from_value::<Paging>(resp.clone()).map_err(|e| e.to_string())?,
+            )
+        } else if let Some(p) = body.get("Paging") {
+            (
+                body,
+                serde_json::from_value::<Paging>(p.clone()).map_err(|e| e.to_string())?,
+            )
+        } else {
+            return Err("neither a v1pre3 Response nor a v2 Paging object".into());
+        };
+        let items = match container.get("Items") {
+            Some(Value::Array(a)) => a.clone(),
+            Some(Value::Null) | None => Vec::new(),
+            Some(other) => {
+                return Err(format!(
+                    "Items is not a list: {}",
+                    truncate(&other.to_string(), 80)
+                ))
+            }
+        };
+        Ok(Page { items, paging })
+    }
+}
+
+/// A reference to an entity (`{"Id","Href","Name"}`), as nested in other objects.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct EntityRef {
+    #[serde(deserialize_with = "de_id")]
+    pub id: String,
+    pub name: Option<String>,
+    pub href: Option<String>,
+}
+
+/// Project, sample, appresult, run, appsession or dataset: the fields the tree needs.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Entity {
+    #[serde(deserialize_with = "de_id")]
+    pub id: String,
+    pub name: Option<String>,
+    pub href: Option<String>,
+    pub date_created: Option<String>,
+    pub date_modified: Option<String>,
+    /// AppSessions report `ModifiedOn` instead of `DateModified` in v1pre3.
+    pub modified_on: Option<String>,
+    pub status: Option<String>,
+    pub execution_status: Option<String>,
+    pub experiment_name: Option<String>,
+    #[serde(deserialize_with = "de_u64_lenient")]
+    pub total_size: Option<u64>,
+    pub app_session: Option<EntityRef>,
+    /// v2 datasets: `sample.123` / `appresult.456`.
+    #[serde(rename = "V1pre3Id")]
+    pub v1pre3_id: Option<String>,
+}
+
+impl Entity {
+    pub fn parse(v: &Value) -> Result<Entity, String> {
+        let e: Entity = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        if e.id.is_empty() {
+            return Err(format!(
+                "entity without Id: {}",
+                truncate(&v.to_string(), 120)
+            ));
+        }
+        Ok(e)
+    }
+
+    /// The most recent of the modification dates, else the creation date.
+    pub fn mtime(&self) -> SystemTime {
+        self.date_modified
+            .as_deref()
+            .or(self.modified_on.as_deref())
+            .or(self.date_created.as_deref())
+            .and_then(parse_date)
+            .unwrap_or(UNIX_EPOCH)
+    }
+}
+
+/// A file as listed by `…/files` or returned by `files/{id}`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct FileInfo {
+    #[serde(deserialize_with = "de_id")]
+    pub id: String,
+    pub name: String,
+    pub path: Option<String>,
+    #[serde(deserialize_with = "de_u64_lenient")]
+    pub size: Option<u64>,
+    pub content_type: Option<String>,
+    pub href: Option<String>,
+    pub href_content: Option<String>,
+    pub date_created: Option<String>,
+    pub date_modified: Option<String>,
+    #[serde(rename = "ETag")]
+    pub etag: Option<String>,
+    pub is_archived: Option<bool>,
+    pub upload_status: Option<String>,
+}
+
+impl FileInfo {
+    pub fn parse(v: &Value) -> Result<FileInfo, String> {
+        let f: FileInfo = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        if f.id.is_empty() {
+            return Err(format!(
+                "file without Id: {}",
+                truncate(&v.to_string(), 120)
+            ));
+        }
+        Ok(f)
+    }
+
+    /// Path inside its container; falls back to the name.
+    pub fn rel_path(&self) -> &str {
+        match self.path.as_deref() {
+            Some(p) if !p.trim_matches('/').is_empty() => p.trim_matches('/'),
+            _ => &self.name,
+        }
+    }
+
+    /// `DateModified`, else `DateCreated`.
+    pub fn mtime(&self) -> SystemTime {
+        self.date_modified
+            .as_deref()
+            .or(self.date_created.as_deref())
+            .and_then(parse_date)
+            .unwrap_or(UNIX_EPOCH)
+    }
+}
+
+/// `users/current`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct User {
+    #[serde(deserialize_with = "de_id")]
+    pub id: String,
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub href_projects: Option<String>,
+    pub href_runs: Option<String>,
+}
+
+/// `files/{id}/content?redirect=meta`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContentMeta {
+    pub href_content: String,
+    #[serde(default)]
+    pub expires: Option<String>,
+    #[serde(default)]
+    pub supports_range: Option<bool>,
+}
+
+impl ContentMeta {
+    /// When the presigned URL stops working: `Expires` if given, else the URL's `Expires=` epoch.
+    pub fn expiry(&self) -> Option<SystemTime> {
+        if let Some(t) = self.expires.as_deref().and_then(parse_date) {
+            return Some(t);
+        }
+        let url = url::Url::parse(&self.href_content).ok()?;
+        let secs = url
+            .query_pairs()
+            .find(|(k, _)| k.eq_ignore_ascii_case("Expires"))?
+            .1
+            .parse::<u64>()
+            .ok()?;
+        Some(UNIX_EPOCH + Duration::from_secs(secs))
+    }
+}
+
+/// Parses BaseSpace dates: `2018-07-19T23:50:10.0000000Z` (any number of fractional digits,
+/// optional `Z`). Returns `None` for anything else.
+pub fn parse_date(s: &str) -> Option<SystemTime> {
+    let s = s.trim().trim_end_matches('Z');
+    let (date, time) = s.split_once('T').or_else(|| s.split_once(' '))?;
+    let mut d = date.split('-');
+    let (y, m, day): (i64, u32, u32) = (
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+        d.next()?.parse().ok()?,
+    );
+    let (hms, frac) = match time.split_once('.') {
+        Some((a, b)) => (a, b),
+        None => (time, ""),
+    };
+    let mut t = hms.split(':');
+    let (hh, mm, ss): (u64, u64, u64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next().unwrap_or("0").parse().ok()?,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&day) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let days = days_from_civil(y, m, day);
+    if days < 0 {
+        return Some(UNIX_EPOCH); // 0001-01-01 placeholders in nested user objects
+    }
+    let nanos: u32 = if frac.is_empty() {
+        0
+    } else {
+        let digits: String = frac.chars().take(9).collect();
+        let n: u32 = digits.parse().ok()?;
+        n * 10u32.pow(9 - digits.len() as u32)
+    };
+    Some(UNIX_EPOCH + Duration::new(days as u64 * 86400 + hh * 3600 + mm * 60 + ss, nanos))
+}
+
+/// Formats like BaseSpace: 7 fractional digits and `Z`.
+pub fn format_date(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86400, secs % 86400);
+    let (y, m, dd) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:07}Z",
+        rem / 3600,
+        (rem % 3600) / 60,
+        rem % 60,
+        d.subsec_nanos() / 100
+    )
+}
+
+// Howard Hinnant's civil calendar algorithms.
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = if y >= 0 { y } else { y - 399 } / 400;
+    let yoe = y - era * 400;
+    let mp = (m as i64 + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d as i64 - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146097 + doe - 719468
+}
+
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719468;
+    let era = if z >= 0 { z } else { z - 146096 } / 146097;
+    let doe = z - era * 146097;
+    let yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+pub fn truncate(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_string();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dates_round_trip_with_seven_digits() {
+        let t = parse_date("2018-07-19T23:50:10.0000000Z").unwrap();
+        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 1532044210);
+        assert_eq!(format_date(t), "2018-07-19T23:50:10.0000000Z");
+        let t = parse_date("2025-05-28T08:00:57.3893800Z").unwrap();
+        assert_eq!(format_date(t), "2025-05-28T08:00:57.3893800Z");
+        assert!(parse_date("0001-01-01T00:00:00.0000000Z").is_some());
+        assert!(parse_date("yesterday").is_none());
+        assert!(parse_date("2018-13-01T00:00:00Z").is_none());
+    }
+
+    #[test]
+    fn ids_accept_strings_and_numbers() {
+        let f = FileInfo::parse(&serde_json::json!({"Id": 42, "Name": "x", "Size": 3})).unwrap();
+        assert_eq!(f.id, "42");
+        assert!(FileInfo::parse(&serde_json::json!({"Name": "x"})).is_err());
+    }
+}

@@ -1,0 +1,533 @@
+//! The `bsmount` commands.
+
+use std::io::{Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::api::config::{load_credentials, REGIONS};
+use crate::api::{BaseSpaceApi, Credentials, HttpClient, RetryPolicy, Token};
+use crate::emulator::{self, source, EmulatorOptions, NetProfile};
+use crate::mount::{self, MountOptions};
+use crate::units::parse_size;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "bsmount",
+    version,
+    about = "Mount Illumina BaseSpace Sequence Hub as a read-only local filesystem"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Cmd {
+    /// Mount your BaseSpace account at MOUNTPOINT (returns once the mount is live).
+    Mount(MountArgs),
+    /// Unmount a bsmount filesystem (also clears a dead mount).
+    Unmount { mountpoint: PathBuf },
+    /// Try bsmount on a built-in demo account: starts an emulated BaseSpace and mounts it.
+    Demo {
+        /// Where to mount the demo account.
+        #[arg(default_value = "BaseSpace-demo")]
+        mountpoint: PathBuf,
+    },
+    /// Run the BaseSpace emulator (API + presigned content) for tests and benchmarks.
+    Emulator(EmulatorArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct MountArgs {
+    pub mountpoint: PathBuf,
+    /// Use ~/.basespace/NAME.cfg (as `bs -c NAME`); default: environment, then default.cfg.
+    #[arg(short = 'c', long = "config", value_name = "NAME")]
+    pub config: Option<String>,
+    /// API server URL or region (use1, euc1, euw2, cac1, aps2); `help` lists them.
+    #[arg(long, value_name = "URL|REGION")]
+    pub api_server: Option<String>,
+    /// Stay in the foreground and log to stderr.
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+    /// Memory for cached file blocks (e.g. 512M, 2G).
+    #[arg(long, default_value = "512M", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// Seconds a directory listing is trusted before it is fetched again.
+    #[arg(long, default_value_t = 300)]
+    pub metadata_ttl: u64,
+    /// Let other users (and root) access the mount (needs user_allow_other for non-root).
+    #[arg(long)]
+    pub allow_other: bool,
+    /// Log file when running in the background (default: ~/.local/state/bsmount/bsmount.log).
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+#[command(after_long_help = emulator_help())]
+pub struct EmulatorArgs {
+    /// Serve DIR/Projects/<p>/{Samples,AppResults}/<x>/** and DIR/Runs/<r>/**.
+    #[arg(long, value_name = "DIR", group = "source")]
+    pub data: Option<PathBuf>,
+    /// Serve a generated account; see below for the SPEC keys.
+    #[arg(long, value_name = "SPEC", group = "source")]
+    pub synthetic: Option<source::SyntheticSpec>,
+    /// Serve the account described by a JSON catalog (names a directory cannot hold).
+    #[arg(long, value_name = "FILE", group = "source")]
+    pub catalog: Option<PathBuf>,
+    /// Serve the built-in demo account.
+    #[arg(long, group = "source")]
+    pub demo: bool,
+    /// Address to listen on (port 0 = any free port).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: std::net::SocketAddr,
+    /// Access token clients must send (default: random, printed at start).
+    #[arg(long, env = "BSMOUNT_EMULATOR_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Lifetime of presigned content URLs in seconds (BaseSpace: 7 days).
+    #[arg(long, default_value_t = 7 * 24 * 3600)]
+    pub url_ttl: u64,
+    /// Delay before the first byte of every response.
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Per-connection cap on content bodies, bytes per second (0 = none).
+    #[arg(long, default_value = "0", value_parser = parse_size)]
+    pub bandwidth: u64,
+    /// Probability of a 500/503 answer (503 with Retry-After).
+    #[arg(long, default_value_t = 0.0)]
+    pub fail_rate: f64,
+    /// Probability of dropping the connection in the middle of a content body.
+    #[arg(long, default_value_t = 0.0)]
+    pub reset_rate: f64,
+    /// Probability of a 429 answer with Retry-After.
+    #[arg(long, default_value_t = 0.0)]
+    pub throttle_rate: f64,
+    /// Seed for repeatable faults.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
+}
+
+fn emulator_help() -> String {
+    format!(
+        "Sources (pick one; default --demo):\n  --synthetic SPEC  {}\n  --catalog FILE    {}\n\n\
+         On start it prints `API server: http://127.0.0.1:PORT` and `Access token: TOKEN`, then serves until SIGINT/SIGTERM.\n\
+         Introspection: GET /_emulator/stats, GET /_emulator/manifest[?md5=0]; HTML index for generic tools: GET /browse/",
+        source::SYNTHETIC_HELP,
+        source::CATALOG_HELP
+    )
+}
+
+/// Runs the command; returns the process exit code.
+pub fn run(cli: Cli) -> i32 {
+    match cli.cmd {
+        Cmd::Mount(a) => cmd_mount(a),
+        Cmd::Unmount { mountpoint } => match mount::unmount(&mountpoint) {
+            Ok(msg) => {
+                println!("{msg}");
+                0
+            }
+            Err(e) => {
+                eprintln!("bsmount: {e}");
+                1
+            }
+        },
+        Cmd::Demo { mountpoint } => cmd_demo(&mountpoint),
+        Cmd::Emulator(a) => cmd_emulator(a),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("bsmount-io")
+        .build()
+        .expect("tokio runtime")
+}
+
+/// Logging: stderr in the foreground, else a file; `RUST_LOG` overrides the level.
+fn init_logging(file: Option<&Path>) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("bsmount=info,warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false);
+    match file.and_then(|p| open_log(p).ok()) {
+        Some(f) => {
+            let _ = builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(f))
+                .try_init();
+        }
+        None => {
+            let _ = builder.with_writer(std::io::stderr).try_init();
+        }
+    }
+}
+
+fn open_log(p: &Path) -> std::io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(d) = p.parent() {
+        std::fs::create_dir_all(d)?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(p)
+}
+
+fn default_log_file() -> PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| crate::api::config::home_dir().join(".local/state"));
+    state.join("bsmount").join("bsmount.log")
+}
+
+/// Environment variable carrying the readiness pipe from the parent to the mount daemon.
+const READY_FD_ENV: &str = "BSMOUNT_READY_FD";
+
+fn cmd_mount(a: MountArgs) -> i32 {
+    if a.api_server.as_deref() == Some("help") {
+        println!("API servers (--api-server URL or one of these regions):");
+        for (alias, url, what) in REGIONS {
+            println!("  {alias:<5} {url:<45} {what}");
+        }
+        return 0;
+    }
+    let ready_fd: Option<RawFd> = std::env::var(READY_FD_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok());
+    if !a.foreground && ready_fd.is_none() {
+        return spawn_daemon(&a);
+    }
+    // SAFETY: the parent passed us this fd for our exclusive use.
+    let ready: Option<OwnedFd> = ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    std::env::remove_var(READY_FD_ENV);
+    if ready.is_some() {
+        init_logging(Some(&a.log_file.clone().unwrap_or_else(default_log_file)));
+    } else {
+        init_logging(None);
+    }
+    let report = move |r: Result<(), String>| {
+        if let Some(fd) = ready {
+            let mut f = std::fs::File::from(fd);
+            let _ = match &r {
+                Ok(()) => writeln!(f, "ok"),
+                Err(e) => writeln!(f, "error: {e}"),
+            };
+        } else if let Err(e) = &r {
+            eprintln!("bsmount: {e}");
+        }
+    };
+    match mount_main(&a, report) {
+        Ok(()) => 0,
+        Err(e) => {
+            tracing::error!("{e}");
+            1
+        }
+    }
+}
+
+/// Everything that can fail before the mount is live is reported through `report`.
+fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<(), String> {
+    let mp = match mount::check_mountpoint(&a.mountpoint) {
+        Ok(mp) => mp,
+        Err(e) => {
+            report(Err(e.clone()));
+            return Err(e);
+        }
+    };
+    let creds = match load_credentials(a.config.as_deref(), a.api_server.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            report(Err(e.to_string()));
+            return Err(e.to_string());
+        }
+    };
+    let rt = runtime();
+    let (api, user) = match connect(&rt, creds) {
+        Ok(x) => x,
+        Err(e) => {
+            report(Err(e.clone()));
+            return Err(e);
+        }
+    };
+    let opts = MountOptions {
+        mountpoint: mp,
+        cache_bytes: a.cache_size,
+        metadata_ttl: Duration::from_secs(a.metadata_ttl),
+        allow_other: a.allow_other,
+    };
+    let server = api.api_server().to_string();
+    let r = mount::run_session(&rt, Arc::new(api), &server, &user, &opts, report);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    r
+}
+
+/// Builds the client and checks the token with `users/current` (fails fast).
+fn connect(
+    rt: &tokio::runtime::Runtime,
+    creds: Credentials,
+) -> Result<(HttpClient, serde_json::Value), String> {
+    let server = creds.api_server.clone();
+    let quick = RetryPolicy {
+        max_attempts: 3,
+        deadline: Duration::from_secs(20),
+        request_timeout: Duration::from_secs(10),
+        ..RetryPolicy::default()
+    };
+    let probe = HttpClient::new(creds.clone(), quick).map_err(|e| e.to_string())?;
+    let (_, user) = rt.block_on(probe.current_user()).map_err(|e| match e {
+        crate::api::ApiError::Transport { .. } | crate::api::ApiError::Deadline { .. } => {
+            format!("cannot reach BaseSpace at {server}: {e}")
+        }
+        other => other.to_string(),
+    })?;
+    let client = HttpClient::new(creds, RetryPolicy::default()).map_err(|e| e.to_string())?;
+    Ok((client, user))
+}
+
+/// Re-runs this command in the background and waits until it reports the mount live.
+fn spawn_daemon(a: &MountArgs) -> i32 {
+    use std::os::unix::process::CommandExt;
+    let mut fds = [0 as RawFd; 2];
+    // SAFETY: fds is a valid array of two ints.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        eprintln!(
+            "bsmount: cannot create a pipe: {}",
+            std::io::Error::last_os_error()
+        );
+        return 1;
+    }
+    // SAFETY: pipe2 just returned these two fds to us.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let wfd = fds[1];
+    let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("bsmount"));
+    let log = a.log_file.clone().unwrap_or_else(default_log_file);
+    let mut cmd = std::process::Command::new(exe);
+    cmd.args(std::env::args_os().skip(1))
+        .env(READY_FD_ENV, wfd.to_string())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(match open_log(&log) {
+            Ok(f) => std::process::Stdio::from(f),
+            Err(_) => std::process::Stdio::null(),
+        });
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            libc::setsid();
+            let flags = libc::fcntl(wfd, libc::F_GETFD);
+            libc::fcntl(wfd, libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+            Ok(())
+        });
+    }
+    let child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("bsmount: cannot start the mount process: {e}");
+            return 1;
+        }
+    };
+    drop(w);
+    let mut msg = String::new();
+    let _ = std::fs::File::from(r).read_to_string(&mut msg);
+    let msg = msg.trim();
+    if msg == "ok" {
+        let mp = mount::absolute(&a.mountpoint);
+        println!(
+            "Mounted BaseSpace at {} (pid {}, log {}).",
+            mp.display(),
+            child.id(),
+            log.display()
+        );
+        println!("To unmount: bsmount unmount {}", mp.display());
+        0
+    } else {
+        let reason = msg
+            .strip_prefix("error: ")
+            .unwrap_or(if msg.is_empty() { "" } else { msg });
+        if reason.is_empty() {
+            eprintln!(
+                "bsmount: the mount process exited without mounting; see {}",
+                log.display()
+            );
+        } else {
+            eprintln!("bsmount: {reason}");
+        }
+        1
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn cmd_demo(mountpoint: &Path) -> i32 {
+    init_logging(None);
+    let abs = mount::absolute(mountpoint);
+    if mount::mounted_type(&abs).is_some() {
+        // A leftover from an earlier demo that was killed: clear it.
+        if let Err(e) = mount::unmount(&abs) {
+            eprintln!("bsmount: {e}");
+            return 1;
+        }
+    }
+    if !abs.exists() {
+        if let Err(e) = std::fs::create_dir_all(&abs) {
+            eprintln!("bsmount: cannot create {}: {e}", abs.display());
+            return 1;
+        }
+    }
+    let mp = match mount::check_mountpoint(&abs) {
+        Ok(mp) => mp,
+        Err(e) => {
+            eprintln!("bsmount: {e}");
+            return 1;
+        }
+    };
+    eprintln!("Generating the demo account (FASTQ, BAM, VCF, a run folder)...");
+    let rt = runtime();
+    let emu = match rt.block_on(emulator::start(
+        emulator::demo::account(),
+        EmulatorOptions::default(),
+    )) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("bsmount: cannot start the demo server: {e}");
+            return 1;
+        }
+    };
+    let creds = Credentials {
+        api_server: emu.base_url.clone(),
+        token: Token::new(emu.token.clone()),
+        source: "demo".into(),
+    };
+    let (api, user) = match connect(&rt, creds) {
+        Ok(x) => x,
+        Err(e) => {
+            eprintln!("bsmount: {e}");
+            return 1;
+        }
+    };
+    let opts = MountOptions {
+        mountpoint: mp.clone(),
+        cache_bytes: 512 << 20,
+        metadata_ttl: Duration::from_secs(300),
+        allow_other: false,
+    };
+    let m = mp.display().to_string();
+    let ar = format!("{m}/Projects/NovaSeq: Germline Trio (NA12878, NA12891, NA12892)/AppResults/NA12878 DRAGEN Germline/Files");
+    let fq = format!("{m}/Projects/NovaSeq: Germline Trio (NA12878, NA12891, NA12892)/Samples/NA12878/Files/NA12878_S1_L001_R1_001.fastq.gz");
+    let report = |r: Result<(), String>| match r {
+        Ok(()) => {
+            println!(
+                "Demo BaseSpace account mounted at {m} (emulated server {}).\n",
+                emu.base_url
+            );
+            println!("Try, in another terminal:");
+            println!("  ls -R {}", shell_quote(&format!("{m}/Projects")));
+            println!(
+                "  ls -a {}",
+                shell_quote(&format!("{m}/Runs/240115_A01234_0042_AHDEMOXX/Files"))
+            );
+            println!(
+                "  samtools view {} chr1:100000-101000 | head -3",
+                shell_quote(&format!("{ar}/NA12878.bam"))
+            );
+            println!(
+                "  tabix {} chr2:1-50000 | head -3",
+                shell_quote(&format!("{ar}/NA12878.hard-filtered.vcf.gz"))
+            );
+            println!("  zcat {} | head -8", shell_quote(&fq));
+            println!("  md5sum {}/NA12878.*", shell_quote(&ar));
+            println!(
+                "\nPress Ctrl-C here (or run: bsmount unmount {}) to unmount.",
+                shell_quote(&m)
+            );
+            let _ = std::io::stdout().flush();
+        }
+        Err(e) => eprintln!("bsmount: {e}"),
+    };
+    let server = api.api_server().to_string();
+    let r = mount::run_session(&rt, Arc::new(api), &server, &user, &opts, report);
+    drop(emu);
+    rt.shutdown_timeout(Duration::from_secs(1));
+    match r {
+        Ok(()) => {
+            println!("Unmounted {m}.");
+            0
+        }
+        Err(e) => {
+            eprintln!("bsmount: {e}");
+            1
+        }
+    }
+}
+
+fn cmd_emulator(a: EmulatorArgs) -> i32 {
+    init_logging(None);
+    let account = if let Some(dir) = &a.data {
+        source::from_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))
+    } else if let Some(spec) = &a.synthetic {
+        Ok(source::synthetic(spec))
+    } else if let Some(cat) = &a.catalog {
+        std::fs::read_to_string(cat)
+            .map_err(|e| format!("cannot read {}: {e}", cat.display()))
+            .and_then(|t| source::from_catalog(&t))
+    } else {
+        Ok(emulator::demo::account())
+    };
+    let account = match account {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bsmount: {e}");
+            return 1;
+        }
+    };
+    let opts = EmulatorOptions {
+        listen: a.listen,
+        token: a.token.clone(),
+        url_ttl: Duration::from_secs(a.url_ttl),
+        net: NetProfile {
+            latency: Duration::from_millis(a.latency_ms),
+            bandwidth: a.bandwidth,
+            fail_rate: a.fail_rate,
+            reset_rate: a.reset_rate,
+            throttle_rate: a.throttle_rate,
+            seed: a.seed,
+        },
+    };
+    let rt = runtime();
+    rt.block_on(async move {
+        let emu = match emulator::start(account, opts).await {
+            Ok(e) => e,
+            Err(e) => {
+                eprintln!("bsmount: cannot listen on {}: {e}", a.listen);
+                return 1;
+            }
+        };
+        println!("API server: {}", emu.base_url);
+        println!("Access token: {}", emu.token);
+        let _ = std::io::stdout().flush();
+        use tokio::signal::unix::{signal, SignalKind};
+        let (mut int, mut term) = match (
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::terminate()),
+        ) {
+            (Ok(i), Ok(t)) => (i, t),
+            _ => return 1,
+        };
+        tokio::select! {
+            _ = int.recv() => {},
+            _ = term.recv() => {},
+        }
+        emu.stop().await;
+        0
+    })
+}

@@ -1,0 +1,469 @@
+//! The emulated BaseSpace account: projects, samples, appresults, appsessions, runs, files.
+//!
+//! Built once from a source (a directory, a synthetic spec, a catalog, or the demo) through
+//! [`AccountBuilder`], then served read-only. Ids are digit strings from disjoint ranges,
+//! assigned in a deterministic order, so the same source always gives the same ids.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+
+use crate::tree::names;
+
+/// Where a file's bytes come from.
+#[derive(Debug, Clone)]
+pub enum Content {
+    /// A file on disk (the `--data` source).
+    Disk(PathBuf),
+    /// Deterministic pseudo-random bytes derived from the seed; costs no memory or disk.
+    Synthetic { seed: u64 },
+    /// Bytes held in memory (demo and catalog files).
+    Memory(Bytes),
+}
+
+/// One file.
+#[derive(Debug)]
+pub struct FileEntry {
+    pub id: u64,
+    /// Path relative to its sample/appresult/run (may contain '/').
+    pub path: String,
+    pub size: u64,
+    pub content: Content,
+    pub content_type: &'static str,
+    pub created: SystemTime,
+    pub parent: ContainerRef,
+    pub etag: String,
+    /// md5 of the bytes, computed on first need (manifest).
+    pub md5: OnceLock<String>,
+}
+
+impl FileEntry {
+    /// The file name: last component of the path.
+    pub fn name(&self) -> &str {
+        self.path.rsplit('/').next().unwrap_or(&self.path)
+    }
+}
+
+/// Which kind of container holds files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ContainerKind {
+    Sample,
+    AppResult,
+    Run,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ContainerRef {
+    pub kind: ContainerKind,
+    pub id: u64,
+}
+
+/// A sample, appresult or run.
+#[derive(Debug, Clone)]
+pub struct Container {
+    pub id: u64,
+    pub kind: ContainerKind,
+    pub name: String,
+    pub project: Option<u64>,
+    pub appsession: Option<u64>,
+    pub created: SystemTime,
+    pub files: Vec<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub id: u64,
+    pub name: String,
+    pub description: String,
+    pub created: SystemTime,
+    pub samples: Vec<u64>,
+    pub appresults: Vec<u64>,
+    pub appsessions: Vec<u64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct AppSession {
+    pub id: u64,
+    pub name: String,
+    pub application: String,
+    pub project: u64,
+    pub created: SystemTime,
+    /// Samples and appresults it produced.
+    pub outputs: Vec<ContainerRef>,
+}
+
+/// The whole account.
+#[derive(Debug, Default)]
+pub struct Account {
+    pub user_id: u64,
+    pub user_name: String,
+    pub projects: Vec<Project>,
+    pub containers: HashMap<ContainerRef, Container>,
+    pub runs: Vec<u64>,
+    pub appsessions: HashMap<u64, AppSession>,
+    pub files: HashMap<u64, Arc<FileEntry>>,
+}
+
+/// Id ranges per entity type, shaped like real BaseSpace ids.
+const PROJECT_BASE: u64 = 300_000_000;
+const SAMPLE_BASE: u64 = 400_000_000;
+const APPRESULT_BASE: u64 = 500_000_000;
+const RUN_BASE: u64 = 200_000_000;
+const APPSESSION_BASE: u64 = 600_000_000;
+const FILE_BASE: u64 = 20_000_000_000;
+
+/// A fixed epoch for generated dates, so the same source gives the same JSON.
+pub fn base_time() -> SystemTime {
+    UNIX_EPOCH + Duration::from_secs(1_705_312_800) // 2024-01-15T10:00:00Z
+}
+
+/// Builds an [`Account`] with deterministic ids.
+#[derive(Debug)]
+pub struct AccountBuilder {
+    acct: Account,
+    next: HashMap<&'static str, u64>,
+}
+
+impl Default for AccountBuilder {
+    fn default() -> Self {
+        Self::new("Emulated User")
+    }
+}
+
+impl AccountBuilder {
+    pub fn new(user_name: &str) -> Self {
+        let acct = Account {
+            user_id: 19_228_209,
+            user_name: user_name.to_string(),
+            ..Default::default()
+        };
+        AccountBuilder {
+            acct,
+            next: HashMap::new(),
+        }
+    }
+
+    fn id(&mut self, kind: &'static str, base: u64) -> u64 {
+        let n = self.next.entry(kind).or_insert(0);
+        *n += 1;
+        base + *n
+    }
+
+    fn when(&self, id: u64) -> SystemTime {
+        base_time() + Duration::from_secs((id % 1_000_000) * 61)
+    }
+
+    pub fn project(&mut self, name: &str) -> u64 {
+        let id = self.id("project", PROJECT_BASE);
+        let created = self.when(id);
+        self.acct.projects.push(Project {
+            id,
+            name: name.to_string(),
+            description: format!("{name} (emulated)"),
+            created,
+            samples: vec![],
+            appresults: vec![],
+            appsessions: vec![],
+        });
+        id
+    }
+
+    pub fn appsession(&mut self, project: u64, name: &str, application: &str) -> u64 {
+        let id = self.id("appsession", APPSESSION_BASE);
+        let created = self.when(id);
+        self.acct.appsessions.insert(
+            id,
+            AppSession {
+                id,
+                name: name.to_string(),
+                application: application.to_string(),
+                project,
+                created,
+                outputs: vec![],
+            },
+        );
+        if let Some(p) = self.acct.projects.iter_mut().find(|p| p.id == project) {
+            p.appsessions.push(id);
+        }
+        id
+    }
+
+    fn container(
+        &mut self,
+        kind: ContainerKind,
+        name: &str,
+        project: Option<u64>,
+        appsession: Option<u64>,
+    ) -> ContainerRef {
+        let (key, base) = match kind {
+            ContainerKind::Sample => ("sample", SAMPLE_BASE),
+            ContainerKind::AppResult => ("appresult", APPRESULT_BASE),
+            ContainerKind::Run => ("run", RUN_BASE),
+        };
+        let id = self.id(key, base);
+        let r = ContainerRef { kind, id };
+        let created = self.when(id);
+        self.acct.containers.insert(
+            r,
+            Container {
+                id,
+                kind,
+                name: name.to_string(),
+                project,
+                appsession,
+                created,
+                files: vec![],
+            },
+        );
+        if let Some(pid) = project {
+            if let Some(p) = self.acct.projects.iter_mut().find(|p| p.id == pid) {
+                match kind {
+                    ContainerKind::Sample => p.samples.push(id),
+                    ContainerKind::AppResult => p.appresults.push(id),
+                    ContainerKind::Run => {}
+                }
+            }
+        }
+        if let Some(a) = appsession.and_then(|a| self.acct.appsessions.get_mut(&a)) {
+            a.outputs.push(r);
+        }
+        if kind == ContainerKind::Run {
+            self.acct.runs.push(id);
+        }
+        r
+    }
+
+    pub fn sample(&mut self, project: u64, name: &str, appsession: Option<u64>) -> ContainerRef {
+        self.container(ContainerKind::Sample, name, Some(project), appsession)
+    }
+
+    pub fn appresult(&mut self, project: u64, name: &str, appsession: Option<u64>) -> ContainerRef {
+        self.container(ContainerKind::AppResult, name, Some(project), appsession)
+    }
+
+    pub fn run(&mut self, name: &str) -> ContainerRef {
+        self.container(ContainerKind::Run, name, None, None)
+    }
+
+    /// Adds a file; `created` defaults to a date derived from the id.
+    pub fn file(
+        &mut self,
+        parent: ContainerRef,
+        path: &str,
+        size: u64,
+        content: Content,
+        created: Option<SystemTime>,
+    ) -> u64 {
+        let id = self.id("file", FILE_BASE);
+        let etag = etag_for(id, size, &content);
+        let created = created.unwrap_or_else(|| self.when(id));
+        let entry = FileEntry {
+            id,
+            path: path.to_string(),
+            size,
+            content_type: content_type(path),
+            content,
+            created,
+            parent,
+            etag,
+            md5: OnceLock::new(),
+        };
+        self.acct.files.insert(id, Arc::new(entry));
+        if let Some(c) = self.acct.containers.get_mut(&parent) {
+            c.files.push(id);
+        }
+        id
+    }
+
+    pub fn build(self) -> Account {
+        self.acct
+    }
+}
+
+/// Below this size the ETag is the md5 of the bytes (computed now, like S3's single-part
+/// uploads); above it an opaque multipart-style `<hash>-<parts>`, like S3 multipart uploads.
+const SMALL_FILE_ETAG_LIMIT: u64 = 8 << 20;
+
+fn etag_for(id: u64, size: u64, content: &Content) -> String {
+    use md5::{Digest, Md5};
+    if size <= SMALL_FILE_ETAG_LIMIT {
+        if let Ok(b) = read_all(content, size) {
+            return hex::encode(Md5::digest(&b));
+        }
+    }
+    let mut h = Md5::new();
+    h.update(id.to_le_bytes());
+    h.update(size.to_le_bytes());
+    let parts = size.div_ceil(25 << 20).max(1);
+    format!("{}-{parts}", hex::encode(h.finalize()))
+}
+
+fn read_all(content: &Content, size: u64) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; size as usize];
+    fill(content, 0, &mut buf)?;
+    Ok(buf)
+}
+
+/// Fills `buf` with the bytes at `offset` of a file's content.
+pub fn fill(content: &Content, offset: u64, buf: &mut [u8]) -> std::io::Result<()> {
+    match content {
+        Content::Disk(p) => {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::File::open(p)?;
+            f.read_exact_at(buf, offset)
+        }
+        Content::Synthetic { seed } => {
+            synth_fill(*seed, offset, buf);
+            Ok(())
+        }
+        Content::Memory(b) => {
+            let start = offset as usize;
+            let src = b
+                .get(start..start + buf.len())
+                .ok_or_else(|| std::io::Error::other("range past end of in-memory file"))?;
+            buf.copy_from_slice(src);
+            Ok(())
+        }
+    }
+}
+
+/// Synthetic bytes: the 8-byte word at index w is splitmix64(seed ^ w), so any range is
+/// computable directly at several GB/s.
+pub fn synth_fill(seed: u64, offset: u64, buf: &mut [u8]) {
+    let mut pos = 0usize;
+    let mut off = offset;
+    while pos < buf.len() {
+        let w = off / 8;
+        let word = splitmix64(seed ^ w.wrapping_mul(0x9E37_79B9_7F4A_7C15)).to_le_bytes();
+        let skip = (off % 8) as usize;
+        let n = (8 - skip).min(buf.len() - pos);
+        buf[pos..pos + n].copy_from_slice(&word[skip..skip + n]);
+        pos += n;
+        off += n as u64;
+    }
+}
+
+pub fn splitmix64(x: u64) -> u64 {
+    let mut z = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+fn content_type(path: &str) -> &'static str {
+    let p = path.to_ascii_lowercase();
+    if p.ends_with(".gz") || p.ends_with(".bgz") {
+        "application/x-gzip"
+    } else if p.ends_with(".txt")
+        || p.ends_with(".csv")
+        || p.ends_with(".xml")
+        || p.ends_with(".vcf")
+    {
+        "text/plain"
+    } else {
+        "application/octet-stream"
+    }
+}
+
+impl Account {
+    pub fn project(&self, id: u64) -> Option<&Project> {
+        self.projects.iter().find(|p| p.id == id)
+    }
+
+    pub fn container(&self, kind: ContainerKind, id: u64) -> Option<&Container> {
+        self.containers.get(&ContainerRef { kind, id })
+    }
+
+    /// md5 of a file's bytes (cached after the first call).
+    pub fn md5(&self, f: &FileEntry) -> std::io::Result<String> {
+        if let Some(m) = f.md5.get() {
+            return Ok(m.clone());
+        }
+        use md5::{Digest, Md5};
+        let mut h = Md5::new();
+        let mut buf = vec![0u8; 4 << 20];
+        let mut off = 0;
+        while off < f.size {
+            let n = (f.size - off).min(buf.len() as u64) as usize;
+            fill(&f.content, off, &mut buf[..n])?;
+            h.update(&buf[..n]);
+            off += n as u64;
+        }
+        let m = hex::encode(h.finalize());
+        let _ = f.md5.set(m.clone());
+        Ok(m)
+    }
+
+    /// Every file with the path the mount shows for it, using the mount's naming rules.
+    pub fn display_paths(&self) -> Vec<(String, Arc<FileEntry>)> {
+        let reserved = std::collections::HashSet::new();
+        let mut out = Vec::new();
+        let mut add_container = |prefix: String, c: &Container| {
+            let files: Vec<&Arc<FileEntry>> =
+                c.files.iter().filter_map(|id| self.files.get(id)).collect();
+            let ids: Vec<String> = files.iter().map(|f| f.id.to_string()).collect();
+            let pairs: Vec<(&str, &str)> = files
+                .iter()
+                .zip(&ids)
+                .map(|(f, id)| (id.as_str(), f.path.as_str()))
+                .collect();
+            for (i, p) in names::files_layout(&pairs).flatten() {
+                out.push((format!("{prefix}/Files/{p}"), files[i].clone()));
+            }
+        };
+        let pids: Vec<String> = self.projects.iter().map(|p| p.id.to_string()).collect();
+        let pnames = names::disambiguate(
+            &self
+                .projects
+                .iter()
+                .zip(&pids)
+                .map(|(p, id)| (id.as_str(), p.name.as_str()))
+                .collect::<Vec<_>>(),
+            &reserved,
+        );
+        for (p, pname) in self.projects.iter().zip(pnames) {
+            for (kind, list, dir) in [
+                (ContainerKind::Sample, &p.samples, "Samples"),
+                (ContainerKind::AppResult, &p.appresults, "AppResults"),
+            ] {
+                let cs: Vec<&Container> = list
+                    .iter()
+                    .filter_map(|id| self.container(kind, *id))
+                    .collect();
+                let ids: Vec<String> = cs.iter().map(|c| c.id.to_string()).collect();
+                let cnames = names::disambiguate(
+                    &cs.iter()
+                        .zip(&ids)
+                        .map(|(c, id)| (id.as_str(), c.name.as_str()))
+                        .collect::<Vec<_>>(),
+                    &reserved,
+                );
+                for (c, cname) in cs.into_iter().zip(cnames) {
+                    add_container(format!("Projects/{pname}/{dir}/{cname}"), c);
+                }
+            }
+        }
+        let runs: Vec<&Container> = self
+            .runs
+            .iter()
+            .filter_map(|id| self.container(ContainerKind::Run, *id))
+            .collect();
+        let ids: Vec<String> = runs.iter().map(|c| c.id.to_string()).collect();
+        let rnames = names::disambiguate(
+            &runs
+                .iter()
+                .zip(&ids)
+                .map(|(c, id)| (id.as_str(), c.name.as_str()))
+                .collect::<Vec<_>>(),
+            &reserved,
+        );
+        for (c, rname) in runs.into_iter().zip(rnames) {
+            add_container(format!("Runs/{rname}"), c);
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}

@@ -1,0 +1,255 @@
+//! The built-in demo account `bsmount demo` serves: generated at start, deterministic, no
+//! download. Two projects with paired FASTQ.gz samples (real FASTQ records), an appresult
+//! with a coordinate-sorted BAM + BAI and a bgzipped VCF + TBI, and a sequencing run folder
+//! (RunInfo.xml, RunParameters.xml, SampleSheet.csv, InterOp, BaseCalls).
+
+use bytes::Bytes;
+
+use super::account::{splitmix64, Account, AccountBuilder, ContainerRef, Content};
+use super::formats::{gzip, write_bam, write_vcf, BamRead, VcfLine};
+
+/// Reference contigs of the demo genome.
+pub const CONTIGS: &[(&str, u64)] = &[("chr1", 2_000_000), ("chr2", 1_000_000)];
+/// Reads per FASTQ file.
+const FASTQ_READS: u64 = 40_000;
+/// Reads in the demo BAM.
+const BAM_READS: u64 = 120_000;
+const READ_LEN: usize = 100;
+
+/// Deterministic pseudo-random stream.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = splitmix64(self.0);
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+/// The demo genome's base at `pos` of contig `c`, derived from position (no storage).
+fn base(c: usize, pos: u64) -> u8 {
+    b"ACGT"[(splitmix64((c as u64) << 40 ^ pos) % 4) as usize]
+}
+
+fn fastq(sample: &str, read: u8, seed: u64) -> Vec<u8> {
+    let mut rng = Rng(seed);
+    let mut out = String::with_capacity((FASTQ_READS as usize) * 260);
+    for i in 0..FASTQ_READS {
+        let (tile, x, y) = (
+            1101 + i / 10_000,
+            1000 + rng.below(30_000),
+            1000 + rng.below(30_000),
+        );
+        out.push_str(&format!(
+            "@A01234:42:HDEMOXX:1:{tile}:{x}:{y} {read}:N:0:ACGTACGT+TGCATGCA\n"
+        ));
+        let c = (rng.below(2)) as usize;
+        let start = rng.below(CONTIGS[c].1 - READ_LEN as u64);
+        for p in 0..READ_LEN as u64 {
+            out.push(base(c, start + p) as char);
+        }
+        out.push_str("\n+\n");
+        for _ in 0..READ_LEN {
+            out.push((b'!' + 25 + rng.below(15) as u8) as char);
+        }
+        out.push('\n');
+        let _ = sample;
+    }
+    gzip(out.as_bytes())
+}
+
+fn bam_and_bai(seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = Rng(seed);
+    let total: u64 = CONTIGS.iter().map(|c| c.1).sum();
+    let mut reads = Vec::with_capacity(BAM_READS as usize);
+    for c in 0..CONTIGS.len() {
+        let n = BAM_READS * CONTIGS[c].1 / total;
+        let mut pos: Vec<u64> = (0..n)
+            .map(|_| rng.below(CONTIGS[c].1 - READ_LEN as u64))
+            .collect();
+        pos.sort_unstable();
+        for (i, p) in pos.into_iter().enumerate() {
+            let seq: Vec<u8> = (0..READ_LEN as u64).map(|k| base(c, p + k)).collect();
+            let qual: Vec<u8> = (0..READ_LEN)
+                .map(|_| b'!' + 25 + rng.below(15) as u8)
+                .collect();
+            reads.push(BamRead {
+                ref_id: c,
+                pos: p,
+                name: format!("A01234:42:HDEMOXX:1:{c}:{i}"),
+                seq,
+                qual,
+                reverse: rng.below(2) == 1,
+            });
+        }
+    }
+    write_bam(
+        CONTIGS,
+        "@RG\tID:demo\tSM:NA12878\tPL:ILLUMINA\n@PG\tID:bsmount-demo\tPN:bsmount\n",
+        &reads,
+    )
+}
+
+fn vcf_and_tbi(seed: u64) -> (Vec<u8>, Vec<u8>) {
+    let mut rng = Rng(seed);
+    let mut header = String::from("##fileformat=VCFv4.2\n##source=bsmount-demo\n");
+    for (n, l) in CONTIGS {
+        header.push_str(&format!("##contig=<ID={n},length={l}>\n"));
+    }
+    header.push_str("##INFO=<ID=DP,Number=1,Type=Integer,Description=\"Total depth\">\n");
+    header.push_str("##FORMAT=<ID=GT,Number=1,Type=String,Description=\"Genotype\">\n");
+    header.push_str("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tNA12878\n");
+    let mut lines = Vec::new();
+    for (c, (name, len)) in CONTIGS.iter().enumerate() {
+        let mut pos = 1 + rng.below(500);
+        while pos < *len {
+            let r = base(c, pos - 1);
+            let alt = b"ACGT"
+                .iter()
+                .copied()
+                .find(|b| *b != r && rng.below(2) == 0)
+                .unwrap_or(if r == b'A' { b'G' } else { b'A' });
+            let gt = ["0/1", "1/1", "0/1"][rng.below(3) as usize];
+            let line = format!(
+                "{name}\t{pos}\t.\t{}\t{}\t{}\tPASS\tDP={}\tGT\t{gt}",
+                r as char,
+                alt as char,
+                30 + rng.below(70),
+                10 + rng.below(60)
+            );
+            lines.push(VcfLine {
+                ref_id: c,
+                pos,
+                ref_len: 1,
+                line,
+            });
+            pos += 200 + rng.below(1800);
+        }
+    }
+    write_vcf(CONTIGS, &header, &lines)
+}
+
+fn mem(b: Vec<u8>) -> (u64, Content) {
+    (b.len() as u64, Content::Memory(Bytes::from(b)))
+}
+
+fn add(b: &mut AccountBuilder, parent: ContainerRef, path: &str, data: Vec<u8>) {
+    let (size, content) = mem(data);
+    b.file(parent, path, size, content, None);
+}
+
+fn run_folder(b: &mut AccountBuilder, run: ContainerRef, name: &str) {
+    let text = |s: String| s.into_bytes();
+    add(b, run, "RunInfo.xml", text(format!(
+        "<?xml version=\"1.0\"?>\n<RunInfo Version=\"5\">\n  <Run Id=\"{name}\" Number=\"42\">\n    <Flowcell>HDEMOXX</Flowcell>\n    <Instrument>A01234</Instrument>\n    <Date>1/15/2024 10:00:00 AM</Date>\n    <Reads>\n      <Read Number=\"1\" NumCycles=\"101\" IsIndexedRead=\"N\"/>\n      <Read Number=\"2\" NumCycles=\"8\" IsIndexedRead=\"Y\"/>\n      <Read Number=\"3\" NumCycles=\"8\" IsIndexedRead=\"Y\"/>\n      <Read Number=\"4\" NumCycles=\"101\" IsIndexedRead=\"N\"/>\n    </Reads>\n    <FlowcellLayout LaneCount=\"2\" SurfaceCount=\"2\" SwathCount=\"2\" TileCount=\"2\"/>\n  </Run>\n</RunInfo>\n"
+    )));
+    add(b, run, "RunParameters.xml", text(format!(
+        "<?xml version=\"1.0\"?>\n<RunParameters>\n  <RunId>{name}</RunId>\n  <InstrumentType>NovaSeq6000</InstrumentType>\n  <ExperimentName>Demo Germline Trio</ExperimentName>\n  <RfidsInfo><FlowCellSerialBarcode>HDEMOXX</FlowCellSerialBarcode></RfidsInfo>\n</RunParameters>\n"
+    )));
+    add(b, run, "SampleSheet.csv", text(
+        "[Header]\nIEMFileVersion,5\nExperiment Name,Demo Germline Trio\nDate,2024-01-15\nWorkflow,GenerateFASTQ\n\n[Reads]\n101\n101\n\n[Data]\nSample_ID,Sample_Name,index,index2\nNA12878,NA12878,ACGTACGT,TGCATGCA\nNA12891,NA12891,GGTTAACC,CCAATTGG\nNA12892,NA12892,TTGGCCAA,AACCGGTT\n".to_string(),
+    ));
+    let mut rng = Rng(7);
+    for f in [
+        "ControlMetricsOut.bin",
+        "CorrectedIntMetricsOut.bin",
+        "ErrorMetricsOut.bin",
+        "ExtractionMetricsOut.bin",
+        "QMetricsOut.bin",
+        "TileMetricsOut.bin",
+    ] {
+        let data: Vec<u8> = std::iter::once(6u8)
+            .chain((0..4096).map(|_| rng.next() as u8))
+            .collect();
+        add(b, run, &format!("InterOp/{f}"), data);
+    }
+    for lane in 1..=2 {
+        for cycle in 1..=4 {
+            for tile in [1101, 1102] {
+                let data: Vec<u8> = (0..20_000)
+                    .map(|_| b"\x00\x41\x82\xc3\x1f"[rng.below(5) as usize])
+                    .collect();
+                add(
+                    b,
+                    run,
+                    &format!(
+                        "Data/Intensities/BaseCalls/L{lane:03}/C{cycle}.1/s_{lane}_{tile}.bcl.gz"
+                    ),
+                    gzip(&data),
+                );
+            }
+        }
+    }
+    add(
+        b,
+        run,
+        "Logs/RTAComplete.txt",
+        text("RTA 3.4.4 completed on 1/15/2024 4:00:00 PM\n".to_string()),
+    );
+}
+
+/// Builds the demo account (about 40 MB in memory, ~2 s).
+pub fn account() -> Account {
+    let mut b = AccountBuilder::new("Demo User");
+    let p1 = b.project("MiSeq: Myeloid RNA Panel (Demo)");
+    let fq1 = b.appsession(
+        p1,
+        "FASTQ Generation 2024-01-15 10:00:00Z",
+        "FASTQ Generation",
+    );
+    // Two samples named alike, as happens in real accounts: the mount shows "Brain-Rep1 (2)".
+    for (i, s) in ["Brain-Rep1", "SeraSeq-Rep1", "Brain-Rep1"]
+        .into_iter()
+        .enumerate()
+    {
+        let sref = b.sample(p1, s, Some(fq1));
+        for r in 1..=2u8 {
+            add(
+                &mut b,
+                sref,
+                &format!("{s}_S{}_L001_R{r}_001.fastq.gz", i + 1),
+                fastq(s, r, 1000 + i as u64 * 10 + r as u64),
+            );
+        }
+    }
+    let p2 = b.project("NovaSeq: Germline Trio (NA12878, NA12891, NA12892)");
+    let fq2 = b.appsession(
+        p2,
+        "FASTQ Generation 2024-01-16 09:30:00Z",
+        "FASTQ Generation",
+    );
+    for (i, s) in ["NA12878", "NA12891", "NA12892"].into_iter().enumerate() {
+        let sref = b.sample(p2, s, Some(fq2));
+        for r in 1..=2u8 {
+            add(
+                &mut b,
+                sref,
+                &format!("{s}_S{}_L001_R{r}_001.fastq.gz", i + 1),
+                fastq(s, r, 2000 + i as u64 * 10 + r as u64),
+            );
+        }
+    }
+    let an = b.appsession(
+        p2,
+        "DRAGEN Germline 2024-01-17 12:00:00Z",
+        "DRAGEN Germline",
+    );
+    let ar = b.appresult(p2, "NA12878 DRAGEN Germline", Some(an));
+    let (bam, bai) = bam_and_bai(42);
+    add(&mut b, ar, "NA12878.bam", bam);
+    add(&mut b, ar, "NA12878.bam.bai", bai);
+    let (vcf, tbi) = vcf_and_tbi(43);
+    add(&mut b, ar, "NA12878.hard-filtered.vcf.gz", vcf);
+    add(&mut b, ar, "NA12878.hard-filtered.vcf.gz.tbi", tbi);
+    add(
+        &mut b,
+        ar,
+        "metrics/NA12878.mapping_metrics.csv",
+        format!("MAPPING/ALIGNING SUMMARY,,Total input reads,{BAM_READS},100.00\n").into_bytes(),
+    );
+    let run = b.run("240115_A01234_0042_AHDEMOXX");
+    run_folder(&mut b, run, "240115_A01234_0042_AHDEMOXX");
+    b.build()
+}

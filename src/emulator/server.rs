@@ -1,0 +1,899 @@
+//! The HTTP side of the emulator: BaseSpace API routes, presigned content, `/browse/`,
+//! and `/_emulator/*` introspection.
+//!
+//! Routing is done by hand rather than with axum's router because BaseSpace treats query
+//! parameter names case-insensitively and answers unknown paths with its own envelope.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::response::Response;
+use bytes::Bytes;
+use hmac::{Hmac, Mac};
+use parking_lot::RwLock;
+use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+/// Characters escaped in URL path segments: everything but RFC 3986 unreserved ones, as S3 does.
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+use serde_json::{json, Value};
+use sha2::Sha256;
+
+use super::account::{fill, Account, ContainerKind, FileEntry};
+use super::faults::{Fault, Faults};
+use super::json;
+use crate::api::model::format_date;
+
+/// Lists default to 10 items, like BaseSpace.
+const DEFAULT_LIMIT: u64 = 10;
+/// Largest page for lists (files: [`MAX_FILES_LIMIT`]).
+const MAX_LIMIT: u64 = 1024;
+const MAX_FILES_LIMIT: u64 = 1000;
+/// Body chunk when no bandwidth cap applies: big enough for GB/s on loopback.
+const FAST_CHUNK: usize = 1 << 20;
+/// Body chunk under a bandwidth cap: small enough for smooth pacing.
+const PACED_CHUNK: usize = 64 << 10;
+
+/// Introspection counters (`GET /_emulator/stats`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub api_requests: AtomicU64,
+    pub content_requests: AtomicU64,
+    pub content_bytes: AtomicU64,
+    pub browse_requests: AtomicU64,
+    pub unauthorized: AtomicU64,
+}
+
+/// Shared server state.
+pub struct Shared {
+    pub account: RwLock<Arc<Account>>,
+    pub token: String,
+    pub base_url: String,
+    pub url_ttl: Duration,
+    pub faults: Faults,
+    pub stats: Stats,
+    secret: [u8; 32],
+    browse: RwLock<Arc<BrowseIndex>>,
+}
+
+/// Display path → file, and the set of directories, for `/browse/` and the manifest.
+#[derive(Default)]
+pub struct BrowseIndex {
+    files: BTreeMap<String, Arc<FileEntry>>,
+    dirs: BTreeSet<String>,
+}
+
+impl BrowseIndex {
+    fn build(a: &Account) -> Self {
+        let mut idx = BrowseIndex::default();
+        idx.dirs.insert(String::new());
+        idx.dirs.insert("Projects".into());
+        idx.dirs.insert("Runs".into());
+        for (path, f) in a.display_paths() {
+            let mut p = path.as_str();
+            while let Some(pos) = p.rfind('/') {
+                p = &p[..pos];
+                idx.dirs.insert(p.to_string());
+            }
+            idx.files.insert(path, f);
+        }
+        idx
+    }
+}
+
+impl Shared {
+    pub fn new(
+        account: Account,
+        token: String,
+        base_url: String,
+        url_ttl: Duration,
+        faults: Faults,
+    ) -> Self {
+        let mut secret = [0u8; 32];
+        rand::Rng::fill(&mut rand::thread_rng(), &mut secret);
+        let browse = RwLock::new(Arc::new(BrowseIndex::build(&account)));
+        Shared {
+            account: RwLock::new(Arc::new(account)),
+            token,
+            base_url,
+            url_ttl,
+            faults,
+            stats: Stats::default(),
+            secret,
+            browse,
+        }
+    }
+
+    /// Replaces the account (used by rescans).
+    pub fn replace_account(&self, account: Account) {
+        *self.browse.write() = Arc::new(BrowseIndex::build(&account));
+        *self.account.write() = Arc::new(account);
+    }
+
+    fn sign(&self, file_id: u64, expires: u64) -> String {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("any key length");
+        mac.update(format!("{file_id}:{expires}").as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    fn presign(&self, f: &FileEntry) -> (String, SystemTime) {
+        let exp_t = SystemTime::now() + self.url_ttl;
+        let expires = exp_t
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let obj = format!(
+            "{:016x}{:016x}",
+            super::account::splitmix64(f.id ^ 0x5a5a),
+            f.id
+        );
+        let name = utf8_percent_encode(f.name(), SEGMENT).to_string();
+        let url = format!(
+            "{}/content/{obj}/{name}?AWSAccessKeyId=BSMOUNTEMULATOR&Expires={expires}&response-content-disposition=filename%3D{name}&response-content-type={}&Signature={}",
+            self.base_url,
+            utf8_percent_encode(f.content_type, NON_ALPHANUMERIC),
+            self.sign(f.id, expires)
+        );
+        (url, UNIX_EPOCH + Duration::from_secs(expires))
+    }
+}
+
+/// Query parameters with lower-cased names (BaseSpace ignores case).
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(q: Option<&str>) -> Self {
+        Query(
+            url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
+                .collect(),
+        )
+    }
+    fn get(&self, k: &str) -> Option<&str> {
+        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+    }
+}
+
+/// The single entry point.
+pub async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
+    let path = req.uri().path().to_string();
+    let query = Query::parse(req.uri().query());
+    let method = req.method().clone();
+    let headers = req.headers().clone();
+    if let Some(rest) = path.strip_prefix("/_emulator/") {
+        return introspect(&s, rest, &query);
+    }
+    if !s.faults.profile.latency.is_zero() {
+        tokio::time::sleep(s.faults.profile.latency).await;
+    }
+    if let Some(rest) = path.strip_prefix("/content/") {
+        s.stats.content_requests.fetch_add(1, Ordering::Relaxed);
+        return presigned(&s, rest, &query, &method, &headers);
+    }
+    if path == "/browse" || path.starts_with("/browse/") {
+        s.stats.browse_requests.fetch_add(1, Ordering::Relaxed);
+        return browse(
+            &s,
+            path.trim_start_matches("/browse").trim_start_matches('/'),
+            &method,
+            &headers,
+        );
+    }
+    s.stats.api_requests.fetch_add(1, Ordering::Relaxed);
+    if let Some(r) = injected_error(&s, false) {
+        return r;
+    }
+    if !authorized(&s, &headers, &query) {
+        s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
+        return error(
+            StatusCode::UNAUTHORIZED,
+            Some("BASESPACE.COMMON.UNAUTHORIZED"),
+            "Please provide a valid access token",
+        );
+    }
+    if method != Method::GET && method != Method::HEAD {
+        return error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            Some("BASESPACE.COMMON.METHOD_NOT_ALLOWED"),
+            "This emulator is read-only",
+        );
+    }
+    let acct = s.account.read().clone();
+    api(&s, &acct, &path, &query, &method, &headers)
+}
+
+fn authorized(s: &Shared, h: &HeaderMap, q: &Query) -> bool {
+    let given = h
+        .get("x-access-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| {
+            h.get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::to_string)
+        })
+        .or_else(|| q.get("access_token").map(str::to_string));
+    // Constant-time compare, as a real server would.
+    given.is_some_and(|g| {
+        g.len() == s.token.len()
+            && g.bytes()
+                .zip(s.token.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    })
+}
+
+fn injected_error(s: &Shared, has_body: bool) -> Option<Response> {
+    match s.faults.draw(has_body) {
+        Fault::Throttle429 => Some(with_retry_after(error(
+            StatusCode::TOO_MANY_REQUESTS,
+            Some("BASESPACE.COMMON.TOO_MANY_REQUESTS"),
+            "Rate limit exceeded",
+        ))),
+        Fault::Error500 => Some(error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Some("BASESPACE.COMMON.INTERNAL_SERVER_ERROR"),
+            "An internal error occurred (injected)",
+        )),
+        Fault::Unavailable503 => Some(with_retry_after(error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            None,
+            "Service temporarily unavailable (injected)",
+        ))),
+        Fault::ResetAfter(_) | Fault::None => None,
+    }
+}
+
+fn with_retry_after(mut r: Response) -> Response {
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+    r
+}
+
+fn json_response(status: StatusCode, v: &Value) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
+        .header(header::CACHE_CONTROL, "no-cache, no-store, must-revalidate")
+        .header("X-BaseSpace-Source", "emulator")
+        .body(Body::from(serde_json::to_vec(v).unwrap_or_default()))
+        .expect("valid response")
+}
+
+fn ok(v: Value) -> Response {
+    json_response(
+        StatusCode::OK,
+        &json!({"Response": v, "ResponseStatus": {}, "Notifications": []}),
+    )
+}
+
+/// The v1pre3 error envelope (as recorded for 403s).
+fn error(status: StatusCode, code: Option<&str>, message: &str) -> Response {
+    let mut rs = json!({"Message": message});
+    if let Some(c) = code {
+        rs["ErrorCode"] = json!(c);
+    }
+    let notes = if code.is_some() {
+        json!([{"Type": "error", "Item": message}])
+    } else {
+        json!([])
+    };
+    json_response(
+        status,
+        &json!({"ResponseStatus": rs, "Notifications": notes}),
+    )
+}
+
+fn unrecognized() -> Response {
+    error(
+        StatusCode::NOT_FOUND,
+        None,
+        "This isn't a recognized path. Please refer to the API documentation at https://developer.basespace.illumina.com/docs for the available resources.",
+    )
+}
+
+/// What BaseSpace answers for an id that does not exist or is not yours (recorded: 403).
+fn no_access(kind: &str) -> Response {
+    error(
+        StatusCode::FORBIDDEN,
+        Some("BASESPACE.COMMON.INSUFFICIENT_RESOURCE_PERMISSIONS"),
+        &format!("Sorry but this requires READ access to this {kind} resource."),
+    )
+}
+
+/// Sorts and pages `items` (each with its sort keys) into a v1pre3 or v2 list body.
+fn page(q: &Query, mut items: Vec<(Value, SortKeys)>, max: u64, v2: bool) -> Response {
+    let offset = match q.get("offset").map(str::parse::<u64>) {
+        None => 0,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                Some("BASESPACE.COMMON.INVALID_PARAMETER"),
+                "Offset must be a non-negative integer",
+            )
+        }
+    };
+    let limit = match q.get("limit").map(str::parse::<u64>) {
+        None => DEFAULT_LIMIT,
+        Some(Ok(n)) => n.min(max),
+        Some(Err(_)) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                Some("BASESPACE.COMMON.INVALID_PARAMETER"),
+                "Limit must be a non-negative integer",
+            )
+        }
+    };
+    let sort_by = match q.get("sortby").map(|s| s.to_ascii_lowercase()) {
+        Some(s) if s == "name" => "Name",
+        Some(s) if s == "datecreated" => "DateCreated",
+        Some(s) if s == "path" => "Path",
+        _ => "Id",
+    };
+    let desc = q
+        .get("sortdir")
+        .is_some_and(|d| d.eq_ignore_ascii_case("desc"));
+    items.sort_by(|a, b| {
+        let o = match sort_by {
+            "Name" => a.1.name.cmp(&b.1.name),
+            "DateCreated" => a.1.created.cmp(&b.1.created),
+            "Path" => a.1.path.cmp(&b.1.path),
+            _ => std::cmp::Ordering::Equal,
+        };
+        o.then(a.1.id.cmp(&b.1.id))
+    });
+    if desc {
+        items.reverse();
+    }
+    let total = items.len() as u64;
+    let shown: Vec<Value> = items
+        .into_iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .map(|(v, _)| v)
+        .collect();
+    let paging = json!({
+        "DisplayedCount": shown.len(), "TotalCount": total, "Offset": offset, "Limit": limit,
+        "SortDir": if desc { "Desc" } else { "Asc" }, "SortBy": sort_by
+    });
+    if v2 {
+        return json_response(StatusCode::OK, &json!({"Items": shown, "Paging": paging}));
+    }
+    let mut r = paging;
+    r["Items"] = json!(shown);
+    // Keep BaseSpace's field order: Items first.
+    let mut ordered = serde_json::Map::new();
+    ordered.insert("Items".into(), r["Items"].take());
+    for k in [
+        "DisplayedCount",
+        "TotalCount",
+        "Offset",
+        "Limit",
+        "SortDir",
+        "SortBy",
+    ] {
+        ordered.insert(k.into(), r[k].take());
+    }
+    ok(Value::Object(ordered))
+}
+
+struct SortKeys {
+    id: u64,
+    name: String,
+    created: SystemTime,
+    path: String,
+}
+
+fn keys(id: u64, name: &str, created: SystemTime) -> SortKeys {
+    SortKeys {
+        id,
+        name: name.to_string(),
+        created,
+        path: String::new(),
+    }
+}
+
+fn api(
+    s: &Arc<Shared>,
+    a: &Account,
+    path: &str,
+    q: &Query,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response {
+    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let id = |i: usize| segs.get(i).and_then(|x| x.parse::<u64>().ok());
+    match segs.as_slice() {
+        ["v1pre3", "users", "current"] => ok(json::user(a)),
+        ["v1pre3", "users", "current", "projects"] => page(
+            q,
+            a.projects
+                .iter()
+                .map(|p| (json::project(a, p, false), keys(p.id, &p.name, p.created)))
+                .collect(),
+            MAX_LIMIT,
+            false,
+        ),
+        ["v1pre3", "users", "current", "runs"] => page(
+            q,
+            a.runs
+                .iter()
+                .filter_map(|r| a.container(ContainerKind::Run, *r))
+                .map(|c| (json::run(a, c, false), keys(c.id, &c.name, c.created)))
+                .collect(),
+            MAX_LIMIT,
+            false,
+        ),
+        ["v1pre3", "projects", _] => match id(2).and_then(|i| a.project(i)) {
+            Some(p) => ok(json::project(a, p, true)),
+            None => no_access("Project"),
+        },
+        ["v1pre3", "projects", _, kind @ ("samples" | "appresults")] => {
+            let Some(p) = id(2).and_then(|i| a.project(i)) else {
+                return no_access("Project");
+            };
+            let (k, ids) = if *kind == "samples" {
+                (ContainerKind::Sample, &p.samples)
+            } else {
+                (ContainerKind::AppResult, &p.appresults)
+            };
+            let items = ids
+                .iter()
+                .filter_map(|i| a.container(k, *i))
+                .map(|c| {
+                    let v = if k == ContainerKind::Sample {
+                        json::sample(a, c, false)
+                    } else {
+                        json::appresult(a, c, false)
+                    };
+                    (v, keys(c.id, &c.name, c.created))
+                })
+                .collect();
+            page(q, items, MAX_LIMIT, false)
+        }
+        ["v1pre3", kind @ ("samples" | "appresults" | "runs"), _, rest @ ..] => {
+            let (k, label) = match *kind {
+                "samples" => (ContainerKind::Sample, "Sample"),
+                "appresults" => (ContainerKind::AppResult, "AppResult"),
+                _ => (ContainerKind::Run, "Run"),
+            };
+            let Some(c) = id(2).and_then(|i| a.container(k, i)) else {
+                return no_access(label);
+            };
+            match rest {
+                [] => ok(match k {
+                    ContainerKind::Sample => json::sample(a, c, true),
+                    ContainerKind::AppResult => json::appresult(a, c, true),
+                    ContainerKind::Run => json::run(a, c, true),
+                }),
+                ["files"] => {
+                    let items = c
+                        .files
+                        .iter()
+                        .filter_map(|f| a.files.get(f))
+                        .map(|f| {
+                            (
+                                json::file(f, false),
+                                SortKeys {
+                                    path: f.path.clone(),
+                                    ..keys(f.id, f.name(), f.created)
+                                },
+                            )
+                        })
+                        .collect();
+                    page(q, items, MAX_FILES_LIMIT, false)
+                }
+                _ => unrecognized(),
+            }
+        }
+        ["v1pre3", "appsessions", _] => match id(2).and_then(|i| a.appsessions.get(&i)) {
+            Some(x) => ok(json::appsession_v1(a, x)),
+            None => no_access("AppSession"),
+        },
+        ["v1pre3", "files", _, rest @ ..] => {
+            let Some(f) = id(2).and_then(|i| a.files.get(&i)) else {
+                return no_access("File");
+            };
+            match rest {
+                [] => ok(json::file(f, true)),
+                ["content"] => content_redirect(s, f, q, method, headers),
+                _ => unrecognized(),
+            }
+        }
+        ["v2", "appsessions"] => {
+            let project = q.get("output.projects").and_then(|p| p.parse::<u64>().ok());
+            let items = a
+                .appsessions
+                .values()
+                .filter(|x| project.is_none_or(|p| x.project == p))
+                .map(|x| {
+                    (
+                        json::appsession_v2(a, x, &s.base_url),
+                        keys(x.id, &x.name, x.created),
+                    )
+                })
+                .collect();
+            page(q, items, MAX_LIMIT, true)
+        }
+        ["v2", "datasets"] => {
+            let sessions: Option<Vec<u64>> = q
+                .get("appsessionids")
+                .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect());
+            let items = a
+                .containers
+                .values()
+                .filter(|c| c.kind != ContainerKind::Run)
+                .filter(|c| {
+                    sessions
+                        .as_ref()
+                        .is_none_or(|ss| c.appsession.is_some_and(|x| ss.contains(&x)))
+                })
+                .map(|c| {
+                    (
+                        json::dataset_v2(a, c, &s.base_url),
+                        keys(c.id, &c.name, c.created),
+                    )
+                })
+                .collect();
+            page(q, items, MAX_LIMIT, true)
+        }
+        _ => unrecognized(),
+    }
+}
+
+fn content_redirect(
+    s: &Arc<Shared>,
+    f: &Arc<FileEntry>,
+    q: &Query,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response {
+    let (url, expires) = s.presign(f);
+    match q.get("redirect").map(|r| r.to_ascii_lowercase()) {
+        Some(r) if r == "meta" => {
+            ok(json!({"HrefContent": url, "Expires": format_date(expires), "SupportsRange": true}))
+        }
+        Some(r) if r == "false" => serve_bytes(s, f, method, headers),
+        _ => Response::builder()
+            .status(StatusCode::FOUND)
+            .header(header::LOCATION, url)
+            .body(Body::empty())
+            .expect("valid response"),
+    }
+}
+
+fn s3_error(code: &str, message: &str) -> Response {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{code}</Code><Message>{message}</Message><RequestId>EMULATOR</RequestId><HostId>emulator</HostId></Error>"
+    );
+    let status = if code == "InvalidRange" {
+        StatusCode::RANGE_NOT_SATISFIABLE
+    } else if code == "NoSuchKey" {
+        StatusCode::NOT_FOUND
+    } else {
+        StatusCode::FORBIDDEN
+    };
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/xml")
+        .body(Body::from(body))
+        .expect("valid response")
+}
+
+/// `GET|HEAD /content/<obj>/<name>?…&Expires=E&Signature=S`: the presigned "S3" URL.
+fn presigned(
+    s: &Arc<Shared>,
+    rest: &str,
+    q: &Query,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response {
+    let obj = rest.split('/').next().unwrap_or("");
+    let file_id = obj.get(16..).and_then(|h| u64::from_str_radix(h, 16).ok());
+    let Some(f) = file_id.and_then(|id| s.account.read().files.get(&id).cloned()) else {
+        return s3_error("NoSuchKey", "The specified key does not exist.");
+    };
+    let expires = q
+        .get("expires")
+        .and_then(|e| e.parse::<u64>().ok())
+        .unwrap_or(0);
+    let sig_ok = q
+        .get("signature")
+        .is_some_and(|sig| sig == s.sign(f.id, expires));
+    if !sig_ok {
+        return s3_error(
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        );
+    }
+    if UNIX_EPOCH + Duration::from_secs(expires) < SystemTime::now() {
+        return s3_error("AccessDenied", "Request has expired");
+    }
+    if let Some(r) = injected_error(s, false) {
+        return r;
+    }
+    serve_bytes(s, &f, method, headers)
+}
+
+/// Parses `Range: bytes=…` against `size`. `Ok(None)` = whole file; `Err` = unsatisfiable.
+fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>, ()> {
+    let Some(v) = h.and_then(|v| v.to_str().ok()) else {
+        return Ok(None);
+    };
+    let Some(spec) = v.trim().strip_prefix("bytes=") else {
+        return Ok(None);
+    };
+    if spec.contains(',') {
+        return Ok(None); // multi-range: S3 ignores it and sends everything
+    }
+    let (a, b) = spec.split_once('-').ok_or(())?;
+    let (a, b) = (a.trim(), b.trim());
+    if a.is_empty() {
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 || size == 0 {
+            return Err(());
+        }
+        return Ok(Some((size.saturating_sub(n), size - 1)));
+    }
+    let start: u64 = a.parse().map_err(|_| ())?;
+    if start >= size {
+        return Err(());
+    }
+    let end = if b.is_empty() {
+        size - 1
+    } else {
+        b.parse::<u64>().map_err(|_| ())?.min(size - 1)
+    };
+    if end < start {
+        return Ok(None); // invalid spec: ignored per RFC 9110
+    }
+    Ok(Some((start, end)))
+}
+
+fn serve_bytes(
+    s: &Arc<Shared>,
+    f: &Arc<FileEntry>,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Response {
+    let range = match parse_range(headers.get(header::RANGE), f.size) {
+        Ok(r) => r,
+        Err(()) => {
+            let mut r = s3_error("InvalidRange", "The requested range is not satisfiable");
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{}", f.size)).expect("ascii"),
+            );
+            return r;
+        }
+    };
+    let (start, end, status) = match range {
+        Some((a, b)) => (a, b, StatusCode::PARTIAL_CONTENT),
+        None => (0, f.size.saturating_sub(1), StatusCode::OK),
+    };
+    let len = if f.size == 0 { 0 } else { end - start + 1 };
+    let mut b = Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, f.content_type)
+        .header(header::CONTENT_LENGTH, len)
+        .header(header::ACCEPT_RANGES, "bytes")
+        .header(header::ETAG, format!("\"{}\"", f.etag))
+        .header(header::LAST_MODIFIED, httpdate(f.created));
+    if status == StatusCode::PARTIAL_CONTENT {
+        b = b.header(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{end}/{}", f.size),
+        );
+    }
+    if method == Method::HEAD || len == 0 {
+        return b.body(Body::empty()).expect("valid response");
+    }
+    let reset_at = match s.faults.draw(true) {
+        Fault::ResetAfter(permille) => Some(len * permille as u64 / 1000),
+        _ => None,
+    };
+    b.body(Body::from_stream(body_stream(
+        s,
+        f.clone(),
+        start,
+        len,
+        reset_at,
+    )))
+    .expect("valid response")
+}
+
+fn body_stream(
+    s: &Arc<Shared>,
+    f: Arc<FileEntry>,
+    start: u64,
+    len: u64,
+    reset_at: Option<u64>,
+) -> impl futures::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+    let paced = s.faults.profile.bandwidth > 0;
+    let chunk = if paced { PACED_CHUNK } else { FAST_CHUNK } as u64;
+    let bw = s.faults.profile.bandwidth;
+    let s = s.clone();
+    let t0 = Instant::now();
+    futures::stream::unfold(0u64, move |sent| {
+        let f = f.clone();
+        let s = s.clone();
+        async move {
+            if sent >= len {
+                return None;
+            }
+            if let Some(r) = reset_at {
+                if sent >= r {
+                    return Some((
+                        Err(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionReset,
+                            "injected reset",
+                        )),
+                        len,
+                    ));
+                }
+            }
+            if bw > 0 {
+                let due = Duration::from_secs_f64(sent as f64 / bw as f64);
+                if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
+            }
+            let mut n = chunk.min(len - sent);
+            if let Some(r) = reset_at {
+                n = n.min(r - sent).max(1);
+            }
+            let off = start + sent;
+            let data = match &f.content {
+                super::account::Content::Memory(b) => Ok(b.slice(off as usize..(off + n) as usize)),
+                _ => {
+                    let f2 = f.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0u8; n as usize];
+                        fill(&f2.content, off, &mut buf).map(|_| Bytes::from(buf))
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)))
+                }
+            };
+            match data {
+                Ok(b) => {
+                    s.stats.content_bytes.fetch_add(n, Ordering::Relaxed);
+                    Some((Ok(b), sent + n))
+                }
+                Err(e) => Some((Err(e), len)),
+            }
+        }
+    })
+}
+
+fn httpdate(t: SystemTime) -> String {
+    // RFC 7231 IMF-fixdate.
+    let secs = t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+    let days = secs / 86400;
+    let wd = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"][(days % 7) as usize];
+    let iso = format_date(t); // YYYY-MM-DDTHH:MM:SS…
+    let (y, m, d) = (&iso[0..4], &iso[5..7], &iso[8..10]);
+    let mon = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ][m.parse::<usize>().unwrap_or(1) - 1];
+    format!("{wd}, {d} {mon} {y} {} GMT", &iso[11..19])
+}
+
+/// `/browse/…`: the account as a plain HTML directory index, for generic HTTP tools.
+fn browse(s: &Arc<Shared>, rel: &str, method: &Method, headers: &HeaderMap) -> Response {
+    let idx = s.browse.read().clone();
+    let rel = percent_decode_str(rel).decode_utf8_lossy().into_owned();
+    let key = rel.trim_end_matches('/');
+    if let Some(f) = idx.files.get(key) {
+        if let Some(r) = injected_error(s, false) {
+            return r;
+        }
+        return serve_bytes(s, f, method, headers);
+    }
+    if !idx.dirs.contains(key) {
+        return Response::builder()
+            .status(StatusCode::NOT_FOUND)
+            .body(Body::from("not found\n"))
+            .expect("valid response");
+    }
+    if let Some(r) = injected_error(s, false) {
+        return r;
+    }
+    let prefix = if key.is_empty() {
+        String::new()
+    } else {
+        format!("{key}/")
+    };
+    let mut entries: BTreeSet<(String, bool)> = BTreeSet::new();
+    for d in idx.dirs.range(prefix.clone()..) {
+        let Some(tail) = d.strip_prefix(&prefix) else {
+            break;
+        };
+        if !tail.is_empty() && !tail.contains('/') {
+            entries.insert((tail.to_string(), true));
+        }
+    }
+    for (p, _) in idx.files.range(prefix.clone()..) {
+        let Some(tail) = p.strip_prefix(&prefix) else {
+            break;
+        };
+        if !tail.contains('/') {
+            entries.insert((tail.to_string(), false));
+        }
+    }
+    let mut html = format!("<!DOCTYPE html>\n<html><head><title>Index of /{prefix}</title></head><body>\n<h1>Index of /{prefix}</h1>\n<ul>\n");
+    for (name, is_dir) in entries {
+        let href = utf8_percent_encode(&name, SEGMENT).to_string();
+        let esc = name
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
+        if is_dir {
+            html.push_str(&format!("<li><a href=\"{href}/\">{esc}/</a></li>\n"));
+        } else {
+            html.push_str(&format!("<li><a href=\"{href}\">{esc}</a></li>\n"));
+        }
+    }
+    html.push_str("</ul>\n</body></html>\n");
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/html; charset=utf-8")
+        .body(Body::from(html))
+        .expect("valid response")
+}
+
+fn introspect(s: &Shared, rest: &str, q: &Query) -> Response {
+    match rest {
+        "stats" => {
+            let st = &s.stats;
+            json_response(
+                StatusCode::OK,
+                &json!({
+                    "api_requests": st.api_requests.load(Ordering::Relaxed),
+                    "content_requests": st.content_requests.load(Ordering::Relaxed),
+                    "content_bytes": st.content_bytes.load(Ordering::Relaxed),
+                    "browse_requests": st.browse_requests.load(Ordering::Relaxed),
+                    "unauthorized": st.unauthorized.load(Ordering::Relaxed),
+                    "faults_injected": s.faults.injected.load(Ordering::Relaxed),
+                }),
+            )
+        }
+        "manifest" => {
+            let with_md5 = q.get("md5").is_none_or(|v| v != "0" && v != "false");
+            let idx = s.browse.read().clone();
+            let acct = s.account.read().clone();
+            let files: Vec<Value> = idx
+                .files
+                .iter()
+                .map(|(p, f)| {
+                    let mut v =
+                        json!({"path": p, "id": f.id.to_string(), "size": f.size, "etag": f.etag});
+                    if with_md5 {
+                        v["md5"] = json!(acct.md5(f).unwrap_or_default());
+                    }
+                    v
+                })
+                .collect();
+            json_response(StatusCode::OK, &json!({"files": files}))
+        }
+        _ => json_response(
+            StatusCode::NOT_FOUND,
+            &json!({"error": "unknown introspection endpoint; try stats or manifest"}),
+        ),
+    }
+}
+
+/// Where the server listens once bound.
+pub fn base_url(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}

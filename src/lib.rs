@@ -1,0 +1,19 @@
+//! bsmount: Illumina BaseSpace Sequence Hub as a read-only local filesystem.
+//!
+//! Layers, bottom up:
+//! - [`api`]: typed BaseSpace client (credentials, paging, retries, presigned URLs) behind
+//!   the [`api::BaseSpaceApi`] trait;
+//! - [`tree`]: the virtual directory model (BaseMount's layout, names, lazy listings);
+//! - [`read`]: block cache and prefetching reads of file bytes;
+//! - [`fs`]: the thin FUSE adapter;
+//! - [`emulator`]: a BaseSpace-compatible server for tests, the demo and benchmarks;
+//! - [`cli`]: the `bsmount` commands.
+
+pub mod api;
+pub mod cli;
+pub mod emulator;
+pub mod fs;
+pub mod mount;
+pub mod read;
+pub mod tree;
+pub mod units;

@@ -1,0 +1,362 @@
+//! Mount lifecycle: checking the mountpoint, running the FUSE session until a signal or an
+//! external unmount, and `bsmount unmount` (busy reports, dead mounts).
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::api::BaseSpaceApi;
+use crate::fs::BsFs;
+use crate::read::{ReadOptions, Reader};
+use crate::tree::{Tree, TreeOptions};
+
+/// What `mount` and `demo` need besides the API.
+#[derive(Debug, Clone)]
+pub struct MountOptions {
+    pub mountpoint: PathBuf,
+    pub cache_bytes: u64,
+    pub metadata_ttl: Duration,
+    pub allow_other: bool,
+}
+
+/// The mount points currently listed in /proc/self/mountinfo, with their fs type.
+fn mounts() -> Vec<(PathBuf, String)> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let sep = f.iter().position(|x| *x == "-")?;
+            Some((
+                PathBuf::from(unescape_mountinfo(f.get(4)?)),
+                f.get(sep + 1)?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() + 1 && b.len() >= i + 4 {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The fs type mounted exactly at `mp`, if any.
+pub fn mounted_type(mp: &Path) -> Option<String> {
+    mounts()
+        .into_iter()
+        .rev()
+        .find(|(p, _)| p == mp)
+        .map(|(_, t)| t)
+}
+
+/// An absolute path for `p` without following symlinks or touching a dead mount.
+pub fn absolute(p: &Path) -> PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    // Normalise `.`/`..` lexically so it matches /proc/self/mountinfo.
+    let mut out = PathBuf::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// Checks a mountpoint before mounting; the error is one line a user can act on.
+pub fn check_mountpoint(mp: &Path) -> Result<PathBuf, String> {
+    let abs = absolute(mp);
+    let shown = abs.display();
+    if mounted_type(&abs).is_some() {
+        if is_dead(&abs) {
+            return Err(format!("{shown} is a dead mount (Transport endpoint is not connected); clear it with: bsmount unmount {shown}"));
+        }
+        return Err(format!(
+            "{shown} is already mounted; unmount it first with: bsmount unmount {shown}"
+        ));
+    }
+    let meta = std::fs::metadata(&abs).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            format!("mountpoint {shown} does not exist; create it with: mkdir -p {shown}")
+        }
+        _ => format!("cannot use mountpoint {shown}: {e}"),
+    })?;
+    if !meta.is_dir() {
+        return Err(format!("mountpoint {shown} is not a directory"));
+    }
+    let mut rd =
+        std::fs::read_dir(&abs).map_err(|e| format!("cannot read mountpoint {shown}: {e}"))?;
+    if rd.next().is_some() {
+        return Err(format!(
+            "mountpoint {shown} is not empty; use an empty directory"
+        ));
+    }
+    if !Path::new("/dev/fuse").exists() {
+        return Err("/dev/fuse is missing: load the module with `modprobe fuse` (in a container: --device /dev/fuse --cap-add SYS_ADMIN)".into());
+    }
+    Ok(abs)
+}
+
+fn is_dead(p: &Path) -> bool {
+    matches!(std::fs::metadata(p), Err(e) if e.raw_os_error() == Some(libc::ENOTCONN))
+}
+
+/// Mounts and serves until SIGINT/SIGTERM or an external unmount. `on_ready` is called once
+/// with the outcome of mounting, before serving.
+pub fn run_session(
+    rt: &tokio::runtime::Runtime,
+    api: Arc<dyn BaseSpaceApi>,
+    server: &str,
+    user: &Value,
+    opts: &MountOptions,
+    on_ready: impl FnOnce(Result<(), String>),
+) -> Result<(), String> {
+    let tree = Tree::new(
+        api.clone(),
+        server,
+        user,
+        TreeOptions {
+            metadata_ttl: opts.metadata_ttl,
+        },
+    );
+    let reader = Reader::new(
+        api,
+        ReadOptions {
+            cache_bytes: opts.cache_bytes,
+            ..ReadOptions::default()
+        },
+    );
+    let fs = BsFs::new(tree, reader, rt.handle().clone());
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName("bsmount".into()),
+        fuser::MountOption::Subtype("bsmount".into()),
+        fuser::MountOption::NoAtime,
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+        fuser::MountOption::DefaultPermissions,
+    ];
+    cfg.acl = if opts.allow_other {
+        fuser::SessionACL::All
+    } else {
+        fuser::SessionACL::Owner
+    };
+    cfg.n_threads = Some(2);
+    let mut session = match fuser::Session::new(fs, &opts.mountpoint, &cfg) {
+        Ok(s) => s,
+        Err(e) => {
+            let msg = mount_error(&opts.mountpoint, &e);
+            on_ready(Err(msg.clone()));
+            return Err(msg);
+        }
+    };
+    let mut unmounter = session.unmount_callable();
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    let worker = std::thread::Builder::new()
+        .name("fuse-session".into())
+        .spawn(move || {
+            let r = session.run();
+            let _ = done_tx.send(r);
+        })
+        .map_err(|e| format!("cannot start the FUSE session thread: {e}"))?;
+    on_ready(Ok(()));
+    tracing::info!(mountpoint = %opts.mountpoint.display(), "mounted");
+    let mp = opts.mountpoint.clone();
+    let result = rt.block_on(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let mut done_rx = done_rx;
+        tokio::select! {
+            r = &mut done_rx => {
+                tracing::info!("unmounted externally");
+                return r.map_err(|e| e.to_string())?.map_err(|e| e.to_string());
+            }
+            _ = int.recv() => tracing::info!("SIGINT: unmounting"),
+            _ = term.recv() => tracing::info!("SIGTERM: unmounting"),
+        }
+        if let Err(e) = unmounter.unmount() {
+            tracing::warn!(
+                "unmount failed ({e}); detaching lazily so the mount does not outlive us"
+            );
+            lazy_unmount(&mp);
+        }
+        match tokio::time::timeout(Duration::from_secs(10), done_rx).await {
+            Ok(Ok(r)) => r.map_err(|e| e.to_string()),
+            _ => Ok(()),
+        }
+    });
+    drop(worker);
+    result
+}
+
+fn mount_error(mp: &Path, e: &std::io::Error) -> String {
+    match e.raw_os_error() {
+        Some(libc::EPERM) | Some(libc::EACCES) => format!(
+            "cannot mount {}: permission denied ({e}); as a non-root user install fuse3 (for fusermount3), and in a container add --device /dev/fuse --cap-add SYS_ADMIN",
+            mp.display()
+        ),
+        Some(libc::ENOENT) if !Path::new("/dev/fuse").exists() => "/dev/fuse is missing: run `modprobe fuse`".into(),
+        _ => format!("cannot mount {}: {e}", mp.display()),
+    }
+}
+
+fn cpath(p: &Path) -> CString {
+    CString::new(p.as_os_str().as_bytes()).unwrap_or_default()
+}
+
+fn lazy_unmount(p: &Path) {
+    let c = cpath(p);
+    // SAFETY: c is a valid NUL-terminated path.
+    unsafe {
+        libc::umount2(c.as_ptr(), libc::MNT_DETACH);
+    }
+}
+
+/// A process using something under the mountpoint.
+#[derive(Debug)]
+pub struct Holder {
+    pub pid: u32,
+    pub command: String,
+    pub what: String,
+}
+
+/// Processes whose cwd, root or open files are under `mp`.
+pub fn holders(mp: &Path) -> Vec<Holder> {
+    let mut out = Vec::new();
+    let me = std::process::id();
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for p in procs.flatten() {
+        let Some(pid) = p.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let base = p.path();
+        let command = std::fs::read_to_string(base.join("comm"))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let under = |link: PathBuf| std::fs::read_link(link).ok().filter(|t| t.starts_with(mp));
+        let mut what = Vec::new();
+        if let Some(t) = under(base.join("cwd")) {
+            what.push(format!("working directory {}", t.display()));
+        }
+        if under(base.join("root")).is_some() {
+            what.push("root directory".into());
+        }
+        if let Ok(fds) = std::fs::read_dir(base.join("fd")) {
+            for fd in fds.flatten() {
+                if let Some(t) = under(fd.path()) {
+                    what.push(format!("open file {}", t.display()));
+                    break;
+                }
+            }
+        }
+        if !what.is_empty() {
+            out.push(Holder {
+                pid,
+                command,
+                what: what.join(", "),
+            });
+        }
+    }
+    out
+}
+
+/// `bsmount unmount`: unmounts, reports who keeps it busy, clears dead mounts.
+pub fn unmount(mp: &Path) -> Result<String, String> {
+    let abs = absolute(mp);
+    let shown = abs.display().to_string();
+    let Some(fstype) = mounted_type(&abs) else {
+        return Err(format!("{shown} is not mounted"));
+    };
+    if !fstype.starts_with("fuse") {
+        return Err(format!(
+            "{shown} is a {fstype} mount, not a bsmount filesystem; refusing to unmount it"
+        ));
+    }
+    let dead = is_dead(&abs);
+    let c = cpath(&abs);
+    // SAFETY: geteuid cannot fail.
+    let root = unsafe { libc::geteuid() } == 0;
+    let busy_err = |abs: &Path| {
+        let h = holders(abs);
+        let list = if h.is_empty() {
+            "no process found (a shell's working directory inside it, or a process in another namespace?)".to_string()
+        } else {
+            h.iter()
+                .map(|h| format!("  pid {} ({}): {}", h.pid, h.command, h.what))
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        format!("{shown} is busy; close these and retry:\n{list}")
+    };
+    if root {
+        // SAFETY: c is a valid NUL-terminated path.
+        let rc = unsafe { libc::umount2(c.as_ptr(), 0) };
+        if rc == 0 {
+            return Ok(if dead {
+                format!("cleared dead mount {shown}")
+            } else {
+                format!("unmounted {shown}")
+            });
+        }
+        let err = std::io::Error::last_os_error();
+        if dead {
+            lazy_unmount(&abs);
+            return Ok(format!("cleared dead mount {shown}"));
+        }
+        if err.raw_os_error() == Some(libc::EBUSY) {
+            return Err(busy_err(&abs));
+        }
+        return Err(format!("cannot unmount {shown}: {err}"));
+    }
+    let tool = ["fusermount3", "fusermount"]
+        .into_iter()
+        .find(|t| std::process::Command::new(t).arg("-V").output().is_ok())
+        .ok_or(
+            "cannot unmount as a non-root user without fusermount3: install the fuse3 package",
+        )?;
+    let args: &[&str] = if dead { &["-uz"] } else { &["-u"] };
+    let out = std::process::Command::new(tool)
+        .args(args)
+        .arg(&abs)
+        .output()
+        .map_err(|e| format!("{tool}: {e}"))?;
+    if out.status.success() {
+        return Ok(if dead {
+            format!("cleared dead mount {shown}")
+        } else {
+            format!("unmounted {shown}")
+        });
+    }
+    let msg = String::from_utf8_lossy(&out.stderr);
+    if msg.contains("busy") {
+        return Err(busy_err(&abs));
+    }
+    Err(format!("cannot unmount {shown}: {}", msg.trim()))
+}
