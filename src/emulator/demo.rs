@@ -6,12 +6,12 @@
 use bytes::Bytes;
 
 use super::account::{splitmix64, Account, AccountBuilder, ContainerRef, Content};
-use super::formats::{gzip, write_bam, write_vcf, BamRead, VcfLine};
+use super::formats::{gzip, gzip_fast, write_bam, write_vcf, BamRead, VcfLine};
 
 /// Reference contigs of the demo genome.
 pub const CONTIGS: &[(&str, u64)] = &[("chr1", 2_000_000), ("chr2", 1_000_000)];
 /// Reads per FASTQ file.
-const FASTQ_READS: u64 = 40_000;
+const FASTQ_READS: u64 = 25_000;
 /// Reads in the demo BAM.
 const BAM_READS: u64 = 120_000;
 const READ_LEN: usize = 100;
@@ -33,7 +33,7 @@ fn base(c: usize, pos: u64) -> u8 {
     b"ACGT"[(splitmix64((c as u64) << 40 ^ pos) % 4) as usize]
 }
 
-fn fastq(sample: &str, read: u8, seed: u64) -> Vec<u8> {
+fn fastq(read: u8, seed: u64) -> Vec<u8> {
     let mut rng = Rng(seed);
     let mut out = String::with_capacity((FASTQ_READS as usize) * 260);
     for i in 0..FASTQ_READS {
@@ -55,9 +55,8 @@ fn fastq(sample: &str, read: u8, seed: u64) -> Vec<u8> {
             out.push((b'!' + 25 + rng.below(15) as u8) as char);
         }
         out.push('\n');
-        let _ = sample;
     }
-    gzip(out.as_bytes())
+    gzip_fast(out.as_bytes())
 }
 
 fn bam_and_bai(seed: u64) -> (Vec<u8>, Vec<u8>) {
@@ -190,8 +189,39 @@ fn run_folder(b: &mut AccountBuilder, run: ContainerRef, name: &str) {
     );
 }
 
-/// Builds the demo account (about 40 MB in memory, ~2 s).
+/// Paired FASTQ.gz of every demo sample, generated in parallel: (R1, R2) per sample, in order.
+fn all_fastqs(samples: &[(&str, u64)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    std::thread::scope(|sc| {
+        let handles: Vec<_> = samples
+            .iter()
+            .map(|(_, seed)| sc.spawn(move || (fastq(1, seed + 1), fastq(2, seed + 2))))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("fastq generator"))
+            .collect()
+    })
+}
+
+/// Builds the demo account (about 30 MB in memory, a few seconds).
 pub fn account() -> Account {
+    let p1_samples = [
+        ("Brain-Rep1", 1000),
+        ("SeraSeq-Rep1", 1010),
+        ("Brain-Rep1", 1020),
+    ];
+    let p2_samples = [("NA12878", 2000), ("NA12891", 2010), ("NA12892", 2020)];
+    let all: Vec<(&str, u64)> = p1_samples.iter().chain(&p2_samples).copied().collect();
+    let (mut fastqs, (bam, bai), (vcf, tbi)) = std::thread::scope(|sc| {
+        let bam = sc.spawn(|| bam_and_bai(42));
+        let vcf = sc.spawn(|| vcf_and_tbi(43));
+        let f = all_fastqs(&all);
+        (
+            f.into_iter(),
+            bam.join().expect("bam generator"),
+            vcf.join().expect("vcf generator"),
+        )
+    });
     let mut b = AccountBuilder::new("Demo User");
     let p1 = b.project("MiSeq: Myeloid RNA Panel (Demo)");
     let fq1 = b.appsession(
@@ -200,19 +230,21 @@ pub fn account() -> Account {
         "FASTQ Generation",
     );
     // Two samples named alike, as happens in real accounts: the mount shows "Brain-Rep1 (2)".
-    for (i, s) in ["Brain-Rep1", "SeraSeq-Rep1", "Brain-Rep1"]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, (s, _)) in p1_samples.iter().enumerate() {
         let sref = b.sample(p1, s, Some(fq1));
-        for r in 1..=2u8 {
-            add(
-                &mut b,
-                sref,
-                &format!("{s}_S{}_L001_R{r}_001.fastq.gz", i + 1),
-                fastq(s, r, 1000 + i as u64 * 10 + r as u64),
-            );
-        }
+        let (r1, r2) = fastqs.next().expect("one pair per sample");
+        add(
+            &mut b,
+            sref,
+            &format!("{s}_S{}_L001_R1_001.fastq.gz", i + 1),
+            r1,
+        );
+        add(
+            &mut b,
+            sref,
+            &format!("{s}_S{}_L001_R2_001.fastq.gz", i + 1),
+            r2,
+        );
     }
     let p2 = b.project("NovaSeq: Germline Trio (NA12878, NA12891, NA12892)");
     let fq2 = b.appsession(
@@ -220,16 +252,21 @@ pub fn account() -> Account {
         "FASTQ Generation 2024-01-16 09:30:00Z",
         "FASTQ Generation",
     );
-    for (i, s) in ["NA12878", "NA12891", "NA12892"].into_iter().enumerate() {
+    for (i, (s, _)) in p2_samples.iter().enumerate() {
         let sref = b.sample(p2, s, Some(fq2));
-        for r in 1..=2u8 {
-            add(
-                &mut b,
-                sref,
-                &format!("{s}_S{}_L001_R{r}_001.fastq.gz", i + 1),
-                fastq(s, r, 2000 + i as u64 * 10 + r as u64),
-            );
-        }
+        let (r1, r2) = fastqs.next().expect("one pair per sample");
+        add(
+            &mut b,
+            sref,
+            &format!("{s}_S{}_L001_R1_001.fastq.gz", i + 1),
+            r1,
+        );
+        add(
+            &mut b,
+            sref,
+            &format!("{s}_S{}_L001_R2_001.fastq.gz", i + 1),
+            r2,
+        );
     }
     let an = b.appsession(
         p2,
@@ -237,10 +274,8 @@ pub fn account() -> Account {
         "DRAGEN Germline",
     );
     let ar = b.appresult(p2, "NA12878 DRAGEN Germline", Some(an));
-    let (bam, bai) = bam_and_bai(42);
     add(&mut b, ar, "NA12878.bam", bam);
     add(&mut b, ar, "NA12878.bam.bai", bai);
-    let (vcf, tbi) = vcf_and_tbi(43);
     add(&mut b, ar, "NA12878.hard-filtered.vcf.gz", vcf);
     add(&mut b, ar, "NA12878.hard-filtered.vcf.gz.tbi", tbi);
     add(

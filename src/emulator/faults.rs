@@ -84,15 +84,4 @@ impl Faults {
         }
         f
     }
-
-    /// How long to wait before sending more, given `sent` bytes since `elapsed`.
-    pub fn pace(&self, sent: u64, elapsed: Duration) -> Option<Duration> {
-        let bw = self.profile.bandwidth;
-        if bw == 0 {
-            return None;
-        }
-        let due = Duration::from_secs_f64(sent as f64 / bw as f64);
-        due.checked_sub(elapsed)
-            .filter(|d| *d > Duration::from_micros(500))
-    }
 }

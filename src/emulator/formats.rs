@@ -285,9 +285,18 @@ pub fn write_vcf(contigs: &[(&str, u64)], header: &str, lines: &[VcfLine]) -> (V
     (vcf, z.finish())
 }
 
-/// Plain gzip (one member), as bcl2fastq writes FASTQ.
+/// Plain gzip (one member).
 pub fn gzip(data: &[u8]) -> Vec<u8> {
-    let mut enc = GzEncoder::new(Vec::new(), Compression::new(6));
+    gzip_level(data, 6)
+}
+
+/// Gzip at level 1, as bcl2fastq writes FASTQ by default.
+pub fn gzip_fast(data: &[u8]) -> Vec<u8> {
+    gzip_level(data, 1)
+}
+
+fn gzip_level(data: &[u8], level: u32) -> Vec<u8> {
+    let mut enc = GzEncoder::new(Vec::new(), Compression::new(level));
     enc.write_all(data).expect("in-memory write");
     enc.finish().expect("in-memory write")
 }

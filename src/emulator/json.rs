@@ -192,11 +192,53 @@ pub fn dataset_v2(a: &Account, c: &Container, base: &str) -> Value {
         "DatasetType": {"Id": dtype, "Href": format!("{base}/v2/datasettypes/{dtype}"), "Name": dname, "ConformsToIds": conforms},
         "Attributes": {},
         "QcStatus": "Undefined",
+        "QcStatusSummary": "",
         "UploadStatus": "Completed",
+        "UploadStatusSummary": "",
         "ValidationStatus": "Passed",
         "V1pre3Id": format!("{prefix}.{}", c.id),
         "HrefComments": format!("{base}/v2/datasets/{ds}/comments"),
         "ContainsComments": false
+    })
+}
+
+fn genome() -> Value {
+    json!({
+        "Id": "4", "DisplayName": "Homo sapiens - UCSC (hg19)", "SpeciesName": "Homo sapiens", "Source": "UCSC",
+        "Build": "hg19", "Href": "v1pre3/genomes/4", "HrefAnnotations": "v1pre3/genomes/4/annotations"
+    })
+}
+
+fn library(a: &Account, c: &Container) -> Value {
+    let lib = c.id + 100_000_000;
+    let project = c
+        .project
+        .and_then(|p| a.project(p))
+        .map(|p| project(a, p, false));
+    json!({
+        "OwnerUser": owner(a),
+        "Id": lib.to_string(),
+        "Href": format!("v1pre3/libraries/{lib}"),
+        "BiologicalSample": {
+            "Id": (c.id + 200_000_000).to_string(),
+            "Href": format!("v1pre3/biologicalsamples/{}", c.id + 200_000_000),
+            "UserSampleId": c.name,
+            "NucleicAcid": "DNA",
+            "Project": project,
+            "UserOwnedBy": owner(a),
+            "DateModified": d(c.created)
+        },
+        "Index1": {"Id": "6497495", "Name": "7015", "Sequence": "ACGTACGT", "Incompatibility": "None"},
+        "Index2": {"Id": "6497504", "Name": "5002", "Sequence": "TGCATGCA", "Incompatibility": "None"},
+        "DateModified": d(c.created),
+        "LibraryPrep": {
+            "Id": "1014015", "Href": "v1pre3/libraryprepkits/1014015", "Name": "Unknown",
+            "ValidIndexingStrategies": "None,SingleIndex,DualIndex", "ValidReadTypes": "SingleRead,PairedEnd",
+            "NumIndexCycles": 0, "DateModified": d(c.created), "State": "Active", "DefaultRead1Cycles": 0, "DefaultRead2Cycles": 0
+        },
+        "Project": project,
+        "LibraryName": c.name,
+        "State": "Active"
     })
 }
 
@@ -215,6 +257,8 @@ pub fn sample(a: &Account, c: &Container, full: bool) -> Value {
         "StatusSummary": "Application completed successfully",
         "DateCreated": d(c.created),
         "TotalSize": container_size(a, c),
+        "Library": library(a, c),
+        "Genome": genome(),
         "Read1": 151,
         "Read2": 151,
         "NumReadsPF": reads,

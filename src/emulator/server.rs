@@ -617,7 +617,7 @@ fn presigned(
             "The request signature we calculated does not match the signature you provided.",
         );
     }
-    if UNIX_EPOCH + Duration::from_secs(expires) < SystemTime::now() {
+    if SystemTime::now() >= UNIX_EPOCH + Duration::from_secs(expires) {
         return s3_error("AccessDenied", "Request has expired");
     }
     if let Some(r) = injected_error(s, false) {
@@ -743,15 +743,16 @@ fn body_stream(
                     ));
                 }
             }
-            if bw > 0 {
-                let due = Duration::from_secs_f64(sent as f64 / bw as f64);
-                if let Some(wait) = due.checked_sub(t0.elapsed()) {
-                    tokio::time::sleep(wait).await;
-                }
-            }
             let mut n = chunk.min(len - sent);
             if let Some(r) = reset_at {
                 n = n.min(r - sent).max(1);
+            }
+            if bw > 0 {
+                // A chunk is delivered once its own bytes have crossed the emulated link.
+                let due = Duration::from_secs_f64((sent + n) as f64 / bw as f64);
+                if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                    tokio::time::sleep(wait).await;
+                }
             }
             let off = start + sent;
             let data = match &f.content {
