@@ -151,11 +151,8 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Logging: stderr in the foreground, else a file; `RUST_LOG` overrides the level.
 fn init_logging(file: Option<&Path>) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("bsmount=info,warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("bsmount=info,warn"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     match file.and_then(|p| open_log(p).ok()) {
         Some(f) => {
             let _ = builder
@@ -199,9 +196,7 @@ fn cmd_mount(a: MountArgs) -> i32 {
         }
         return 0;
     }
-    let ready_fd: Option<RawFd> = std::env::var(READY_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok());
+    let ready_fd: Option<RawFd> = std::env::var(READY_FD_ENV).ok().and_then(|v| v.parse().ok());
     if !a.foreground && ready_fd.is_none() {
         return spawn_daemon(&a);
     }
@@ -270,10 +265,7 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
 }
 
 /// Builds the client and checks the token with `users/current` (fails fast).
-fn connect(
-    rt: &tokio::runtime::Runtime,
-    creds: Credentials,
-) -> Result<(HttpClient, serde_json::Value), String> {
+fn connect(rt: &tokio::runtime::Runtime, creds: Credentials) -> Result<(HttpClient, serde_json::Value), String> {
     let server = creds.api_server.clone();
     let quick = RetryPolicy {
         max_attempts: 3,
@@ -298,10 +290,7 @@ fn spawn_daemon(a: &MountArgs) -> i32 {
     let mut fds = [0 as RawFd; 2];
     // SAFETY: fds is a valid array of two ints.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        eprintln!(
-            "bsmount: cannot create a pipe: {}",
-            std::io::Error::last_os_error()
-        );
+        eprintln!("bsmount: cannot create a pipe: {}", std::io::Error::last_os_error());
         return 1;
     }
     // SAFETY: pipe2 just returned these two fds to us.
@@ -393,10 +382,7 @@ fn cmd_demo(mountpoint: &Path) -> i32 {
     };
     eprintln!("Generating the demo account (FASTQ, BAM, VCF, a run folder)...");
     let rt = runtime();
-    let emu = match rt.block_on(emulator::start(
-        emulator::demo::account(),
-        EmulatorOptions::default(),
-    )) {
+    let emu = match rt.block_on(emulator::start(emulator::demo::account(), EmulatorOptions::default())) {
         Ok(e) => e,
         Err(e) => {
             eprintln!("bsmount: cannot start the demo server: {e}");
@@ -422,7 +408,9 @@ fn cmd_demo(mountpoint: &Path) -> i32 {
         allow_other: false,
     };
     let m = mp.display().to_string();
-    let ar = format!("{m}/Projects/NovaSeq: Germline Trio (NA12878, NA12891, NA12892)/AppResults/NA12878 DRAGEN Germline/Files");
+    let ar = format!(
+        "{m}/Projects/NovaSeq: Germline Trio (NA12878, NA12891, NA12892)/AppResults/NA12878 DRAGEN Germline/Files"
+    );
     let fq = format!("{m}/Projects/NovaSeq: Germline Trio (NA12878, NA12891, NA12892)/Samples/NA12878/Files/NA12878_S1_L001_R1_001.fastq.gz");
     let report = |r: Result<(), String>| match r {
         Ok(()) => {
@@ -516,10 +504,7 @@ fn cmd_emulator(a: EmulatorArgs) -> i32 {
         println!("Access token: {}", emu.token);
         let _ = std::io::stdout().flush();
         use tokio::signal::unix::{signal, SignalKind};
-        let (mut int, mut term) = match (
-            signal(SignalKind::interrupt()),
-            signal(SignalKind::terminate()),
-        ) {
+        let (mut int, mut term) = match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
             (Ok(i), Ok(t)) => (i, t),
             _ => return 1,
         };

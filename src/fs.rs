@@ -12,9 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
-    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
-    ReplyEmpty, ReplyEntry, ReplyOpen, Request,
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, KernelConfig, LockOwner,
+    OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
 };
 use parking_lot::Mutex;
 use tokio::runtime::Handle as RtHandle;
@@ -171,14 +170,7 @@ impl Filesystem for BsFs {
         reply.opened(FileHandle(0), FopenFlags::empty());
     }
 
-    fn readdir(
-        &self,
-        _req: &Request,
-        ino: INodeNo,
-        _fh: FileHandle,
-        offset: u64,
-        mut reply: ReplyDirectory,
-    ) {
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let tree = self.tree.clone();
         self.rt.spawn(async move {
             let entries = match tree.readdir(ino.0).await {
@@ -193,11 +185,9 @@ impl Filesystem for BsFs {
                 (ino.0, FileType::Directory, OsStr::new(".")),
                 (parent, FileType::Directory, OsStr::new("..")),
             ];
-            let all = dots.into_iter().chain(
-                entries
-                    .iter()
-                    .map(|(n, a)| (a.ino, file_type(a.kind), n.as_os_str())),
-            );
+            let all = dots
+                .into_iter()
+                .chain(entries.iter().map(|(n, a)| (a.ino, file_type(a.kind), n.as_os_str())));
             for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
                 if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
                     break;
@@ -207,25 +197,11 @@ impl Filesystem for BsFs {
         });
     }
 
-    fn flush(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _fh: FileHandle,
-        _lock_owner: LockOwner,
-        reply: ReplyEmpty,
-    ) {
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         reply.ok();
     }
 
-    fn getxattr(
-        &self,
-        _req: &Request,
-        _ino: INodeNo,
-        _name: &OsStr,
-        _size: u32,
-        reply: fuser::ReplyXattr,
-    ) {
+    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
         reply.error(Errno::ENODATA);
     }
 

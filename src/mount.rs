@@ -58,11 +58,7 @@ fn unescape_mountinfo(s: &str) -> String {
 
 /// The fs type mounted exactly at `mp`, if any.
 pub fn mounted_type(mp: &Path) -> Option<String> {
-    mounts()
-        .into_iter()
-        .rev()
-        .find(|(p, _)| p == mp)
-        .map(|(_, t)| t)
+    mounts().into_iter().rev().find(|(p, _)| p == mp).map(|(_, t)| t)
 }
 
 /// An absolute path for `p` without following symlinks or touching a dead mount.
@@ -88,7 +84,9 @@ pub fn check_mountpoint(mp: &Path) -> Result<PathBuf, String> {
     let shown = abs.display();
     if mounted_type(&abs).is_some() {
         if is_dead(&abs) {
-            return Err(format!("{shown} is a dead mount (Transport endpoint is not connected); clear it with: bsmount unmount {shown}"));
+            return Err(format!(
+                "{shown} is a dead mount (Transport endpoint is not connected); clear it with: bsmount unmount {shown}"
+            ));
         }
         return Err(format!(
             "{shown} is already mounted; unmount it first with: bsmount unmount {shown}"
@@ -103,12 +101,9 @@ pub fn check_mountpoint(mp: &Path) -> Result<PathBuf, String> {
     if !meta.is_dir() {
         return Err(format!("mountpoint {shown} is not a directory"));
     }
-    let mut rd =
-        std::fs::read_dir(&abs).map_err(|e| format!("cannot read mountpoint {shown}: {e}"))?;
+    let mut rd = std::fs::read_dir(&abs).map_err(|e| format!("cannot read mountpoint {shown}: {e}"))?;
     if rd.next().is_some() {
-        return Err(format!(
-            "mountpoint {shown} is not empty; use an empty directory"
-        ));
+        return Err(format!("mountpoint {shown} is not empty; use an empty directory"));
     }
     if !Path::new("/dev/fuse").exists() {
         return Err("/dev/fuse is missing: load the module with `modprobe fuse` (in a container: --device /dev/fuse --cap-add SYS_ADMIN)".into());
@@ -196,9 +191,7 @@ pub fn run_session(
             _ = term.recv() => tracing::info!("SIGTERM: unmounting"),
         }
         if let Err(e) = unmounter.unmount() {
-            tracing::warn!(
-                "unmount failed ({e}); detaching lazily so the mount does not outlive us"
-            );
+            tracing::warn!("unmount failed ({e}); detaching lazily so the mount does not outlive us");
             lazy_unmount(&mp);
         }
         match tokio::time::timeout(Duration::from_secs(10), done_rx).await {
@@ -338,9 +331,7 @@ pub fn unmount(mp: &Path) -> Result<String, String> {
     let tool = ["fusermount3", "fusermount"]
         .into_iter()
         .find(|t| std::process::Command::new(t).arg("-V").output().is_ok())
-        .ok_or(
-            "cannot unmount as a non-root user without fusermount3: install the fuse3 package",
-        )?;
+        .ok_or("cannot unmount as a non-root user without fusermount3: install the fuse3 package")?;
     let args: &[&str] = if dead { &["-uz"] } else { &["-u"] };
     let out = std::process::Command::new(tool)
         .args(args)

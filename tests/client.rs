@@ -89,10 +89,7 @@ fn pages_short_of_the_limit_are_completed() {
     });
     let c = client(&format!("http://{addr}"), "t", fast_policy());
     let items = rt.block_on(c.list(ListKind::Projects)).unwrap();
-    let mut ids: Vec<String> = items
-        .iter()
-        .map(|v| v["Id"].as_str().unwrap().to_string())
-        .collect();
+    let mut ids: Vec<String> = items.iter().map(|v| v["Id"].as_str().unwrap().to_string()).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 30);
@@ -121,10 +118,7 @@ fn retries_through_injected_faults() {
             let meta = c.content_meta(id).await.unwrap();
             let size = f["size"].as_u64().unwrap();
             let body = c.get_range(&meta.href_content, 0, size).await.unwrap();
-            assert_eq!(
-                format!("{:x}", md5::Md5::digest(&body)),
-                f["md5"].as_str().unwrap()
-            );
+            assert_eq!(format!("{:x}", md5::Md5::digest(&body)), f["md5"].as_str().unwrap());
         }
     });
     assert!(
@@ -153,10 +147,7 @@ fn gives_up_after_the_attempt_bound() {
         },
     );
     let err = e.rt.block_on(c.list(ListKind::Projects)).unwrap_err();
-    assert!(
-        matches!(err, ApiError::Server { attempts: 4, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(err, ApiError::Server { attempts: 4, .. }), "{err:?}");
     assert_eq!(e.stats()["api_requests"].as_u64(), Some(4));
 }
 
@@ -183,11 +174,7 @@ fn a_server_that_never_answers_fails_in_bounded_time() {
     let c = client(&format!("http://{addr}"), "t", policy);
     let t = Instant::now();
     let err = rt.block_on(c.list(ListKind::Projects)).unwrap_err();
-    assert!(
-        t.elapsed() < Duration::from_secs(4),
-        "took {:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_secs(4), "took {:?}", t.elapsed());
     assert!(
         matches!(err, ApiError::Transport { .. } | ApiError::Deadline { .. }),
         "{err:?}"
@@ -224,11 +211,7 @@ fn client_errors_are_typed_not_retried_and_never_show_the_token() {
     let bad = client(&e.base, "WRONG-TOKEN-VALUE", fast_policy());
     let err = e.rt.block_on(bad.list(ListKind::Projects)).unwrap_err();
     assert!(matches!(err, ApiError::Unauthorized { .. }), "{err:?}");
-    assert_eq!(
-        e.stats()["api_requests"].as_u64(),
-        Some(1),
-        "401 is not retried"
-    );
+    assert_eq!(e.stats()["api_requests"].as_u64(), Some(1), "401 is not retried");
     assert!(err.to_string().contains("bsmount auth"), "{err}");
     let good = client(&e.base, "TOPSECRET-TOKEN", fast_policy());
     let err = e.rt.block_on(good.content_meta("11111111111")).unwrap_err();

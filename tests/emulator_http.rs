@@ -34,17 +34,10 @@ fn envelope_and_paging_edges() {
         ),
         (Some(2), Some(3), Some(0), Some(2))
     );
-    assert_eq!(
-        (r["SortDir"].as_str(), r["SortBy"].as_str()),
-        (Some("Asc"), Some("Id"))
-    );
+    assert_eq!((r["SortDir"].as_str(), r["SortBy"].as_str()), (Some("Asc"), Some("Id")));
     // Ids are digit strings, hrefs relative.
     let p0 = &items(&v)[0];
-    assert!(p0["Id"]
-        .as_str()
-        .unwrap()
-        .bytes()
-        .all(|c| c.is_ascii_digit()));
+    assert!(p0["Id"].as_str().unwrap().bytes().all(|c| c.is_ascii_digit()));
     assert!(p0["Href"].as_str().unwrap().starts_with("v1pre3/projects/"));
     // Default limit is 10; case-insensitive names; offset past the end; limit 0; limit above max.
     let run = e.get_json("v1pre3/users/current/runs");
@@ -66,30 +59,14 @@ fn envelope_and_paging_edges() {
         (0, Some(0))
     );
     let d = e.get_json(&format!("v1pre3/runs/{rid}/files?Limit=0"));
-    assert_eq!(
-        (items(&d).len(), d["Response"]["TotalCount"].as_u64()),
-        (0, Some(25))
-    );
+    assert_eq!((items(&d).len(), d["Response"]["TotalCount"].as_u64()), (0, Some(25)));
     let d = e.get_json(&format!("v1pre3/runs/{rid}/files?Limit=5000"));
-    assert_eq!(
-        d["Response"]["Limit"].as_u64(),
-        Some(1000),
-        "files cap at 1000"
-    );
+    assert_eq!(d["Response"]["Limit"].as_u64(), Some(1000), "files cap at 1000");
     let d = e.get_json("v1pre3/users/current/projects?Limit=5000");
-    assert_eq!(
-        d["Response"]["Limit"].as_u64(),
-        Some(1024),
-        "lists cap at 1024"
-    );
+    assert_eq!(d["Response"]["Limit"].as_u64(), Some(1024), "lists cap at 1024");
     // Sorting.
-    let d = e.get_json(&format!(
-        "v1pre3/runs/{rid}/files?Limit=1000&SortBy=Path&SortDir=Desc"
-    ));
-    let paths: Vec<&str> = items(&d)
-        .iter()
-        .map(|f| f["Path"].as_str().unwrap())
-        .collect();
+    let d = e.get_json(&format!("v1pre3/runs/{rid}/files?Limit=1000&SortBy=Path&SortDir=Desc"));
+    let paths: Vec<&str> = items(&d).iter().map(|f| f["Path"].as_str().unwrap()).collect();
     let mut sorted = paths.clone();
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(paths, sorted);
@@ -97,11 +74,7 @@ fn envelope_and_paging_edges() {
     let mut ids = Vec::new();
     for off in (0..25).step_by(7) {
         let d = e.get_json(&format!("v1pre3/runs/{rid}/files?Offset={off}&Limit=7"));
-        ids.extend(
-            items(&d)
-                .iter()
-                .map(|f| f["Id"].as_str().unwrap().to_string()),
-        );
+        ids.extend(items(&d).iter().map(|f| f["Id"].as_str().unwrap().to_string()));
     }
     let mut uniq = ids.clone();
     uniq.dedup();
@@ -137,15 +110,8 @@ fn auth_forms_and_bad_tokens() {
         },
     );
     let u = e.url("v1pre3/users/current");
-    assert_eq!(
-        e.send(|c| c.get(&u).header("x-access-token", "s3cr3t")).0,
-        200
-    );
-    assert_eq!(
-        e.send(|c| c.get(&u).header("Authorization", "Bearer s3cr3t"))
-            .0,
-        200
-    );
+    assert_eq!(e.send(|c| c.get(&u).header("x-access-token", "s3cr3t")).0, 200);
+    assert_eq!(e.send(|c| c.get(&u).header("Authorization", "Bearer s3cr3t")).0, 200);
     assert_eq!(e.send(|c| c.get(format!("{u}?access_token=s3cr3t"))).0, 200);
     for bad in [
         e.send(|c| c.get(&u)),
@@ -170,10 +136,7 @@ fn auth_forms_and_bad_tokens() {
 fn content_redirect_ranges_expiry_and_signatures() {
     let e = Emu::start(small(), EmulatorOptions::default());
     let m = e.manifest();
-    let f = m
-        .iter()
-        .find(|f| f["size"].as_u64() == Some(300 << 10))
-        .unwrap();
+    let f = m.iter().find(|f| f["size"].as_u64() == Some(300 << 10)).unwrap();
     let id = f["id"].as_str().unwrap();
     let size = f["size"].as_u64().unwrap();
     // 302 to a presigned URL on the same server; following it gives the exact bytes.
@@ -196,19 +159,12 @@ fn content_redirect_ranges_expiry_and_signatures() {
     let meta = e.get_json(&format!("v1pre3/files/{id}/content?redirect=meta"));
     assert_eq!(meta["Response"]["SupportsRange"], Value::Bool(true));
     assert!(meta["Response"]["Expires"].as_str().unwrap().ends_with('Z'));
-    let url = meta["Response"]["HrefContent"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let url = meta["Response"]["HrefContent"].as_str().unwrap().to_string();
     // Ranges: first byte, last byte, middle, suffix, open-ended, past EOF.
     let range = |r: &str| e.send(|c| c.get(&url).header("Range", r));
     let cases: [(&str, u64, u64); 5] = [
         ("bytes=0-0", 0, 0),
-        (
-            &format!("bytes={}-{}", size - 1, size - 1),
-            size - 1,
-            size - 1,
-        ),
+        (&format!("bytes={}-{}", size - 1, size - 1), size - 1, size - 1),
         ("bytes=1000-200999", 1000, 200_999),
         ("bytes=-100", size - 100, size - 1),
         (&format!("bytes={}-", size - 5), size - 5, size - 1),
@@ -226,20 +182,13 @@ fn content_redirect_ranges_expiry_and_signatures() {
     }
     let (s, h, _) = range(&format!("bytes={size}-"));
     assert_eq!(s, 416);
-    assert_eq!(
-        h["content-range"].to_str().unwrap(),
-        format!("bytes */{size}")
-    );
+    assert_eq!(h["content-range"].to_str().unwrap(), format!("bytes */{size}"));
     // HEAD gives the length without a body.
     let (s, h, b) = e.send(|c| c.head(&url));
     assert_eq!(
         (
             s,
-            h["content-length"]
-                .to_str()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap(),
+            h["content-length"].to_str().unwrap().parse::<u64>().unwrap(),
             b.unwrap().len()
         ),
         (200, size, 0)
@@ -276,18 +225,10 @@ fn latency_applies_to_every_response_and_requests_run_in_parallel() {
             ..Default::default()
         },
     );
-    for p in [
-        "v1pre3/users/current",
-        "v1pre3/users/current/projects",
-        "browse/",
-    ] {
+    for p in ["v1pre3/users/current", "v1pre3/users/current/projects", "browse/"] {
         let t = Instant::now();
         let _ = e.get_raw(p, Some(&e.token));
-        assert!(
-            t.elapsed() >= Duration::from_millis(50),
-            "{p} took {:?}",
-            t.elapsed()
-        );
+        assert!(t.elapsed() >= Duration::from_millis(50), "{p} took {:?}", t.elapsed());
     }
     let url = e.presigned(e.manifest()[0]["id"].as_str().unwrap());
     let t = Instant::now();
@@ -349,11 +290,7 @@ fn bandwidth_cap_paces_bodies() {
     let (_, _, b) = e.send(|c| c.get(&url));
     assert_eq!(b.unwrap().len(), 300 << 10);
     // 300 KiB at 1 MiB/s cannot take less than ~0.29 s.
-    assert!(
-        t.elapsed() >= Duration::from_millis(280),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() >= Duration::from_millis(280), "{:?}", t.elapsed());
 }
 
 #[test]
@@ -365,10 +302,7 @@ fn injected_faults() {
             ..Default::default()
         },
     );
-    let (s, h, _) = e.send(|c| {
-        c.get(e.url("v1pre3/users/current"))
-            .header("x-access-token", &e.token)
-    });
+    let (s, h, _) = e.send(|c| c.get(e.url("v1pre3/users/current")).header("x-access-token", &e.token));
     assert!(s == 500 || s == 503, "{s}");
     if s == 503 {
         assert!(h.get("retry-after").is_some());
@@ -380,10 +314,7 @@ fn injected_faults() {
             ..Default::default()
         },
     );
-    let (s, h, _) = e.send(|c| {
-        c.get(e.url("v1pre3/users/current"))
-            .header("x-access-token", &e.token)
-    });
+    let (s, h, _) = e.send(|c| c.get(e.url("v1pre3/users/current")).header("x-access-token", &e.token));
     assert_eq!(s, 429);
     assert_eq!(h["retry-after"].to_str().unwrap(), "1");
     assert!(e.stats()["faults_injected"].as_u64().unwrap() >= 1);
@@ -452,27 +383,15 @@ fn browse_index_and_manifest() {
         let (s, h, _) = e.send(|c| c.head(&url));
         assert_eq!(s, 200, "{url}");
         assert_eq!(
-            h["content-length"]
-                .to_str()
-                .unwrap()
-                .parse::<u64>()
-                .unwrap(),
+            h["content-length"].to_str().unwrap().parse::<u64>().unwrap(),
             f["size"].as_u64().unwrap()
         );
         let (s, _, body) = e.send(|c| c.get(&url).header("Range", "bytes=0-99"));
         assert_eq!(s, 206);
-        assert_eq!(
-            body.unwrap(),
-            e.content(f["id"].as_str().unwrap())[..100].to_vec()
-        );
+        assert_eq!(body.unwrap(), e.content(f["id"].as_str().unwrap())[..100].to_vec());
     }
     let st = e.stats();
-    for k in [
-        "api_requests",
-        "content_requests",
-        "content_bytes",
-        "faults_injected",
-    ] {
+    for k in ["api_requests", "content_requests", "content_bytes", "faults_injected"] {
         assert!(st[k].is_u64(), "stats lacks {k}");
     }
 }

@@ -67,10 +67,7 @@ fn every_recorded_api_body_parses() {
             continue;
         };
         if it.status >= 400 {
-            let e = status_error(
-                reqwest::StatusCode::from_u16(it.status).unwrap(),
-                it.body.as_bytes(),
-            );
+            let e = status_error(reqwest::StatusCode::from_u16(it.status).unwrap(), it.body.as_bytes());
             match (it.status, &e) {
                 (403, ApiError::Forbidden { code, message }) => {
                     assert_eq!(
@@ -88,16 +85,10 @@ fn every_recorded_api_body_parses() {
             errors += 1;
             continue;
         }
-        if body.get("Paging").is_some()
-            || body.get("Response").and_then(|r| r.get("Items")).is_some()
-        {
+        if body.get("Paging").is_some() || body.get("Response").and_then(|r| r.get("Items")).is_some() {
             let page = Page::from_body(&body).unwrap_or_else(|e| panic!("{ctx}: {e}"));
             assert!(page.paging.total_count.is_some(), "{ctx}: no TotalCount");
-            assert_eq!(
-                page.paging.displayed_count,
-                Some(page.items.len() as u64),
-                "{ctx}"
-            );
+            assert_eq!(page.paging.displayed_count, Some(page.items.len() as u64), "{ctx}");
             for item in &page.items {
                 if is_files_path(&it.path) {
                     let f = FileInfo::parse(item).unwrap_or_else(|e| panic!("{ctx}: {e}"));
@@ -117,14 +108,11 @@ fn every_recorded_api_body_parses() {
             continue;
         }
         let resp = match serde_json::from_value::<Envelope>(body.clone()) {
-            Ok(Envelope {
-                response: Some(r), ..
-            }) => r,
+            Ok(Envelope { response: Some(r), .. }) => r,
             _ => body.clone(), // v2 single resources are bare
         };
         if it.path.ends_with("/content") {
-            let m: ContentMeta =
-                serde_json::from_value(resp).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            let m: ContentMeta = serde_json::from_value(resp).unwrap_or_else(|e| panic!("{ctx}: {e}"));
             assert!(m.expiry().is_some(), "{ctx}: no expiry");
             assert_eq!(m.supports_range, Some(true));
         } else if it.path.contains("/files/") {
@@ -173,31 +161,16 @@ fn emulator_shapes_match_recorded_shapes() {
     let emu = common::Emu::demo();
     let get = |p: &str| emu.get_json(p);
     let projects = get("v1pre3/users/current/projects?Limit=1");
-    let pid = projects["Response"]["Items"][0]["Id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let pid = projects["Response"]["Items"][0]["Id"].as_str().unwrap().to_string();
     // Project 2 has samples, appresults and an appsession with outputs.
     let projects_all = get("v1pre3/users/current/projects");
-    let p2 = projects_all["Response"]["Items"][1]["Id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let p2 = projects_all["Response"]["Items"][1]["Id"].as_str().unwrap().to_string();
     let samples = get(&format!("v1pre3/projects/{p2}/samples"));
-    let sid = samples["Response"]["Items"][0]["Id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let sid = samples["Response"]["Items"][0]["Id"].as_str().unwrap().to_string();
     let results = get(&format!("v1pre3/projects/{p2}/appresults"));
-    let aid = results["Response"]["Items"][0]["Id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let aid = results["Response"]["Items"][0]["Id"].as_str().unwrap().to_string();
     let files = get(&format!("v1pre3/appresults/{aid}/files"));
-    let fid = files["Response"]["Items"][0]["Id"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let fid = files["Response"]["Items"][0]["Id"].as_str().unwrap().to_string();
     let sessions = get(&format!("v2/appsessions?output.projects={p2}"));
     let asid = sessions["Items"][0]["Id"].as_str().unwrap().to_string();
 
@@ -214,10 +187,7 @@ fn emulator_shapes_match_recorded_shapes() {
         ),
         (
             "project list item",
-            recorded_keys(
-                |p| p == "/v1pre3/users/current/projects",
-                "/Response/Items/0",
-            ),
+            recorded_keys(|p| p == "/v1pre3/users/current/projects", "/Response/Items/0"),
             keys(&projects, "/Response/Items/0"),
         ),
         (
@@ -264,10 +234,7 @@ fn emulator_shapes_match_recorded_shapes() {
         (
             "content meta",
             recorded_keys(|p| p.ends_with("/content"), "/Response"),
-            keys(
-                &get(&format!("v1pre3/files/{fid}/content?redirect=meta")),
-                "/Response",
-            ),
+            keys(&get(&format!("v1pre3/files/{fid}/content?redirect=meta")), "/Response"),
         ),
         (
             "v2 list",
@@ -286,14 +253,8 @@ fn emulator_shapes_match_recorded_shapes() {
         ),
         (
             "v2 dataset",
-            recorded_keys_in(
-                |i| i.file == "scandir__appsessions_datasets.json",
-                "/Items/0",
-            ),
-            keys(
-                &get(&format!("v2/datasets?appsessionids={asid}")),
-                "/Items/0",
-            ),
+            recorded_keys_in(|i| i.file == "scandir__appsessions_datasets.json", "/Items/0"),
+            keys(&get(&format!("v2/datasets?appsessionids={asid}")), "/Items/0"),
         ),
     ];
     let mut failures = Vec::new();

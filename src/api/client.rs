@@ -127,11 +127,7 @@ impl HttpClient {
     }
 
     fn url(&self, path_and_query: &str) -> String {
-        format!(
-            "{}/{}",
-            self.creds.api_server,
-            path_and_query.trim_start_matches('/')
-        )
+        format!("{}/{}", self.creds.api_server, path_and_query.trim_start_matches('/'))
     }
 
     /// Runs `op` under the retry policy.
@@ -149,10 +145,7 @@ impl HttpClient {
                 .unwrap_or_else(|_| {
                     Err(Attempt::from(ApiError::Transport {
                         target: target.to_string(),
-                        message: format!(
-                            "no complete answer within {:?}",
-                            self.policy.request_timeout
-                        ),
+                        message: format!("no complete answer within {:?}", self.policy.request_timeout),
                         attempts: attempt,
                     }))
                 });
@@ -169,8 +162,7 @@ impl HttpClient {
                 .policy
                 .max_delay
                 .min(self.policy.base_delay.saturating_mul(1 << attempt.min(16)));
-            let jitter =
-                Duration::from_millis(rand::thread_rng().gen_range(0..=cap.as_millis() as u64));
+            let jitter = Duration::from_millis(rand::thread_rng().gen_range(0..=cap.as_millis() as u64));
             let wait = failed
                 .retry_after
                 .map(|r| r.min(self.policy.max_delay))
@@ -197,8 +189,7 @@ impl HttpClient {
         let token = self.creds.token.clone();
         let stats = self.stats.clone();
         self.retrying(&shown, move || {
-            let (http, url, token, stats) =
-                (http.clone(), url.clone(), token.clone(), stats.clone());
+            let (http, url, token, stats) = (http.clone(), url.clone(), token.clone(), stats.clone());
             async move {
                 stats.api_requests.fetch_add(1, Ordering::Relaxed);
                 let shown = redact_url(&url);
@@ -253,11 +244,9 @@ impl HttpClient {
                 format!("{path}{sep}{extra}Offset={offset}&Limit={limit}&SortBy=Id&SortDir=Asc")
             }
         };
-        let first = Page::from_body(&self.get_json(&page_url(0, max)).await?).map_err(|m| {
-            ApiError::Malformed {
-                target: path.clone(),
-                message: m,
-            }
+        let first = Page::from_body(&self.get_json(&page_url(0, max)).await?).map_err(|m| ApiError::Malformed {
+            target: path.clone(),
+            message: m,
         })?;
         let total = first.paging.total_count.unwrap_or(first.items.len() as u64);
         let got = first.items.len() as u64;
@@ -295,11 +284,9 @@ impl HttpClient {
                 off += filled;
                 let want = step - filled;
                 let p =
-                    Page::from_body(&self.get_json(&page_url(off, want)).await?).map_err(|m| {
-                        ApiError::Malformed {
-                            target: path.clone(),
-                            message: m,
-                        }
+                    Page::from_body(&self.get_json(&page_url(off, want)).await?).map_err(|m| ApiError::Malformed {
+                        target: path.clone(),
+                        message: m,
                     })?;
                 if p.items.is_empty() {
                     break;
@@ -351,11 +338,9 @@ impl HttpClient {
                     });
                 }
                 let range_ok = match (status, resp.headers().get(CONTENT_RANGE)) {
-                    (StatusCode::PARTIAL_CONTENT, Some(cr)) => {
-                        parse_content_range(cr.to_str().unwrap_or(""))
-                            .map(|(s, e)| s == start && e == end)
-                            .unwrap_or(false)
-                    }
+                    (StatusCode::PARTIAL_CONTENT, Some(cr)) => parse_content_range(cr.to_str().unwrap_or(""))
+                        .map(|(s, e)| s == start && e == end)
+                        .unwrap_or(false),
                     (StatusCode::OK, _) => start == 0, // whole body; length checked below
                     _ => false,
                 };
@@ -369,9 +354,7 @@ impl HttpClient {
                     }));
                 }
                 let body = resp.bytes().await.map_err(|e| transport(&shown, &e))?;
-                stats
-                    .content_bytes
-                    .fetch_add(body.len() as u64, Ordering::Relaxed);
+                stats.content_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
                 if body.len() as u64 != len {
                     return Err(Attempt::from(ApiError::Malformed {
                         target: shown,
@@ -423,18 +406,13 @@ impl BaseSpaceApi for HttpClient {
 
 fn with_attempts(e: ApiError, n: u32) -> ApiError {
     match e {
-        ApiError::Transport {
-            target, message, ..
-        } => ApiError::Transport {
+        ApiError::Transport { target, message, .. } => ApiError::Transport {
             target,
             message,
             attempts: n,
         },
         ApiError::Server {
-            status,
-            code,
-            message,
-            ..
+            status, code, message, ..
         } => ApiError::Server {
             status,
             code,

@@ -24,11 +24,7 @@ pub const REGIONS: &[(&str, &str, &str)] = &[
         "https://api.euc1.sh.basespace.illumina.com",
         "Europe (Frankfurt)",
     ),
-    (
-        "euw2",
-        "https://api.euw2.sh.basespace.illumina.com",
-        "UK (London)",
-    ),
+    ("euw2", "https://api.euw2.sh.basespace.illumina.com", "UK (London)"),
     (
         "cac1",
         "https://api.cac1.sh.basespace.illumina.com",
@@ -80,10 +76,7 @@ pub struct Credentials {
 /// Turns a `--api-server` value (URL or region alias) into a base URL.
 pub fn resolve_api_server(value: &str) -> Result<String, ConfigError> {
     let v = value.trim();
-    if let Some((_, url, _)) = REGIONS
-        .iter()
-        .find(|(alias, _, _)| alias.eq_ignore_ascii_case(v))
-    {
+    if let Some((_, url, _)) = REGIONS.iter().find(|(alias, _, _)| alias.eq_ignore_ascii_case(v)) {
         return Ok(url.to_string());
     }
     let bad = |reason: &str| ConfigError::BadServer {
@@ -149,16 +142,9 @@ pub fn parse_config(text: &str) -> (Option<String>, Option<String>) {
 }
 
 /// Loads credentials in the documented order. `server_override` is `--api-server`.
-pub fn load_credentials(
-    config_name: Option<&str>,
-    server_override: Option<&str>,
-) -> Result<Credentials, ConfigError> {
-    let env_server = std::env::var("BASESPACE_API_SERVER")
-        .ok()
-        .filter(|s| !s.is_empty());
-    let env_token = std::env::var("BASESPACE_ACCESS_TOKEN")
-        .ok()
-        .filter(|s| !s.is_empty());
+pub fn load_credentials(config_name: Option<&str>, server_override: Option<&str>) -> Result<Credentials, ConfigError> {
+    let env_server = std::env::var("BASESPACE_API_SERVER").ok().filter(|s| !s.is_empty());
+    let env_token = std::env::var("BASESPACE_ACCESS_TOKEN").ok().filter(|s| !s.is_empty());
     if config_name.is_none() {
         if let (Some(server), Some(token)) = (&env_server, &env_token) {
             let server = resolve_api_server(server_override.unwrap_or(server))?;
@@ -183,12 +169,10 @@ pub fn load_credentials(
         Err(e) => return Err(e),
     };
     let (server, token) = parse_config(&text);
-    let token = token
-        .filter(|t| !t.is_empty())
-        .ok_or(ConfigError::MissingKey {
-            path: shown.clone(),
-            key: "accessToken",
-        })?;
+    let token = token.filter(|t| !t.is_empty()).ok_or(ConfigError::MissingKey {
+        path: shown.clone(),
+        key: "accessToken",
+    })?;
     let server = match server_override {
         Some(s) => resolve_api_server(s)?,
         None => resolve_api_server(&server.ok_or(ConfigError::MissingKey {
@@ -215,10 +199,7 @@ fn read_private_file(path: &Path) -> Result<String, ConfigError> {
     if mode & 0o077 != 0 {
         return Err(ConfigError::Permissions { path: shown, mode });
     }
-    std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        path: shown,
-        source,
-    })
+    std::fs::read_to_string(path).map_err(|source| ConfigError::Io { path: shown, source })
 }
 
 /// Writes a config in the bs CLI format with mode 0600 (atomically).
@@ -247,11 +228,12 @@ mod tests {
 
     #[test]
     fn parses_bs_cli_format_with_and_without_section() {
-        let (s, t) =
-            parse_config("apiServer = https://api.basespace.illumina.com/\naccessToken = abc\n");
+        let (s, t) = parse_config("apiServer = https://api.basespace.illumina.com/\naccessToken = abc\n");
         assert_eq!(s.as_deref(), Some("https://api.basespace.illumina.com/"));
         assert_eq!(t.as_deref(), Some("abc"));
-        let (s, t) = parse_config("[DEFAULT]\napiServer=http://x:1\napiVersion = v1pre3\naccessToken= tok \n[BSFS]\naccessToken = other\n");
+        let (s, t) = parse_config(
+            "[DEFAULT]\napiServer=http://x:1\napiVersion = v1pre3\naccessToken= tok \n[BSFS]\naccessToken = other\n",
+        );
         assert_eq!(s.as_deref(), Some("http://x:1"));
         assert_eq!(t.as_deref(), Some("tok"));
     }
@@ -262,14 +244,8 @@ mod tests {
             resolve_api_server("euc1").unwrap(),
             "https://api.euc1.sh.basespace.illumina.com"
         );
-        assert_eq!(
-            resolve_api_server("US").unwrap(),
-            "https://api.basespace.illumina.com"
-        );
-        assert_eq!(
-            resolve_api_server("http://127.0.0.1:9/").unwrap(),
-            "http://127.0.0.1:9"
-        );
+        assert_eq!(resolve_api_server("US").unwrap(), "https://api.basespace.illumina.com");
+        assert_eq!(resolve_api_server("http://127.0.0.1:9/").unwrap(), "http://127.0.0.1:9");
         assert!(resolve_api_server("narnia").is_err());
         assert!(resolve_api_server("ftp://x").is_err());
     }

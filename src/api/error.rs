@@ -13,22 +13,13 @@ pub enum ApiError {
     Unauthorized { code: Option<String> },
     /// 403: the token may not read this resource (BaseSpace also answers 403 for ids that do not exist).
     #[error("access denied by BaseSpace (HTTP 403{}): {message}", code_suffix(.code))]
-    Forbidden {
-        code: Option<String>,
-        message: String,
-    },
+    Forbidden { code: Option<String>, message: String },
     /// 404: no such resource or path.
     #[error("not found on BaseSpace (HTTP 404{}): {message}", code_suffix(.code))]
-    NotFound {
-        code: Option<String>,
-        message: String,
-    },
+    NotFound { code: Option<String>, message: String },
     /// 410: removed by its owner.
     #[error("removed from BaseSpace (HTTP 410{}): {message}", code_suffix(.code))]
-    Gone {
-        code: Option<String>,
-        message: String,
-    },
+    Gone { code: Option<String>, message: String },
     /// 429 after all retries.
     #[error("BaseSpace is throttling requests (HTTP 429); gave up after {attempts} attempts")]
     Throttled { attempts: u32 },
@@ -117,10 +108,7 @@ pub enum ConfigError {
     #[error("no BaseSpace credentials: set BASESPACE_API_SERVER and BASESPACE_ACCESS_TOKEN, or run `bsmount auth{}` to create {path}", config_flag(.name))]
     Missing { name: String, path: String },
     #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    Io { path: String, source: std::io::Error },
     #[error("{path} has no `{key}` entry")]
     MissingKey { path: String, key: &'static str },
     #[error("{path} is readable by group or others (mode {mode:o}); run `chmod 600 {path}`")]

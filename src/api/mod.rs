@@ -39,49 +39,14 @@ impl ListKind {
     fn request(&self) -> (String, String, bool, u64) {
         use client::{MAX_FILES_LIMIT as F, MAX_LIMIT as L};
         match self {
-            ListKind::Projects => (
-                "v1pre3/users/current/projects".into(),
-                String::new(),
-                false,
-                L,
-            ),
+            ListKind::Projects => ("v1pre3/users/current/projects".into(), String::new(), false, L),
             ListKind::Runs => ("v1pre3/users/current/runs".into(), String::new(), false, L),
-            ListKind::Samples(id) => (
-                format!("v1pre3/projects/{id}/samples"),
-                String::new(),
-                false,
-                L,
-            ),
-            ListKind::AppResults(id) => (
-                format!("v1pre3/projects/{id}/appresults"),
-                String::new(),
-                false,
-                L,
-            ),
-            ListKind::AppSessions(id) => (
-                "v2/appsessions".into(),
-                format!("output.projects={id}&"),
-                true,
-                L,
-            ),
-            ListKind::AppSessionOutputs(id) => (
-                "v2/datasets".into(),
-                format!("appsessionids={id}&"),
-                true,
-                L,
-            ),
-            ListKind::SampleFiles(id) => (
-                format!("v1pre3/samples/{id}/files"),
-                String::new(),
-                false,
-                F,
-            ),
-            ListKind::AppResultFiles(id) => (
-                format!("v1pre3/appresults/{id}/files"),
-                String::new(),
-                false,
-                F,
-            ),
+            ListKind::Samples(id) => (format!("v1pre3/projects/{id}/samples"), String::new(), false, L),
+            ListKind::AppResults(id) => (format!("v1pre3/projects/{id}/appresults"), String::new(), false, L),
+            ListKind::AppSessions(id) => ("v2/appsessions".into(), format!("output.projects={id}&"), true, L),
+            ListKind::AppSessionOutputs(id) => ("v2/datasets".into(), format!("appsessionids={id}&"), true, L),
+            ListKind::SampleFiles(id) => (format!("v1pre3/samples/{id}/files"), String::new(), false, F),
+            ListKind::AppResultFiles(id) => (format!("v1pre3/appresults/{id}/files"), String::new(), false, F),
             ListKind::RunFiles(id) => (format!("v1pre3/runs/{id}/files"), String::new(), false, F),
         }
     }
@@ -142,9 +107,9 @@ mod tests {
 
     #[test]
     fn redacts_signatures_and_tokens() {
-        let u = "http://h/c/1/x?Expires=5&Signature=abc&access_token=tok&a=b";
+        let u = "http://h/c/1/x?Expires=5&Signature=SIGVALUE&access_token=TOKVALUE&a=b";
         let r = redact_url(u);
-        assert!(!r.contains("abc") && !r.contains("tok"), "{r}");
+        assert!(!r.contains("SIGVALUE") && !r.contains("TOKVALUE"), "{r}");
         assert!(r.contains("Expires=5") && r.contains("a=b"));
     }
 

@@ -96,12 +96,7 @@ impl Page {
         let items = match container.get("Items") {
             Some(Value::Array(a)) => a.clone(),
             Some(Value::Null) | None => Vec::new(),
-            Some(other) => {
-                return Err(format!(
-                    "Items is not a list: {}",
-                    truncate(&other.to_string(), 80)
-                ))
-            }
+            Some(other) => return Err(format!("Items is not a list: {}", truncate(&other.to_string(), 80))),
         };
         Ok(Page { items, paging })
     }
@@ -144,10 +139,7 @@ impl Entity {
     pub fn parse(v: &Value) -> Result<Entity, String> {
         let e: Entity = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
         if e.id.is_empty() {
-            return Err(format!(
-                "entity without Id: {}",
-                truncate(&v.to_string(), 120)
-            ));
+            return Err(format!("entity without Id: {}", truncate(&v.to_string(), 120)));
         }
         Ok(e)
     }
@@ -188,10 +180,7 @@ impl FileInfo {
     pub fn parse(v: &Value) -> Result<FileInfo, String> {
         let f: FileInfo = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
         if f.id.is_empty() {
-            return Err(format!(
-                "file without Id: {}",
-                truncate(&v.to_string(), 120)
-            ));
+            return Err(format!("file without Id: {}", truncate(&v.to_string(), 120)));
         }
         Ok(f)
     }

@@ -357,11 +357,7 @@ fn content_type(path: &str) -> &'static str {
     let p = path.to_ascii_lowercase();
     if p.ends_with(".gz") || p.ends_with(".bgz") {
         "application/x-gzip"
-    } else if p.ends_with(".txt")
-        || p.ends_with(".csv")
-        || p.ends_with(".xml")
-        || p.ends_with(".vcf")
-    {
+    } else if p.ends_with(".txt") || p.ends_with(".csv") || p.ends_with(".xml") || p.ends_with(".vcf") {
         "text/plain"
     } else {
         "application/octet-stream"
@@ -402,8 +398,7 @@ impl Account {
         let reserved = std::collections::HashSet::new();
         let mut out = Vec::new();
         let mut add_container = |prefix: String, c: &Container| {
-            let files: Vec<&Arc<FileEntry>> =
-                c.files.iter().filter_map(|id| self.files.get(id)).collect();
+            let files: Vec<&Arc<FileEntry>> = c.files.iter().filter_map(|id| self.files.get(id)).collect();
             let ids: Vec<String> = files.iter().map(|f| f.id.to_string()).collect();
             let pairs: Vec<(&str, &str)> = files
                 .iter()
@@ -429,10 +424,7 @@ impl Account {
                 (ContainerKind::Sample, &p.samples, "Samples"),
                 (ContainerKind::AppResult, &p.appresults, "AppResults"),
             ] {
-                let cs: Vec<&Container> = list
-                    .iter()
-                    .filter_map(|id| self.container(kind, *id))
-                    .collect();
+                let cs: Vec<&Container> = list.iter().filter_map(|id| self.container(kind, *id)).collect();
                 let ids: Vec<String> = cs.iter().map(|c| c.id.to_string()).collect();
                 let cnames = names::disambiguate(
                     &cs.iter()

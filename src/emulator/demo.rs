@@ -37,11 +37,7 @@ fn fastq(read: u8, seed: u64) -> Vec<u8> {
     let mut rng = Rng(seed);
     let mut out = String::with_capacity((FASTQ_READS as usize) * 260);
     for i in 0..FASTQ_READS {
-        let (tile, x, y) = (
-            1101 + i / 10_000,
-            1000 + rng.below(30_000),
-            1000 + rng.below(30_000),
-        );
+        let (tile, x, y) = (1101 + i / 10_000, 1000 + rng.below(30_000), 1000 + rng.below(30_000));
         out.push_str(&format!(
             "@A01234:42:HDEMOXX:1:{tile}:{x}:{y} {read}:N:0:ACGTACGT+TGCATGCA\n"
         ));
@@ -63,17 +59,13 @@ fn bam_and_bai(seed: u64) -> (Vec<u8>, Vec<u8>) {
     let mut rng = Rng(seed);
     let total: u64 = CONTIGS.iter().map(|c| c.1).sum();
     let mut reads = Vec::with_capacity(BAM_READS as usize);
-    for c in 0..CONTIGS.len() {
-        let n = BAM_READS * CONTIGS[c].1 / total;
-        let mut pos: Vec<u64> = (0..n)
-            .map(|_| rng.below(CONTIGS[c].1 - READ_LEN as u64))
-            .collect();
+    for (c, (_, clen)) in CONTIGS.iter().enumerate() {
+        let n = BAM_READS * clen / total;
+        let mut pos: Vec<u64> = (0..n).map(|_| rng.below(clen - READ_LEN as u64)).collect();
         pos.sort_unstable();
         for (i, p) in pos.into_iter().enumerate() {
             let seq: Vec<u8> = (0..READ_LEN as u64).map(|k| base(c, p + k)).collect();
-            let qual: Vec<u8> = (0..READ_LEN)
-                .map(|_| b'!' + 25 + rng.below(15) as u8)
-                .collect();
+            let qual: Vec<u8> = (0..READ_LEN).map(|_| b'!' + 25 + rng.below(15) as u8).collect();
             reads.push(BamRead {
                 ref_id: c,
                 pos: p,
@@ -173,9 +165,7 @@ fn run_folder(b: &mut AccountBuilder, run: ContainerRef, name: &str) {
                 add(
                     b,
                     run,
-                    &format!(
-                        "Data/Intensities/BaseCalls/L{lane:03}/C{cycle}.1/s_{lane}_{tile}.bcl.gz"
-                    ),
+                    &format!("Data/Intensities/BaseCalls/L{lane:03}/C{cycle}.1/s_{lane}_{tile}.bcl.gz"),
                     gzip(&data),
                 );
             }
@@ -205,11 +195,7 @@ fn all_fastqs(samples: &[(&str, u64)]) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// Builds the demo account (about 30 MB in memory, a few seconds).
 pub fn account() -> Account {
-    let p1_samples = [
-        ("Brain-Rep1", 1000),
-        ("SeraSeq-Rep1", 1010),
-        ("Brain-Rep1", 1020),
-    ];
+    let p1_samples = [("Brain-Rep1", 1000), ("SeraSeq-Rep1", 1010), ("Brain-Rep1", 1020)];
     let p2_samples = [("NA12878", 2000), ("NA12891", 2010), ("NA12892", 2020)];
     let all: Vec<(&str, u64)> = p1_samples.iter().chain(&p2_samples).copied().collect();
     let (mut fastqs, (bam, bai), (vcf, tbi)) = std::thread::scope(|sc| {
@@ -224,55 +210,23 @@ pub fn account() -> Account {
     });
     let mut b = AccountBuilder::new("Demo User");
     let p1 = b.project("MiSeq: Myeloid RNA Panel (Demo)");
-    let fq1 = b.appsession(
-        p1,
-        "FASTQ Generation 2024-01-15 10:00:00Z",
-        "FASTQ Generation",
-    );
+    let fq1 = b.appsession(p1, "FASTQ Generation 2024-01-15 10:00:00Z", "FASTQ Generation");
     // Two samples named alike, as happens in real accounts: the mount shows "Brain-Rep1 (2)".
     for (i, (s, _)) in p1_samples.iter().enumerate() {
         let sref = b.sample(p1, s, Some(fq1));
         let (r1, r2) = fastqs.next().expect("one pair per sample");
-        add(
-            &mut b,
-            sref,
-            &format!("{s}_S{}_L001_R1_001.fastq.gz", i + 1),
-            r1,
-        );
-        add(
-            &mut b,
-            sref,
-            &format!("{s}_S{}_L001_R2_001.fastq.gz", i + 1),
-            r2,
-        );
+        add(&mut b, sref, &format!("{s}_S{}_L001_R1_001.fastq.gz", i + 1), r1);
+        add(&mut b, sref, &format!("{s}_S{}_L001_R2_001.fastq.gz", i + 1), r2);
     }
     let p2 = b.project("NovaSeq: Germline Trio (NA12878, NA12891, NA12892)");
-    let fq2 = b.appsession(
-        p2,
-        "FASTQ Generation 2024-01-16 09:30:00Z",
-        "FASTQ Generation",
-    );
+    let fq2 = b.appsession(p2, "FASTQ Generation 2024-01-16 09:30:00Z", "FASTQ Generation");
     for (i, (s, _)) in p2_samples.iter().enumerate() {
         let sref = b.sample(p2, s, Some(fq2));
         let (r1, r2) = fastqs.next().expect("one pair per sample");
-        add(
-            &mut b,
-            sref,
-            &format!("{s}_S{}_L001_R1_001.fastq.gz", i + 1),
-            r1,
-        );
-        add(
-            &mut b,
-            sref,
-            &format!("{s}_S{}_L001_R2_001.fastq.gz", i + 1),
-            r2,
-        );
+        add(&mut b, sref, &format!("{s}_S{}_L001_R1_001.fastq.gz", i + 1), r1);
+        add(&mut b, sref, &format!("{s}_S{}_L001_R2_001.fastq.gz", i + 1), r2);
     }
-    let an = b.appsession(
-        p2,
-        "DRAGEN Germline 2024-01-17 12:00:00Z",
-        "DRAGEN Germline",
-    );
+    let an = b.appsession(p2, "DRAGEN Germline 2024-01-17 12:00:00Z", "DRAGEN Germline");
     let ar = b.appresult(p2, "NA12878 DRAGEN Germline", Some(an));
     add(&mut b, ar, "NA12878.bam", bam);
     add(&mut b, ar, "NA12878.bam.bai", bai);

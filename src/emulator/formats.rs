@@ -12,8 +12,7 @@ use flate2::{Compression, Crc};
 const BGZF_BLOCK: usize = 0xff00;
 /// The 28-byte empty block that marks the end of a BGZF file.
 pub const BGZF_EOF: [u8; 28] = [
-    0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 0x06, 0, 0x42, 0x43, 0x02, 0, 0x1b, 0, 0x03, 0, 0,
-    0, 0, 0, 0, 0, 0, 0,
+    0x1f, 0x8b, 0x08, 0x04, 0, 0, 0, 0, 0, 0xff, 0x06, 0, 0x42, 0x43, 0x02, 0, 0x1b, 0, 0x03, 0, 0, 0, 0, 0, 0, 0, 0, 0,
 ];
 
 /// BGZF writer that reports virtual offsets and never splits a record across blocks.
@@ -60,8 +59,7 @@ impl Bgzf {
         self.out.extend_from_slice(&bsize.to_le_bytes());
         self.out.extend_from_slice(&cdata);
         self.out.extend_from_slice(&crc.sum().to_le_bytes());
-        self.out
-            .extend_from_slice(&(self.buf.len() as u32).to_le_bytes());
+        self.out.extend_from_slice(&(self.buf.len() as u32).to_le_bytes());
         self.buf.clear();
     }
 
@@ -102,10 +100,7 @@ impl RefIndex {
             Some(last) if last.1 == vbeg => last.1 = vend,
             _ => chunks.push((vbeg, vend)),
         }
-        let (w0, w1) = (
-            (beg >> 14) as usize,
-            ((end.max(beg + 1) - 1) >> 14) as usize,
-        );
+        let (w0, w1) = ((beg >> 14) as usize, ((end.max(beg + 1) - 1) >> 14) as usize);
         if self.linear.len() <= w1 {
             self.linear.resize(w1 + 1, 0);
         }
@@ -169,11 +164,7 @@ pub struct BamRead {
 }
 
 /// Writes a coordinate-sorted BAM (reads must be sorted) and its BAI index.
-pub fn write_bam(
-    refs: &[(&str, u64)],
-    header_extra: &str,
-    reads: &[BamRead],
-) -> (Vec<u8>, Vec<u8>) {
+pub fn write_bam(refs: &[(&str, u64)], header_extra: &str, reads: &[BamRead]) -> (Vec<u8>, Vec<u8>) {
     let mut text = String::from("@HD\tVN:1.6\tSO:coordinate\n");
     for (n, l) in refs {
         text.push_str(&format!("@SQ\tSN:{n}\tLN:{l}\n"));

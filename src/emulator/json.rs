@@ -43,11 +43,7 @@ fn properties(href: String) -> Value {
 }
 
 fn container_size(a: &Account, c: &Container) -> u64 {
-    c.files
-        .iter()
-        .filter_map(|f| a.files.get(f))
-        .map(|f| f.size)
-        .sum()
+    c.files.iter().filter_map(|f| a.files.get(f)).map(|f| f.size).sum()
 }
 
 fn project_size(a: &Account, p: &Project) -> u64 {
@@ -79,10 +75,7 @@ pub fn project(a: &Account, p: &Project, full: bool) -> Value {
         m.insert("HrefAppResults".into(), json!(format!("{href}/appresults")));
         m.insert(
             "HrefBaseSpaceUI".into(),
-            json!(format!(
-                "https://basespace.illumina.com/project/{}/emulated",
-                p.id
-            )),
+            json!(format!("https://basespace.illumina.com/project/{}/emulated", p.id)),
         );
         m.insert("Properties".into(), properties(href));
     }
@@ -158,12 +151,7 @@ pub fn dataset_v2(a: &Account, c: &Container, base: &str) -> Value {
             "Illumina Fastq",
             json!(["common.files", "common.fastq"]),
         ),
-        _ => (
-            "appresult",
-            "common.files",
-            "Files",
-            json!(["common.files"]),
-        ),
+        _ => ("appresult", "common.files", "Files", json!(["common.files"])),
     };
     let ds = format!(
         "ds.{:032x}",
@@ -173,10 +161,7 @@ pub fn dataset_v2(a: &Account, c: &Container, base: &str) -> Value {
         .appsession
         .and_then(|s| a.appsessions.get(&s))
         .map(|s| appsession_v2(a, s, base));
-    let proj = c
-        .project
-        .and_then(|p| a.project(p))
-        .map(|p| project(a, p, false));
+    let proj = c.project.and_then(|p| a.project(p)).map(|p| project(a, p, false));
     json!({
         "Id": ds,
         "Href": format!("{base}/v2/datasets/{ds}"),
@@ -211,10 +196,7 @@ fn genome() -> Value {
 
 fn library(a: &Account, c: &Container) -> Value {
     let lib = c.id + 100_000_000;
-    let project = c
-        .project
-        .and_then(|p| a.project(p))
-        .map(|p| project(a, p, false));
+    let project = c.project.and_then(|p| a.project(p)).map(|p| project(a, p, false));
     json!({
         "OwnerUser": owner(a),
         "Id": lib.to_string(),

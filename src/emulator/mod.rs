@@ -61,9 +61,7 @@ pub struct Emulator {
 
 impl std::fmt::Debug for Emulator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Emulator")
-            .field("base_url", &self.base_url)
-            .finish()
+        f.debug_struct("Emulator").field("base_url", &self.base_url).finish()
     }
 }
 
@@ -87,9 +85,7 @@ pub async fn start(account: Account, opts: EmulatorOptions) -> std::io::Result<E
         opts.url_ttl,
         faults::Faults::new(opts.net),
     ));
-    let app = axum::Router::new()
-        .fallback(server::handle)
-        .with_state(shared.clone());
+    let app = axum::Router::new().fallback(server::handle).with_state(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let serve = axum::serve(listener, app).with_graceful_shutdown(async {

@@ -20,11 +20,7 @@ use parking_lot::RwLock;
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 /// Characters escaped in URL path segments: everything but RFC 3986 unreserved ones, as S3 does.
-const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
-    .remove(b'-')
-    .remove(b'.')
-    .remove(b'_')
-    .remove(b'~');
+const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'_').remove(b'~');
 use serde_json::{json, Value};
 use sha2::Sha256;
 
@@ -91,13 +87,7 @@ impl BrowseIndex {
 }
 
 impl Shared {
-    pub fn new(
-        account: Account,
-        token: String,
-        base_url: String,
-        url_ttl: Duration,
-        faults: Faults,
-    ) -> Self {
+    pub fn new(account: Account, token: String, base_url: String, url_ttl: Duration, faults: Faults) -> Self {
         let mut secret = [0u8; 32];
         rand::Rng::fill(&mut rand::thread_rng(), &mut secret);
         let browse = RwLock::new(Arc::new(BrowseIndex::build(&account)));
@@ -127,16 +117,14 @@ impl Shared {
 
     fn presign(&self, f: &FileEntry) -> (String, SystemTime) {
         let exp_t = SystemTime::now() + self.url_ttl;
-        let expires = exp_t
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs();
-        let obj = format!(
-            "{:016x}{:016x}",
-            super::account::splitmix64(f.id ^ 0x5a5a),
-            f.id
-        );
-        let name = utf8_percent_encode(f.name(), SEGMENT).to_string();
+        let expires = exp_t.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        let obj = format!("{:016x}{:016x}", super::account::splitmix64(f.id ^ 0x5a5a), f.id);
+        // The name segment is cosmetic (the object key carries the id); "." and ".." would be
+        // resolved away by URL normalisation, even percent-encoded.
+        let name = match f.name() {
+            "" | "." | ".." => "file".to_string(),
+            n => utf8_percent_encode(n, SEGMENT).to_string(),
+        };
         let url = format!(
             "{}/content/{obj}/{name}?AWSAccessKeyId=BSMOUNTEMULATOR&Expires={expires}&response-content-disposition=filename%3D{name}&response-content-type={}&Signature={}",
             self.base_url,
@@ -225,11 +213,7 @@ fn authorized(s: &Shared, h: &HeaderMap, q: &Query) -> bool {
         .or_else(|| q.get("access_token").map(str::to_string));
     // Constant-time compare, as a real server would.
     given.is_some_and(|g| {
-        g.len() == s.token.len()
-            && g.bytes()
-                .zip(s.token.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        g.len() == s.token.len() && g.bytes().zip(s.token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
     })
 }
 
@@ -288,10 +272,7 @@ fn error(status: StatusCode, code: Option<&str>, message: &str) -> Response {
     } else {
         json!([])
     };
-    json_response(
-        status,
-        &json!({"ResponseStatus": rs, "Notifications": notes}),
-    )
+    json_response(status, &json!({"ResponseStatus": rs, "Notifications": notes}))
 }
 
 fn unrecognized() -> Response {
@@ -341,9 +322,7 @@ fn page(q: &Query, mut items: Vec<(Value, SortKeys)>, max: u64, v2: bool) -> Res
         Some(s) if s == "path" => "Path",
         _ => "Id",
     };
-    let desc = q
-        .get("sortdir")
-        .is_some_and(|d| d.eq_ignore_ascii_case("desc"));
+    let desc = q.get("sortdir").is_some_and(|d| d.eq_ignore_ascii_case("desc"));
     items.sort_by(|a, b| {
         let o = match sort_by {
             "Name" => a.1.name.cmp(&b.1.name),
@@ -375,14 +354,7 @@ fn page(q: &Query, mut items: Vec<(Value, SortKeys)>, max: u64, v2: bool) -> Res
     // Keep BaseSpace's field order: Items first.
     let mut ordered = serde_json::Map::new();
     ordered.insert("Items".into(), r["Items"].take());
-    for k in [
-        "DisplayedCount",
-        "TotalCount",
-        "Offset",
-        "Limit",
-        "SortDir",
-        "SortBy",
-    ] {
+    for k in ["DisplayedCount", "TotalCount", "Offset", "Limit", "SortDir", "SortBy"] {
         ordered.insert(k.into(), r[k].take());
     }
     ok(Value::Object(ordered))
@@ -404,14 +376,7 @@ fn keys(id: u64, name: &str, created: SystemTime) -> SortKeys {
     }
 }
 
-fn api(
-    s: &Arc<Shared>,
-    a: &Account,
-    path: &str,
-    q: &Query,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Response {
+fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, headers: &HeaderMap) -> Response {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let id = |i: usize| segs.get(i).and_then(|x| x.parse::<u64>().ok());
     match segs.as_slice() {
@@ -517,12 +482,7 @@ fn api(
                 .appsessions
                 .values()
                 .filter(|x| project.is_none_or(|p| x.project == p))
-                .map(|x| {
-                    (
-                        json::appsession_v2(a, x, &s.base_url),
-                        keys(x.id, &x.name, x.created),
-                    )
-                })
+                .map(|x| (json::appsession_v2(a, x, &s.base_url), keys(x.id, &x.name, x.created)))
                 .collect();
             page(q, items, MAX_LIMIT, true)
         }
@@ -539,12 +499,7 @@ fn api(
                         .as_ref()
                         .is_none_or(|ss| c.appsession.is_some_and(|x| ss.contains(&x)))
                 })
-                .map(|c| {
-                    (
-                        json::dataset_v2(a, c, &s.base_url),
-                        keys(c.id, &c.name, c.created),
-                    )
-                })
+                .map(|c| (json::dataset_v2(a, c, &s.base_url), keys(c.id, &c.name, c.created)))
                 .collect();
             page(q, items, MAX_LIMIT, true)
         }
@@ -552,13 +507,7 @@ fn api(
     }
 }
 
-fn content_redirect(
-    s: &Arc<Shared>,
-    f: &Arc<FileEntry>,
-    q: &Query,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Response {
+fn content_redirect(s: &Arc<Shared>, f: &Arc<FileEntry>, q: &Query, method: &Method, headers: &HeaderMap) -> Response {
     let (url, expires) = s.presign(f);
     match q.get("redirect").map(|r| r.to_ascii_lowercase()) {
         Some(r) if r == "meta" => {
@@ -592,25 +541,14 @@ fn s3_error(code: &str, message: &str) -> Response {
 }
 
 /// `GET|HEAD /content/<obj>/<name>?…&Expires=E&Signature=S`: the presigned "S3" URL.
-fn presigned(
-    s: &Arc<Shared>,
-    rest: &str,
-    q: &Query,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Response {
+fn presigned(s: &Arc<Shared>, rest: &str, q: &Query, method: &Method, headers: &HeaderMap) -> Response {
     let obj = rest.split('/').next().unwrap_or("");
     let file_id = obj.get(16..).and_then(|h| u64::from_str_radix(h, 16).ok());
     let Some(f) = file_id.and_then(|id| s.account.read().files.get(&id).cloned()) else {
         return s3_error("NoSuchKey", "The specified key does not exist.");
     };
-    let expires = q
-        .get("expires")
-        .and_then(|e| e.parse::<u64>().ok())
-        .unwrap_or(0);
-    let sig_ok = q
-        .get("signature")
-        .is_some_and(|sig| sig == s.sign(f.id, expires));
+    let expires = q.get("expires").and_then(|e| e.parse::<u64>().ok()).unwrap_or(0);
+    let sig_ok = q.get("signature").is_some_and(|sig| sig == s.sign(f.id, expires));
     if !sig_ok {
         return s3_error(
             "SignatureDoesNotMatch",
@@ -661,12 +599,7 @@ fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>,
     Ok(Some((start, end)))
 }
 
-fn serve_bytes(
-    s: &Arc<Shared>,
-    f: &Arc<FileEntry>,
-    method: &Method,
-    headers: &HeaderMap,
-) -> Response {
+fn serve_bytes(s: &Arc<Shared>, f: &Arc<FileEntry>, method: &Method, headers: &HeaderMap) -> Response {
     let range = match parse_range(headers.get(header::RANGE), f.size) {
         Ok(r) => r,
         Err(()) => {
@@ -691,10 +624,7 @@ fn serve_bytes(
         .header(header::ETAG, format!("\"{}\"", f.etag))
         .header(header::LAST_MODIFIED, httpdate(f.created));
     if status == StatusCode::PARTIAL_CONTENT {
-        b = b.header(
-            header::CONTENT_RANGE,
-            format!("bytes {start}-{end}/{}", f.size),
-        );
+        b = b.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", f.size));
     }
     if method == Method::HEAD || len == 0 {
         return b.body(Body::empty()).expect("valid response");
@@ -703,14 +633,8 @@ fn serve_bytes(
         Fault::ResetAfter(permille) => Some(len * permille as u64 / 1000),
         _ => None,
     };
-    b.body(Body::from_stream(body_stream(
-        s,
-        f.clone(),
-        start,
-        len,
-        reset_at,
-    )))
-    .expect("valid response")
+    b.body(Body::from_stream(body_stream(s, f.clone(), start, len, reset_at)))
+        .expect("valid response")
 }
 
 fn body_stream(
@@ -836,10 +760,7 @@ fn browse(s: &Arc<Shared>, rel: &str, method: &Method, headers: &HeaderMap) -> R
     let mut html = format!("<!DOCTYPE html>\n<html><head><title>Index of /{prefix}</title></head><body>\n<h1>Index of /{prefix}</h1>\n<ul>\n");
     for (name, is_dir) in entries {
         let href = utf8_percent_encode(&name, SEGMENT).to_string();
-        let esc = name
-            .replace('&', "&amp;")
-            .replace('<', "&lt;")
-            .replace('>', "&gt;");
+        let esc = name.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
         if is_dir {
             html.push_str(&format!("<li><a href=\"{href}/\">{esc}/</a></li>\n"));
         } else {
@@ -877,8 +798,7 @@ fn introspect(s: &Shared, rest: &str, q: &Query) -> Response {
                 .files
                 .iter()
                 .map(|(p, f)| {
-                    let mut v =
-                        json!({"path": p, "id": f.id.to_string(), "size": f.size, "etag": f.etag});
+                    let mut v = json!({"path": p, "id": f.id.to_string(), "size": f.size, "etag": f.etag});
                     if with_md5 {
                         v["md5"] = json!(acct.md5(f).unwrap_or_default());
                     }

@@ -16,20 +16,15 @@ pub fn from_dir(dir: &Path) -> std::io::Result<Account> {
         let pname = file_name(&pdir);
         let pid = b.project(&pname);
         let samples = sorted_dirs(&pdir.join("Samples"))?;
-        let fastq = (!samples.is_empty()).then(|| {
-            b.appsession(
-                pid,
-                &format!("FASTQ Generation {pname}"),
-                "FASTQ Generation",
-            )
-        });
+        let fastq =
+            (!samples.is_empty()).then(|| b.appsession(pid, &format!("FASTQ Generation {pname}"), "FASTQ Generation"));
         for sdir in samples {
             let s = b.sample(pid, &file_name(&sdir), fastq);
             add_tree(&mut b, s, &sdir)?;
         }
         let results = sorted_dirs(&pdir.join("AppResults"))?;
-        let analysis = (!results.is_empty())
-            .then(|| b.appsession(pid, &format!("Analysis {pname}"), "DRAGEN Germline"));
+        let analysis =
+            (!results.is_empty()).then(|| b.appsession(pid, &format!("Analysis {pname}"), "DRAGEN Germline"));
         for adir in results {
             let a = b.appresult(pid, &file_name(&adir), analysis);
             add_tree(&mut b, a, &adir)?;
@@ -78,18 +73,8 @@ fn add_tree(b: &mut AccountBuilder, parent: ContainerRef, root: &Path) -> std::i
     files.sort();
     for f in files {
         let meta = std::fs::metadata(&f)?;
-        let rel = f
-            .strip_prefix(root)
-            .unwrap_or(&f)
-            .to_string_lossy()
-            .into_owned();
-        b.file(
-            parent,
-            &rel,
-            meta.len(),
-            Content::Disk(f.clone()),
-            meta.modified().ok(),
-        );
+        let rel = f.strip_prefix(root).unwrap_or(&f).to_string_lossy().into_owned();
+        b.file(parent, &rel, meta.len(), Content::Disk(f.clone()), meta.modified().ok());
     }
     Ok(())
 }
@@ -139,10 +124,7 @@ impl std::str::FromStr for SyntheticSpec {
             let (k, v) = kv
                 .split_once('=')
                 .ok_or_else(|| format!("{kv:?} is not key=value; {SYNTHETIC_HELP}"))?;
-            let count = || {
-                v.parse::<u32>()
-                    .map_err(|_| format!("{k}: {v:?} is not a count"))
-            };
+            let count = || v.parse::<u32>().map_err(|_| format!("{k}: {v:?} is not a count"));
             match k {
                 "projects" => spec.projects = count()?,
                 "samples" => spec.samples = count()?,
@@ -178,12 +160,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Account {
         for a in 1..=spec.appresults {
             let aref = b.appresult(pid, &format!("SYN-P{p}-Result{a}"), Some(an));
             for f in 1..=spec.appresult_files {
-                add_synth(
-                    &mut b,
-                    aref,
-                    &format!("result_{f}.bin"),
-                    spec.appresult_file_size,
-                );
+                add_synth(&mut b, aref, &format!("result_{f}.bin"), spec.appresult_file_size);
             }
         }
     }
@@ -194,8 +171,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Account {
             let lane = i % 4 + 1;
             let cycle = (i / 4) % 151 + 1;
             let tile = i / (4 * 151) + 1101;
-            let path =
-                format!("Data/Intensities/BaseCalls/L{lane:03}/C{cycle}.1/s_{lane}_{tile}.bcl.gz");
+            let path = format!("Data/Intensities/BaseCalls/L{lane:03}/C{cycle}.1/s_{lane}_{tile}.bcl.gz");
             add_synth(&mut b, rref, &path, spec.run_file_size);
         }
     }
@@ -204,8 +180,7 @@ pub fn synthetic(spec: &SyntheticSpec) -> Account {
 
 fn add_synth(b: &mut AccountBuilder, parent: ContainerRef, path: &str, size: u64) {
     // The seed only needs to differ per file; mixing the path keeps it stable across specs.
-    let seed =
-        super::account::splitmix64(path.bytes().fold(size, |h, c| h.rotate_left(5) ^ c as u64));
+    let seed = super::account::splitmix64(path.bytes().fold(size, |h, c| h.rotate_left(5) ^ c as u64));
     b.file(parent, path, size, Content::Synthetic { seed }, None);
 }
 
@@ -251,8 +226,8 @@ pub struct CatalogFile {
 pub const CATALOG_HELP: &str = r#"JSON: {"projects":[{"name":"P","samples":[{"name":"S","files":[{"path":"a/b.txt","text":"hello\n"},{"path":"big.bin","size":1048576}]}],"appresults":[...]}],"runs":[{"name":"R","files":[...]}]}"#;
 
 pub fn from_catalog(text: &str) -> Result<Account, String> {
-    let cat: Catalog = serde_json::from_str(text)
-        .map_err(|e| format!("invalid catalog: {e}; expected {CATALOG_HELP}"))?;
+    let cat: Catalog =
+        serde_json::from_str(text).map_err(|e| format!("invalid catalog: {e}; expected {CATALOG_HELP}"))?;
     let mut b = AccountBuilder::new("Catalog User");
     let add = |b: &mut AccountBuilder, r: ContainerRef, files: &[CatalogFile]| {
         for f in files {
@@ -272,14 +247,12 @@ pub fn from_catalog(text: &str) -> Result<Account, String> {
     };
     for p in &cat.projects {
         let pid = b.project(&p.name);
-        let fq = (!p.samples.is_empty())
-            .then(|| b.appsession(pid, "FASTQ Generation", "FASTQ Generation"));
+        let fq = (!p.samples.is_empty()).then(|| b.appsession(pid, "FASTQ Generation", "FASTQ Generation"));
         for s in &p.samples {
             let r = b.sample(pid, &s.name, fq);
             add(&mut b, r, &s.files);
         }
-        let an =
-            (!p.appresults.is_empty()).then(|| b.appsession(pid, "Analysis", "DRAGEN Germline"));
+        let an = (!p.appresults.is_empty()).then(|| b.appsession(pid, "Analysis", "DRAGEN Germline"));
         for a in &p.appresults {
             let r = b.appresult(pid, &a.name, an);
             add(&mut b, r, &a.files);

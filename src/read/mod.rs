@@ -50,9 +50,7 @@ pub enum ReadError {
 impl ReadError {
     pub fn errno(&self) -> i32 {
         match self {
-            ReadError::Api(ApiError::Unauthorized { .. } | ApiError::Forbidden { .. }) => {
-                libc::EACCES
-            }
+            ReadError::Api(ApiError::Unauthorized { .. } | ApiError::Forbidden { .. }) => libc::EACCES,
             _ => libc::EIO,
         }
     }
@@ -194,12 +192,7 @@ impl Reader {
     }
 
     /// Reads up to `size` bytes at `offset`: fewer only at end of file.
-    pub async fn read(
-        self: &Arc<Self>,
-        h: &Handle,
-        offset: u64,
-        size: u32,
-    ) -> Result<Bytes, ReadError> {
+    pub async fn read(self: &Arc<Self>, h: &Handle, offset: u64, size: u32) -> Result<Bytes, ReadError> {
         let fsize = h.file.size;
         if offset >= fsize || size == 0 {
             return Ok(Bytes::new());
@@ -223,10 +216,7 @@ impl Reader {
                 st.window = 0;
                 st.prefetched_to = 0;
             }
-            st.next = Some(
-                st.next
-                    .map_or(end, |n| if sequential { n.max(end) } else { end }),
-            );
+            st.next = Some(st.next.map_or(end, |n| if sequential { n.max(end) } else { end }));
             let from = st.prefetched_to.max(b1 + 1);
             let to = (b1 + 1 + st.window).min(last_block + 1);
             if st.window > 0 && from < to {
@@ -319,8 +309,7 @@ impl Reader {
                 for (j, k) in keys2.iter().enumerate() {
                     let lo = j as u64 * BLOCK_SIZE;
                     let hi = ((j as u64 + 1) * BLOCK_SIZE).min(data.len() as u64);
-                    me.cache
-                        .put(k.clone(), data.slice(lo as usize..hi as usize));
+                    me.cache.put(k.clone(), data.slice(lo as usize..hi as usize));
                 }
             }
             let mut inflight = me.inflight.lock();
@@ -367,9 +356,7 @@ impl Reader {
             match self.api.get_range(&url, start, len).await {
                 Ok(b) => {
                     self.stats.parts_fetched.fetch_add(1, Ordering::Relaxed);
-                    self.stats
-                        .bytes_fetched
-                        .fetch_add(b.len() as u64, Ordering::Relaxed);
+                    self.stats.bytes_fetched.fetch_add(b.len() as u64, Ordering::Relaxed);
                     return Ok(b);
                 }
                 Err(ApiError::UrlExpired) if !renewed => {

@@ -164,12 +164,7 @@ fn readme(server: &str) -> String {
 
 impl Tree {
     /// A tree whose root shows `Projects/`, `Runs/` and `README`. `user` is `users/current`.
-    pub fn new(
-        api: Arc<dyn BaseSpaceApi>,
-        server: &str,
-        user: &Value,
-        opts: TreeOptions,
-    ) -> Arc<Tree> {
+    pub fn new(api: Arc<dyn BaseSpaceApi>, server: &str, user: &Value, opts: TreeOptions) -> Arc<Tree> {
         let t = Tree {
             api,
             opts,
@@ -188,21 +183,17 @@ impl Tree {
                 kind: NodeKind::Dir(fixed_dir()),
             },
         );
-        let mut kids = Vec::new();
-        kids.push(t.make_dir(ROOT, "dir:Projects", now, Source::List(ListKind::Projects)));
-        kids.push(t.make_dir(ROOT, "dir:Runs", now, Source::List(ListKind::Runs)));
         let mut children: BTreeMap<OsString, Ino> = BTreeMap::new();
-        children.insert("Projects".into(), kids[0]);
-        children.insert("Runs".into(), kids[1]);
         children.insert(
-            "README".into(),
-            t.make_static(ROOT, "meta:README", now, readme(server)),
+            "Projects".into(),
+            t.make_dir(ROOT, "dir:Projects", now, Source::List(ListKind::Projects)),
         );
-        let uid = user
-            .get("Id")
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string();
+        children.insert(
+            "Runs".into(),
+            t.make_dir(ROOT, "dir:Runs", now, Source::List(ListKind::Runs)),
+        );
+        children.insert("README".into(), t.make_static(ROOT, "meta:README", now, readme(server)));
+        let uid = user.get("Id").and_then(|v| v.as_str()).unwrap_or("").to_string();
         for (name, ino) in t.hidden_files(
             ROOT,
             &uid,
@@ -242,14 +233,7 @@ impl Tree {
                 *p = parent;
             }
             (_, kind) => {
-                nodes.insert(
-                    ino,
-                    Node {
-                        parent,
-                        mtime,
-                        kind,
-                    },
-                );
+                nodes.insert(ino, Node { parent, mtime, kind });
             }
         }
         ino
@@ -281,8 +265,7 @@ impl Tree {
 
     fn set_children(&self, ino: Ino, children: BTreeMap<OsString, Ino>) {
         if let Some(Node {
-            kind: NodeKind::Dir(d),
-            ..
+            kind: NodeKind::Dir(d), ..
         }) = self.nodes.write().get_mut(&ino)
         {
             d.children = children;
@@ -363,10 +346,7 @@ impl Tree {
             .get(name)
             .or_else(|| d.extra.get(name))
             .ok_or(TreeError::NotFound)?;
-        nodes
-            .get(&ino)
-            .map(|n| attr_of(ino, n))
-            .ok_or(TreeError::NotFound)
+        nodes.get(&ino).map(|n| attr_of(ino, n)).ok_or(TreeError::NotFound)
     }
 
     /// `.error` of a directory whose last listing failed, as a file.
@@ -400,11 +380,7 @@ impl Tree {
 
     /// Parent inode (for `..`).
     pub fn parent(&self, ino: Ino) -> Ino {
-        self.nodes
-            .read()
-            .get(&ino)
-            .map(|n| n.parent)
-            .unwrap_or(ROOT)
+        self.nodes.read().get(&ino).map(|n| n.parent).unwrap_or(ROOT)
     }
 
     /// Marks `ino` and every listed directory below it stale, so the next look re-lists.
@@ -417,8 +393,7 @@ impl Tree {
                 continue;
             }
             if let Some(Node {
-                kind: NodeKind::Dir(d),
-                ..
+                kind: NodeKind::Dir(d), ..
             }) = nodes.get_mut(&i)
             {
                 if d.source != Source::Fixed {
@@ -459,16 +434,12 @@ impl Tree {
                 Ok(())
             }
             Err(e) => {
-                let code = e
-                    .error_code()
-                    .map(|c| format!(" [{c}]"))
-                    .unwrap_or_default();
+                let code = e.error_code().map(|c| format!(" [{c}]")).unwrap_or_default();
                 tracing::warn!(href = %kind.href(), error = %e, "listing failed{code}");
                 let msg: Arc<[u8]> = Arc::from(format!("{}: {e}\n", kind.href()).into_bytes());
                 let mut nodes = self.nodes.write();
                 if let Some(Node {
-                    kind: NodeKind::Dir(d),
-                    ..
+                    kind: NodeKind::Dir(d), ..
                 }) = nodes.get_mut(&ino)
                 {
                     d.error = Some(msg);
@@ -487,12 +458,7 @@ impl Tree {
     }
 
     /// Builds the entries of a listed directory from the API items.
-    fn build_children(
-        &self,
-        dir: Ino,
-        kind: &ListKind,
-        items: &[Value],
-    ) -> BTreeMap<OsString, Ino> {
+    fn build_children(&self, dir: Ino, kind: &ListKind, items: &[Value]) -> BTreeMap<OsString, Ino> {
         match kind {
             ListKind::SampleFiles(id) | ListKind::AppResultFiles(id) | ListKind::RunFiles(id) => {
                 self.build_files(dir, id, items)
@@ -502,12 +468,7 @@ impl Tree {
         }
     }
 
-    fn build_entities(
-        &self,
-        dir: Ino,
-        kind: &ListKind,
-        items: &[Value],
-    ) -> BTreeMap<OsString, Ino> {
+    fn build_entities(&self, dir: Ino, kind: &ListKind, items: &[Value]) -> BTreeMap<OsString, Ino> {
         let mut ents: Vec<(Entity, &Value)> = Vec::new();
         for v in items {
             match Entity::parse(v) {
@@ -520,8 +481,7 @@ impl Tree {
                 .iter()
                 .map(|(e, _)| (e.id.as_str(), e.name.as_deref().unwrap_or("")))
                 .collect();
-            let reserved: HashSet<String> =
-                ents.iter().map(|(e, _)| format!(".id.{}", e.id)).collect();
+            let reserved: HashSet<String> = ents.iter().map(|(e, _)| format!(".id.{}", e.id)).collect();
             names::disambiguate(&pairs, &reserved)
         };
         let (typ, singular) = match kind {
@@ -539,31 +499,15 @@ impl Tree {
                 _ => Source::Fixed,
             };
             let ino = self.make_dir(dir, &format!("{singular}:{}", e.id), mtime, source);
-            let href = e
-                .href
-                .clone()
-                .unwrap_or_else(|| format!("v1pre3/{typ}/{}", e.id));
+            let href = e.href.clone().unwrap_or_else(|| format!("v1pre3/{typ}/{}", e.id));
             let mut kids: BTreeMap<OsString, Ino> = self
-                .hidden_files(
-                    ino,
-                    &e.id,
-                    typ,
-                    e.name.as_deref().unwrap_or(""),
-                    &href,
-                    raw,
-                    mtime,
-                )
+                .hidden_files(ino, &e.id, typ, e.name.as_deref().unwrap_or(""), &href, raw, mtime)
                 .into_iter()
                 .collect();
             let sub = |t: &Tree, n: &str, k: ListKind| {
                 (
                     OsString::from(n),
-                    t.make_dir(
-                        ino,
-                        &format!("{singular}:{}:{n}", e.id),
-                        mtime,
-                        Source::List(k),
-                    ),
+                    t.make_dir(ino, &format!("{singular}:{}:{n}", e.id), mtime, Source::List(k)),
                 )
             };
             match kind {
@@ -579,26 +523,16 @@ impl Tree {
                     let props = sample_properties(raw);
                     kids.insert(
                         "SampleProperties".into(),
-                        self.make_static(
-                            ino,
-                            &format!("meta:{ino}:SampleProperties"),
-                            mtime,
-                            props,
-                        ),
+                        self.make_static(ino, &format!("meta:{ino}:SampleProperties"), mtime, props),
                     );
                 }
-                ListKind::AppResults(_) => {
-                    kids.extend([sub(self, "Files", ListKind::AppResultFiles(e.id.clone()))])
-                }
-                ListKind::Runs => {
-                    kids.extend([sub(self, "Files", ListKind::RunFiles(e.id.clone()))])
-                }
+                ListKind::AppResults(_) => kids.extend([sub(self, "Files", ListKind::AppResultFiles(e.id.clone()))]),
+                ListKind::Runs => kids.extend([sub(self, "Files", ListKind::RunFiles(e.id.clone()))]),
                 ListKind::AppSessions(_) => {
                     // An appsession directory is itself listed (what the session produced);
                     // its hidden files stay whatever that listing says.
                     if let Some(Node {
-                        kind: NodeKind::Dir(d),
-                        ..
+                        kind: NodeKind::Dir(d), ..
                     }) = self.nodes.write().get_mut(&ino)
                     {
                         d.extra = std::mem::take(&mut kids);
@@ -639,8 +573,7 @@ impl Tree {
                 "appresult" => ("AppResults", "AppResults"),
                 _ => continue,
             };
-            let name =
-                names::sanitize(&format!("{label}.{id}.{}", e.name.as_deref().unwrap_or("")));
+            let name = names::sanitize(&format!("{label}.{id}.{}", e.name.as_deref().unwrap_or("")));
             let name = if name.len() > names::NAME_MAX {
                 format!("{label}.{id}")
             } else {
@@ -666,10 +599,7 @@ impl Tree {
                 Err(e) => tracing::warn!(container, "skipping malformed file item: {e}"),
             }
         }
-        let pairs: Vec<(&str, &str)> = files
-            .iter()
-            .map(|f| (f.id.as_str(), f.rel_path()))
-            .collect();
+        let pairs: Vec<(&str, &str)> = files.iter().map(|f| (f.id.as_str(), f.rel_path())).collect();
         let layout = names::files_layout(&pairs);
         self.folder(dir, &format!("{container}:"), &layout, &files)
     }
@@ -696,12 +626,7 @@ impl Tree {
             });
             children.insert(
                 OsString::from(name),
-                self.put(
-                    &format!("file:{}", f.id),
-                    dir,
-                    f.mtime(),
-                    NodeKind::File(content),
-                ),
+                self.put(&format!("file:{}", f.id), dir, f.mtime(), NodeKind::File(content)),
             );
         }
         for (name, sub) in &layout.dirs {

@@ -76,8 +76,6 @@ pub fn disambiguate(entries: &[(&str, &str)], reserved: &HashSet<String>) -> Vec
         .collect();
     let mut out = vec![String::new(); entries.len()];
     let mut pending = Vec::new();
-    let bare: HashSet<&String> = bases.iter().collect();
-    let _ = bare;
     for &i in &order {
         if taken.insert(bases[i].clone()) {
             out[i] = bases[i].clone();
@@ -137,18 +135,9 @@ pub fn files_layout(files: &[(&str, &str)]) -> FolderLayout {
     }
     fn finish(raw: Raw<'_>) -> FolderLayout {
         let reserved: HashSet<String> = raw.dirs.keys().cloned().collect();
-        let entries: Vec<(&str, &str)> = raw
-            .files
-            .iter()
-            .map(|(_, id, leaf)| (*id, leaf.as_str()))
-            .collect();
+        let entries: Vec<(&str, &str)> = raw.files.iter().map(|(_, id, leaf)| (*id, leaf.as_str())).collect();
         let names = disambiguate(&entries, &reserved);
-        let files = raw
-            .files
-            .iter()
-            .zip(names)
-            .map(|((i, _, _), n)| (n, *i))
-            .collect();
+        let files = raw.files.iter().zip(names).map(|((i, _, _), n)| (n, *i)).collect();
         let dirs = raw.dirs.into_iter().map(|(k, v)| (k, finish(v))).collect();
         FolderLayout { dirs, files }
     }
@@ -185,10 +174,7 @@ mod tests {
             ("5", "other"),
         ];
         let n = disambiguate(&e, &HashSet::new());
-        assert_eq!(
-            n,
-            ["NA12877_L1 (2)", "NA12877_L1", "NA12877_L1 (3)", "other"]
-        );
+        assert_eq!(n, ["NA12877_L1 (2)", "NA12877_L1", "NA12877_L1 (3)", "other"]);
     }
 
     #[test]

@@ -80,11 +80,7 @@ impl Emu {
         self.rt.block_on(async {
             let resp = req.send().await.unwrap();
             let (s, h) = (resp.status().as_u16(), resp.headers().clone());
-            let b = resp
-                .bytes()
-                .await
-                .map(|b| b.to_vec())
-                .map_err(|e| format!("{e:?}"));
+            let b = resp.bytes().await.map(|b| b.to_vec()).map_err(|e| format!("{e:?}"));
             (s, h, b)
         })
     }
@@ -94,16 +90,12 @@ impl Emu {
     }
 
     pub fn manifest(&self) -> Vec<Value> {
-        self.get_json("_emulator/manifest")["files"]
-            .as_array()
-            .unwrap()
-            .clone()
+        self.get_json("_emulator/manifest")["files"].as_array().unwrap().clone()
     }
 
     /// The presigned URL of a file id.
     pub fn presigned(&self, file_id: &str) -> String {
-        self.get_json(&format!("v1pre3/files/{file_id}/content?redirect=meta"))["Response"]
-            ["HrefContent"]
+        self.get_json(&format!("v1pre3/files/{file_id}/content?redirect=meta"))["Response"]["HrefContent"]
             .as_str()
             .unwrap()
             .to_string()

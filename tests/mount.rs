@@ -1,0 +1,632 @@
+//! Real mounts: the `bsmount` binary mounts an in-process emulator over FUSE, and ordinary
+//! programs (find, md5sum, cp, samtools, tabix, zcat) read it. Needs root and /dev/fuse
+//! (CI has both) plus samtools and tabix (the README's test command installs them).
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use bsmount::emulator::{self, EmulatorOptions};
+use common::Emu;
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_bsmount");
+
+/// A live mount of an emulator; unmounted (and cleaned up) on drop.
+struct Mounted {
+    emu: Emu,
+    mp: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+fn is_mounted(mp: &Path) -> bool {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    info.lines().any(|l| l.split(' ').nth(4) == Some(mp.to_str().unwrap()))
+}
+
+fn bsmount(emu: &Emu, args: &[&str], home: &Path) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .env("BASESPACE_API_SERVER", &emu.base)
+        .env("BASESPACE_ACCESS_TOKEN", &emu.token)
+        .env("HOME", home)
+        .env("XDG_STATE_HOME", home.join("state"))
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+impl Mounted {
+    fn new(emu: Emu) -> Mounted {
+        assert!(
+            Path::new("/dev/fuse").exists(),
+            "these tests mount for real: they need /dev/fuse (and root)"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let mp = dir.path().join("mnt");
+        std::fs::create_dir(&mp).unwrap();
+        let out = bsmount(&emu, &["mount", mp.to_str().unwrap()], dir.path());
+        assert!(out.status.success(), "mount failed: {}", text(&out));
+        assert!(is_mounted(&mp), "mount returned before the mount was live");
+        Mounted { emu, mp, _dir: dir }
+    }
+
+    fn demo() -> Mounted {
+        Mounted::new(Emu::demo())
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.mp.join(rel)
+    }
+
+    fn manifest(&self) -> BTreeMap<String, Value> {
+        self.emu
+            .manifest()
+            .into_iter()
+            .map(|f| (f["path"].as_str().unwrap().to_string(), f))
+            .collect()
+    }
+
+    fn unmount(&self) -> Output {
+        bsmount(&self.emu, &["unmount", self.mp.to_str().unwrap()], self._dir.path())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if is_mounted(&self.mp) {
+            let _ = self.unmount();
+        }
+        if is_mounted(&self.mp) {
+            let c = std::ffi::CString::new(self.mp.to_str().unwrap()).unwrap();
+            // SAFETY: valid C string.
+            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
+        }
+    }
+}
+
+fn run(cmd: &str, args: &[&str]) -> Output {
+    let o = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd} is required for this test: {e}"));
+    assert!(o.status.success(), "{cmd} {args:?} failed: {}", text(&o));
+    o
+}
+
+/// `md5sum` of many files at once: path → md5.
+fn md5sums(files: &[PathBuf]) -> BTreeMap<PathBuf, String> {
+    let mut out = BTreeMap::new();
+    for chunk in files.chunks(200) {
+        let o = Command::new("md5sum").arg("-z").args(chunk).output().unwrap();
+        assert!(o.status.success(), "md5sum failed: {}", text(&o));
+        for rec in o.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
+            let s = String::from_utf8_lossy(rec);
+            let (sum, path) = s.split_once("  ").unwrap();
+            out.insert(PathBuf::from(path), sum.to_string());
+        }
+    }
+    out
+}
+
+/// Every regular file under `Projects/*/*/*/Files` and `Runs/*/Files`, as `find` sees it.
+fn find_files(mp: &Path) -> BTreeSet<String> {
+    let o = run(
+        "find",
+        &[mp.to_str().unwrap(), "-type", "f", "-path", "*/Files/*", "-print0"],
+    );
+    o.stdout
+        .split(|b| *b == 0)
+        .filter(|r| !r.is_empty())
+        .map(|r| {
+            String::from_utf8(r.to_vec())
+                .unwrap()
+                .strip_prefix(&format!("{}/", mp.display()))
+                .unwrap()
+                .to_string()
+        })
+        .collect()
+}
+
+const P1: &str = "Projects/MiSeq: Myeloid RNA Panel (Demo)";
+const P2: &str = "Projects/NovaSeq: Germline Trio (NA12878, NA12891, NA12892)";
+const AR: &str = "Projects/NovaSeq: Germline Trio (NA12878, NA12891, NA12892)/AppResults/NA12878 DRAGEN Germline/Files";
+
+#[test]
+fn layout_names_and_hidden_metadata() {
+    let m = Mounted::demo();
+    let ls = |rel: &str| -> BTreeSet<String> {
+        std::fs::read_dir(m.path(rel))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect()
+    };
+    let root = ls("");
+    for n in ["Projects", "Runs", "README", ".id", ".json"] {
+        assert!(root.contains(n), "root lacks {n}: {root:?}");
+    }
+    assert!(std::fs::read_to_string(m.path("README"))
+        .unwrap()
+        .contains("bsmount unmount"));
+    let projects = ls("Projects");
+    assert!(
+        projects.contains("MiSeq: Myeloid RNA Panel (Demo)")
+            && projects.contains("NovaSeq: Germline Trio (NA12878, NA12891, NA12892)"),
+        "{projects:?}"
+    );
+    // Duplicates get " (2)" in id order; every entry has a .id.<ID> link.
+    let samples = ls(&format!("{P1}/Samples"));
+    let visible: BTreeSet<&str> = samples
+        .iter()
+        .map(String::as_str)
+        .filter(|n| !n.starts_with('.'))
+        .collect();
+    assert_eq!(
+        visible,
+        BTreeSet::from(["Brain-Rep1", "Brain-Rep1 (2)", "SeraSeq-Rep1"])
+    );
+    let first = std::fs::read_to_string(m.path(&format!("{P1}/Samples/Brain-Rep1/.id"))).unwrap();
+    let second = std::fs::read_to_string(m.path(&format!("{P1}/Samples/Brain-Rep1 (2)/.id"))).unwrap();
+    assert!(first.trim().parse::<u64>().unwrap() < second.trim().parse::<u64>().unwrap());
+    assert_eq!(
+        std::fs::read_link(m.path(&format!("{P1}/Samples/.id.{}", second.trim()))).unwrap(),
+        PathBuf::from("Brain-Rep1 (2)")
+    );
+    // Entity metadata.
+    let sdir = m.path(&format!("{P2}/Samples/NA12878"));
+    assert_eq!(std::fs::read_to_string(sdir.join(".type")).unwrap(), "samples\n");
+    assert_eq!(std::fs::read_to_string(sdir.join(".name")).unwrap(), "NA12878\n");
+    let j: Value = serde_json::from_str(&std::fs::read_to_string(sdir.join(".json")).unwrap()).unwrap();
+    assert_eq!(j["Name"], "NA12878");
+    assert!(std::fs::read_to_string(sdir.join(".href"))
+        .unwrap()
+        .starts_with("v1pre3/samples/"));
+    assert!(std::fs::read_to_string(sdir.join("SampleProperties"))
+        .unwrap()
+        .contains("SampleId: NA12878\n"));
+    assert_eq!(
+        ls(P2).into_iter().filter(|n| !n.starts_with('.')).collect::<Vec<_>>(),
+        ["AppResults", "AppSessions", "Samples"]
+    );
+    // AppSessions: links named <Type>.<Id>.<Name> that lead to the entity directories.
+    let sessions = ls(&format!("{P2}/AppSessions"));
+    let dragen = sessions
+        .iter()
+        .find(|s| s.starts_with("DRAGEN"))
+        .expect("DRAGEN appsession")
+        .clone();
+    let outs = ls(&format!("{P2}/AppSessions/{dragen}"));
+    let link = outs
+        .iter()
+        .find(|n| n.starts_with("AppResults."))
+        .expect("appresult link");
+    assert!(link.ends_with(".NA12878 DRAGEN Germline"), "{link}");
+    let via = std::fs::canonicalize(m.path(&format!("{P2}/AppSessions/{dragen}/{link}"))).unwrap();
+    assert_eq!(via, m.path(&format!("{P2}/AppResults/NA12878 DRAGEN Germline")));
+    assert!(via.join("Files/NA12878.bam").exists());
+    // Run folder keeps nested paths.
+    let run = m.path("Runs/240115_A01234_0042_AHDEMOXX/Files");
+    for f in [
+        "RunInfo.xml",
+        "RunParameters.xml",
+        "SampleSheet.csv",
+        "InterOp/TileMetricsOut.bin",
+        "Data/Intensities/BaseCalls/L001/C1.1/s_1_1101.bcl.gz",
+    ] {
+        assert!(run.join(f).is_file(), "{f}");
+    }
+    // Attributes: read-only modes, size = API Size, mtime from the API dates.
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(m.path(&format!("{AR}/NA12878.bam"))).unwrap();
+    assert_eq!(md.mode() & 0o777, 0o444);
+    assert_eq!(std::fs::metadata(m.path(AR)).unwrap().mode() & 0o777, 0o555);
+    let man = m.manifest();
+    assert_eq!(md.len(), man[&format!("{AR}/NA12878.bam")]["size"].as_u64().unwrap());
+    assert!(
+        md.mtime() > 1_700_000_000 && md.mtime() < 1_800_000_000,
+        "{}",
+        md.mtime()
+    );
+    // No file served by the mount contains the token.
+    for f in [".json", "README", ".href"] {
+        assert!(!std::fs::read_to_string(m.path(f)).unwrap().contains(&m.emu.token));
+    }
+}
+
+#[test]
+fn every_file_matches_the_manifest_and_cp_r_copies_a_project() {
+    let m = Mounted::demo();
+    let man = m.manifest();
+    let found = find_files(&m.mp);
+    let expected: BTreeSet<String> = man.keys().cloned().collect();
+    assert_eq!(found, expected, "the mount shows exactly the emulator's files");
+    let files: Vec<PathBuf> = expected.iter().map(|p| m.path(p)).collect();
+    let sums = md5sums(&files);
+    for (rel, f) in &man {
+        assert_eq!(sums[&m.path(rel)], f["md5"].as_str().unwrap(), "{rel}");
+    }
+    // cp -r of a whole project gives identical bytes.
+    let dest = tempfile::tempdir().unwrap();
+    run(
+        "cp",
+        &["-r", m.path(P2).to_str().unwrap(), dest.path().to_str().unwrap()],
+    );
+    let copied: Vec<(String, PathBuf)> = man
+        .keys()
+        .filter_map(|p| {
+            p.strip_prefix("Projects/")
+                .filter(|r| r.starts_with("NovaSeq"))
+                .map(|r| (p.clone(), dest.path().join(r)))
+        })
+        .collect();
+    assert!(copied.len() >= 8);
+    let sums = md5sums(&copied.iter().map(|(_, d)| d.clone()).collect::<Vec<_>>());
+    for (rel, d) in &copied {
+        assert_eq!(sums[d], man[rel]["md5"].as_str().unwrap(), "copy of {rel}");
+    }
+}
+
+#[test]
+fn samtools_tabix_and_zcat_read_in_place() {
+    let m = Mounted::demo();
+    let man = m.manifest();
+    let src = tempfile::tempdir().unwrap();
+    for name in [
+        "NA12878.bam",
+        "NA12878.bam.bai",
+        "NA12878.hard-filtered.vcf.gz",
+        "NA12878.hard-filtered.vcf.gz.tbi",
+    ] {
+        let id = man[&format!("{AR}/{name}")]["id"].as_str().unwrap();
+        std::fs::write(src.path().join(name), m.emu.content(id)).unwrap();
+    }
+    let before = m.emu.stats()["content_requests"].as_u64().unwrap();
+    let mbam = m.path(&format!("{AR}/NA12878.bam"));
+    let sbam = src.path().join("NA12878.bam");
+    for region in ["chr1:100000-101000", "chr2:999000-1000000", "chr1:1-200"] {
+        let a = run("samtools", &["view", mbam.to_str().unwrap(), region]).stdout;
+        let b = run("samtools", &["view", sbam.to_str().unwrap(), region]).stdout;
+        assert!(!a.is_empty(), "{region} has reads");
+        assert_eq!(a, b, "samtools view {region}");
+    }
+    let region_requests = m.emu.stats()["content_requests"].as_u64().unwrap() - before;
+    assert!(
+        region_requests <= 12,
+        "3 region queries took {region_requests} content requests"
+    );
+    let mvcf = m.path(&format!("{AR}/NA12878.hard-filtered.vcf.gz"));
+    let svcf = src.path().join("NA12878.hard-filtered.vcf.gz");
+    for region in ["chr2:1-50000", "chr1:1500000-1600000"] {
+        let a = run("tabix", &[mvcf.to_str().unwrap(), region]).stdout;
+        assert!(!a.is_empty());
+        assert_eq!(
+            a,
+            run("tabix", &[svcf.to_str().unwrap(), region]).stdout,
+            "tabix {region}"
+        );
+    }
+    let fq = m.path(&format!("{P2}/Samples/NA12878/Files/NA12878_S1_L001_R1_001.fastq.gz"));
+    let head = run("sh", &["-c", &format!("zcat '{}' | head -4", fq.display())]).stdout;
+    let lines: Vec<&str> = std::str::from_utf8(&head).unwrap().lines().collect();
+    assert_eq!(lines.len(), 4);
+    assert!(lines[0].starts_with('@') && lines[2] == "+" && lines[1].len() == lines[3].len());
+}
+
+#[test]
+fn random_preads_are_byte_exact_and_small_reads_stay_small() {
+    let m = Mounted::demo();
+    let man = m.manifest();
+    let rel = format!("{AR}/NA12878.bam");
+    let id = man[&rel]["id"].as_str().unwrap();
+    let src = m.emu.content(id);
+    let size = src.len() as u64;
+    let f = std::fs::File::open(m.path(&rel)).unwrap();
+    let bytes0 = m.emu.stats()["content_bytes"].as_u64().unwrap();
+    // One byte in the middle fetches at most two blocks, not the whole file.
+    let mut one = [0u8; 1];
+    assert_eq!(f.read_at(&mut one, size / 2).unwrap(), 1);
+    assert_eq!(one[0], src[(size / 2) as usize]);
+    let fetched = m.emu.stats()["content_bytes"].as_u64().unwrap() - bytes0;
+    assert!(fetched <= 2 << 20, "a 1-byte read fetched {fetched} bytes");
+    let mut rng = 12345u64;
+    let mut cases = vec![
+        (0u64, 1usize),
+        (size - 1, 1),
+        (size - 10, 100),
+        (size, 10),
+        (size + 5000, 10),
+    ];
+    for _ in 0..20 {
+        rng = rng.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        cases.push((rng % size, 1 + (rng >> 40) as usize % (1 << 20)));
+    }
+    for (off, len) in cases {
+        let mut buf = vec![0u8; len];
+        let mut got = 0;
+        while got < len {
+            let n = f.read_at(&mut buf[got..], off + got as u64).unwrap();
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        let want = if off >= size {
+            &[][..]
+        } else {
+            &src[off as usize..(off as usize + len).min(size as usize)]
+        };
+        assert_eq!(&buf[..got], want, "pread at {off}+{len}");
+    }
+}
+
+#[test]
+fn listing_is_lazy_and_stat_fetches_no_content() {
+    let m = Mounted::demo();
+    let s0 = m.emu.stats();
+    assert_eq!(s0["content_requests"].as_u64(), Some(0));
+    // The mount asked only users/current so far.
+    assert_eq!(s0["api_requests"].as_u64(), Some(1), "{s0}");
+    let _ = std::fs::read_dir(m.path("Projects")).unwrap().count();
+    assert_eq!(
+        m.emu.stats()["api_requests"].as_u64(),
+        Some(2),
+        "ls Projects is one listing"
+    );
+    let _ = std::fs::read_dir(m.path("Projects")).unwrap().count();
+    assert_eq!(m.emu.stats()["api_requests"].as_u64(), Some(2), "listings are cached");
+    run("ls", &["-lR", m.path(&format!("{P2}/AppResults")).to_str().unwrap()]);
+    let md = std::fs::metadata(m.path(&format!("{AR}/NA12878.bam"))).unwrap();
+    assert!(md.len() > 0);
+    assert_eq!(
+        m.emu.stats()["content_requests"].as_u64(),
+        Some(0),
+        "stat and ls -l make no content request"
+    );
+}
+
+#[test]
+fn writes_fail_with_erofs() {
+    let m = Mounted::demo();
+    let erofs = |r: std::io::Result<()>| assert_eq!(r.unwrap_err().raw_os_error(), Some(libc::EROFS));
+    erofs(
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(m.path("README"))
+            .map(|_| ()),
+    );
+    erofs(std::fs::File::create(m.path("Projects/new.txt")).map(|_| ()));
+    erofs(std::fs::create_dir(m.path("Projects/new")));
+    erofs(std::fs::remove_file(m.path("README")));
+    erofs(std::fs::rename(m.path("README"), m.path("README2")));
+    erofs(std::os::unix::fs::symlink("x", m.path("Runs/link")));
+}
+
+#[test]
+fn awkward_names_from_a_catalog() {
+    let long = "L".repeat(300);
+    let catalog = serde_json::json!({
+        "projects": [
+            {"name": "Dup", "samples": [
+                {"name": "S", "files": [{"path": "a.txt", "text": "one\n"}]},
+                {"name": "S", "files": [{"path": "a.txt", "text": "two\n"}, {"path": "a.txt", "text": "three\n"}]},
+                {"name": "S (2)", "files": [{"path": "x", "text": "literal\n"}]}
+            ]},
+            {"name": "Dup", "appresults": [{"name": "slash/in name", "files": [{"path": "dir/sub/f.bin", "size": 70000}, {"path": "dir", "text": "file named like a folder\n"}]}]},
+            {"name": "ctl\u{1}chars\ttab", "samples": [{"name": long, "files": [{"path": format!("{long}.fastq.gz"), "size": 1234}]}]},
+            {"name": "Ünïcödé – 測試 🧬", "samples": [{"name": ".", "files": [{"path": "..", "text": "dots\n"}]}, {"name": "..", "files": []}]}
+        ],
+        "runs": [{"name": "Run: (1)", "files": [{"path": "Data/x y/z.bcl.gz", "size": 10}]}]
+    });
+    let acct = emulator::source::from_catalog(&catalog.to_string()).unwrap();
+    let m = Mounted::new(Emu::start(acct, EmulatorOptions::default()));
+    let man = m.manifest();
+    let found = find_files(&m.mp);
+    assert_eq!(found, man.keys().cloned().collect::<BTreeSet<_>>());
+    for p in &found {
+        assert!(p.split('/').all(|c| c.len() <= 255), "{p}");
+    }
+    assert!(found.contains("Projects/Dup/Samples/S/Files/a.txt"));
+    assert!(
+        found.contains("Projects/Dup/Samples/S (3)/Files/a.txt")
+            && found.contains("Projects/Dup/Samples/S (3)/Files/a.txt (2)"),
+        "{found:?}"
+    );
+    assert!(
+        found.contains("Projects/Dup/Samples/S (2)/Files/x"),
+        "a literal \"S (2)\" keeps its name"
+    );
+    assert!(found.contains("Projects/Dup (2)/AppResults/slash\u{2215}in name/Files/dir/sub/f.bin"));
+    assert!(found.contains("Projects/Dup (2)/AppResults/slash\u{2215}in name/Files/dir (2)"));
+    let sums = md5sums(&found.iter().map(|p| m.path(p)).collect::<Vec<_>>());
+    for (rel, f) in &man {
+        assert_eq!(sums[&m.path(rel)], f["md5"].as_str().unwrap(), "{rel}");
+    }
+}
+
+#[test]
+fn mount_refuses_bad_setups_with_one_line_reasons() {
+    let emu = Emu::start(
+        emulator::source::synthetic(&"projects=1".parse().unwrap()),
+        EmulatorOptions::default(),
+    );
+    let home = tempfile::tempdir().unwrap();
+    let mp = home.path().join("mp");
+    std::fs::create_dir(&mp).unwrap();
+    let one_line = |o: &Output, needle: &str| {
+        assert!(!o.status.success());
+        let err = String::from_utf8_lossy(&o.stderr).trim().to_string();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "expected {needle:?} in {err:?}");
+    };
+    // Wrong token: fails fast, says what to do, and never prints the token.
+    let t = Instant::now();
+    let o = Command::new(BIN)
+        .args(["mount", mp.to_str().unwrap()])
+        .env("BASESPACE_API_SERVER", &emu.base)
+        .env("BASESPACE_ACCESS_TOKEN", "not-the-token")
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    one_line(&o, "rejected the access token");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    assert!(!text(&o).contains("not-the-token"));
+    // Unreachable server.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let o = Command::new(BIN)
+        .args(["mount", mp.to_str().unwrap()])
+        .env("BASESPACE_API_SERVER", format!("http://{closed}"))
+        .env("BASESPACE_ACCESS_TOKEN", "x")
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    one_line(&o, "cannot reach BaseSpace");
+    // Mountpoint problems.
+    one_line(
+        &bsmount(
+            &emu,
+            &["mount", home.path().join("missing").to_str().unwrap()],
+            home.path(),
+        ),
+        "does not exist",
+    );
+    std::fs::write(home.path().join("file"), "x").unwrap();
+    one_line(
+        &bsmount(
+            &emu,
+            &["mount", home.path().join("file").to_str().unwrap()],
+            home.path(),
+        ),
+        "not a directory",
+    );
+    std::fs::create_dir(home.path().join("full")).unwrap();
+    std::fs::write(home.path().join("full/x"), "x").unwrap();
+    one_line(
+        &bsmount(
+            &emu,
+            &["mount", home.path().join("full").to_str().unwrap()],
+            home.path(),
+        ),
+        "not empty",
+    );
+    // No credentials at all.
+    let o = Command::new(BIN)
+        .args(["mount", mp.to_str().unwrap()])
+        .env_remove("BASESPACE_API_SERVER")
+        .env_remove("BASESPACE_ACCESS_TOKEN")
+        .env("HOME", home.path())
+        .output()
+        .unwrap();
+    one_line(&o, "bsmount auth");
+    // Already mounted.
+    let m = Mounted::new(emu);
+    one_line(
+        &bsmount(&m.emu, &["mount", m.mp.to_str().unwrap()], home.path()),
+        "already mounted",
+    );
+}
+
+#[test]
+fn unmount_names_busy_processes_then_succeeds() {
+    let m = Mounted::demo();
+    let file = m.path(&format!("{AR}/NA12878.bam"));
+    // A reader holding the file open.
+    let mut holder = Command::new("sh")
+        .arg("-c")
+        .arg(format!("exec 3< '{}'; echo ready; exec sleep 60", file.display()))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.as_mut().unwrap()), &mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let o = m.unmount();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("busy") && err.contains(&format!("pid {}", holder.id())) && err.contains("sleep"),
+        "{err}"
+    );
+    assert!(is_mounted(&m.mp));
+    holder.kill().unwrap();
+    holder.wait().unwrap();
+    let o = m.unmount();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!is_mounted(&m.mp));
+    assert_eq!(std::fs::read_dir(&m.mp).unwrap().count(), 0);
+}
+
+/// The daemon's pid, from `mount`'s "Mounted … (pid N, …)" line.
+fn daemon_pid(m: &Mounted) -> i32 {
+    let out = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(out.contains(m.mp.to_str().unwrap()));
+    // Find the process whose command line mounts this mountpoint.
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
+            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
+            if args.first().is_some_and(|a| a.ends_with(b"bsmount"))
+                && args.iter().any(|a| *a == m.mp.as_os_str().as_encoded_bytes())
+                && args.iter().any(|a| *a == b"mount")
+            {
+                if let Some(pid) = p.file_name().to_str().and_then(|s| s.parse().ok()) {
+                    return pid;
+                }
+            }
+        }
+    }
+    panic!("no daemon found for {}", m.mp.display());
+}
+
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_unmounts_cleanly_and_kill_9_leaves_a_mount_unmount_can_clear() {
+    let m = Mounted::demo();
+    let pid = daemon_pid(&m);
+    // SAFETY: plain kill(2).
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    wait_until("the mount to go away after SIGTERM", Duration::from_secs(15), || {
+        !is_mounted(&m.mp)
+    });
+    wait_until("the daemon to exit", Duration::from_secs(15), || {
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .map(|s| s.contains(") Z"))
+                .unwrap_or(true)
+    });
+    // Mount again on the same directory, then kill -9: a dead mount that unmount clears.
+    let out = bsmount(&m.emu, &["mount", m.mp.to_str().unwrap()], m._dir.path());
+    assert!(out.status.success(), "{}", text(&out));
+    let pid = daemon_pid(&m);
+    unsafe { libc::kill(pid, libc::SIGKILL) };
+    wait_until("the mount to die", Duration::from_secs(10), || {
+        std::fs::metadata(&m.mp).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN)
+    });
+    let o = bsmount(&m.emu, &["mount", m.mp.to_str().unwrap()], m._dir.path());
+    assert!(!o.status.success() && text(&o).contains("dead mount"), "{}", text(&o));
+    let o = m.unmount();
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!is_mounted(&m.mp));
+    let o = bsmount(&m.emu, &["mount", m.mp.to_str().unwrap()], m._dir.path());
+    assert!(o.status.success(), "mount works again: {}", text(&o));
+    assert!(m.path("Projects").is_dir());
+}
