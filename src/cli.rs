@@ -62,6 +62,10 @@ pub struct MountArgs {
     /// Let other users (and root) access the mount (needs user_allow_other for non-root).
     #[arg(long)]
     pub allow_other: bool,
+    /// Longest a read or listing waits on BaseSpace (retries included) before failing with
+    /// EIO; the mount stays up and recovers by itself when the server answers again.
+    #[arg(long, default_value_t = 60, value_name = "SECS")]
+    pub io_timeout: u64,
     /// Log file when running in the background (default: ~/.local/state/bsmount/bsmount.log).
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
@@ -151,7 +155,13 @@ fn runtime() -> tokio::runtime::Runtime {
 /// Logging: stderr in the foreground, else a file; `RUST_LOG` overrides the level.
 fn init_logging(file: Option<&Path>) {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("bsmount=info,warn"));
+    // The HTTP libraries are held at `warn` whatever RUST_LOG says: at debug/trace they print
+    // request URLs, and presigned URLs carry signatures. Our own logs redact them.
+    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| "bsmount=info,warn".into());
+    let filter = EnvFilter::try_new(format!(
+        "{base},hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn"
+    ))
+    .unwrap_or_else(|_| EnvFilter::new("bsmount=info,warn"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
     match file.and_then(|p| open_log(p).ok()) {
         Some(f) => {
@@ -245,7 +255,11 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
         }
     };
     let rt = runtime();
-    let (api, user) = match connect(&rt, creds) {
+    let policy = RetryPolicy {
+        deadline: Duration::from_secs(a.io_timeout.max(1)),
+        ..RetryPolicy::default()
+    };
+    let (api, user) = match connect(&rt, creds, policy) {
         Ok(x) => x,
         Err(e) => {
             report(Err(e.clone()));
@@ -265,7 +279,11 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
 }
 
 /// Builds the client and checks the token with `users/current` (fails fast).
-fn connect(rt: &tokio::runtime::Runtime, creds: Credentials) -> Result<(HttpClient, serde_json::Value), String> {
+fn connect(
+    rt: &tokio::runtime::Runtime,
+    creds: Credentials,
+    policy: RetryPolicy,
+) -> Result<(HttpClient, serde_json::Value), String> {
     let server = creds.api_server.clone();
     let quick = RetryPolicy {
         max_attempts: 3,
@@ -280,7 +298,7 @@ fn connect(rt: &tokio::runtime::Runtime, creds: Credentials) -> Result<(HttpClie
         }
         other => other.to_string(),
     })?;
-    let client = HttpClient::new(creds, RetryPolicy::default()).map_err(|e| e.to_string())?;
+    let client = HttpClient::new(creds, policy).map_err(|e| e.to_string())?;
     Ok((client, user))
 }
 
@@ -394,7 +412,7 @@ fn cmd_demo(mountpoint: &Path) -> i32 {
         token: Token::new(emu.token.clone()),
         source: "demo".into(),
     };
-    let (api, user) = match connect(&rt, creds) {
+    let (api, user) = match connect(&rt, creds, RetryPolicy::default()) {
         Ok(x) => x,
         Err(e) => {
             eprintln!("bsmount: {e}");

@@ -4,140 +4,16 @@
 
 mod common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use bsmount::emulator::{self, EmulatorOptions};
+use common::fuse::*;
 use common::Emu;
 use serde_json::Value;
-
-const BIN: &str = env!("CARGO_BIN_EXE_bsmount");
-
-/// A live mount of an emulator; unmounted (and cleaned up) on drop.
-struct Mounted {
-    emu: Emu,
-    mp: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-fn is_mounted(mp: &Path) -> bool {
-    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    info.lines().any(|l| l.split(' ').nth(4) == Some(mp.to_str().unwrap()))
-}
-
-fn bsmount(emu: &Emu, args: &[&str], home: &Path) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("BASESPACE_API_SERVER", &emu.base)
-        .env("BASESPACE_ACCESS_TOKEN", &emu.token)
-        .env("HOME", home)
-        .env("XDG_STATE_HOME", home.join("state"))
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-impl Mounted {
-    fn new(emu: Emu) -> Mounted {
-        assert!(
-            Path::new("/dev/fuse").exists(),
-            "these tests mount for real: they need /dev/fuse (and root)"
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let mp = dir.path().join("mnt");
-        std::fs::create_dir(&mp).unwrap();
-        let out = bsmount(&emu, &["mount", mp.to_str().unwrap()], dir.path());
-        assert!(out.status.success(), "mount failed: {}", text(&out));
-        assert!(is_mounted(&mp), "mount returned before the mount was live");
-        Mounted { emu, mp, _dir: dir }
-    }
-
-    fn demo() -> Mounted {
-        Mounted::new(Emu::demo())
-    }
-
-    fn path(&self, rel: &str) -> PathBuf {
-        self.mp.join(rel)
-    }
-
-    fn manifest(&self) -> BTreeMap<String, Value> {
-        self.emu
-            .manifest()
-            .into_iter()
-            .map(|f| (f["path"].as_str().unwrap().to_string(), f))
-            .collect()
-    }
-
-    fn unmount(&self) -> Output {
-        bsmount(&self.emu, &["unmount", self.mp.to_str().unwrap()], self._dir.path())
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        if is_mounted(&self.mp) {
-            let _ = self.unmount();
-        }
-        if is_mounted(&self.mp) {
-            let c = std::ffi::CString::new(self.mp.to_str().unwrap()).unwrap();
-            // SAFETY: valid C string.
-            unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) };
-        }
-    }
-}
-
-fn run(cmd: &str, args: &[&str]) -> Output {
-    let o = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd} is required for this test: {e}"));
-    assert!(o.status.success(), "{cmd} {args:?} failed: {}", text(&o));
-    o
-}
-
-/// `md5sum` of many files at once: path → md5.
-fn md5sums(files: &[PathBuf]) -> BTreeMap<PathBuf, String> {
-    let mut out = BTreeMap::new();
-    for chunk in files.chunks(200) {
-        let o = Command::new("md5sum").arg("-z").args(chunk).output().unwrap();
-        assert!(o.status.success(), "md5sum failed: {}", text(&o));
-        for rec in o.stdout.split(|b| *b == 0).filter(|r| !r.is_empty()) {
-            let s = String::from_utf8_lossy(rec);
-            let (sum, path) = s.split_once("  ").unwrap();
-            out.insert(PathBuf::from(path), sum.to_string());
-        }
-    }
-    out
-}
-
-/// Every regular file under `Projects/*/*/*/Files` and `Runs/*/Files`, as `find` sees it.
-fn find_files(mp: &Path) -> BTreeSet<String> {
-    let o = run(
-        "find",
-        &[mp.to_str().unwrap(), "-type", "f", "-path", "*/Files/*", "-print0"],
-    );
-    o.stdout
-        .split(|b| *b == 0)
-        .filter(|r| !r.is_empty())
-        .map(|r| {
-            String::from_utf8(r.to_vec())
-                .unwrap()
-                .strip_prefix(&format!("{}/", mp.display()))
-                .unwrap()
-                .to_string()
-        })
-        .collect()
-}
 
 const P1: &str = "Projects/MiSeq: Myeloid RNA Panel (Demo)";
 const P2: &str = "Projects/NovaSeq: Germline Trio (NA12878, NA12891, NA12892)";
@@ -240,7 +116,7 @@ fn layout_names_and_hidden_metadata() {
     );
     // No file served by the mount contains the token.
     for f in [".json", "README", ".href"] {
-        assert!(!std::fs::read_to_string(m.path(f)).unwrap().contains(&m.emu.token));
+        assert!(!std::fs::read_to_string(m.path(f)).unwrap().contains(&m.emu().token));
     }
 }
 
@@ -289,9 +165,9 @@ fn samtools_tabix_and_zcat_read_in_place() {
         "NA12878.hard-filtered.vcf.gz.tbi",
     ] {
         let id = man[&format!("{AR}/{name}")]["id"].as_str().unwrap();
-        std::fs::write(src.path().join(name), m.emu.content(id)).unwrap();
+        std::fs::write(src.path().join(name), m.emu().content(id)).unwrap();
     }
-    let before = m.emu.stats()["content_requests"].as_u64().unwrap();
+    let before = m.emu().stats()["content_requests"].as_u64().unwrap();
     let mbam = m.path(&format!("{AR}/NA12878.bam"));
     let sbam = src.path().join("NA12878.bam");
     for region in ["chr1:100000-101000", "chr2:999000-1000000", "chr1:1-200"] {
@@ -300,7 +176,7 @@ fn samtools_tabix_and_zcat_read_in_place() {
         assert!(!a.is_empty(), "{region} has reads");
         assert_eq!(a, b, "samtools view {region}");
     }
-    let region_requests = m.emu.stats()["content_requests"].as_u64().unwrap() - before;
+    let region_requests = m.emu().stats()["content_requests"].as_u64().unwrap() - before;
     assert!(
         region_requests <= 12,
         "3 region queries took {region_requests} content requests"
@@ -329,15 +205,15 @@ fn random_preads_are_byte_exact_and_small_reads_stay_small() {
     let man = m.manifest();
     let rel = format!("{AR}/NA12878.bam");
     let id = man[&rel]["id"].as_str().unwrap();
-    let src = m.emu.content(id);
+    let src = m.emu().content(id);
     let size = src.len() as u64;
     let f = std::fs::File::open(m.path(&rel)).unwrap();
-    let bytes0 = m.emu.stats()["content_bytes"].as_u64().unwrap();
+    let bytes0 = m.emu().stats()["content_bytes"].as_u64().unwrap();
     // One byte in the middle fetches at most two blocks, not the whole file.
     let mut one = [0u8; 1];
     assert_eq!(f.read_at(&mut one, size / 2).unwrap(), 1);
     assert_eq!(one[0], src[(size / 2) as usize]);
-    let fetched = m.emu.stats()["content_bytes"].as_u64().unwrap() - bytes0;
+    let fetched = m.emu().stats()["content_bytes"].as_u64().unwrap() - bytes0;
     assert!(fetched <= 2 << 20, "a 1-byte read fetched {fetched} bytes");
     let mut rng = 12345u64;
     let mut cases = vec![
@@ -373,23 +249,23 @@ fn random_preads_are_byte_exact_and_small_reads_stay_small() {
 #[test]
 fn listing_is_lazy_and_stat_fetches_no_content() {
     let m = Mounted::demo();
-    let s0 = m.emu.stats();
+    let s0 = m.emu().stats();
     assert_eq!(s0["content_requests"].as_u64(), Some(0));
     // The mount asked only users/current so far.
     assert_eq!(s0["api_requests"].as_u64(), Some(1), "{s0}");
     let _ = std::fs::read_dir(m.path("Projects")).unwrap().count();
     assert_eq!(
-        m.emu.stats()["api_requests"].as_u64(),
+        m.emu().stats()["api_requests"].as_u64(),
         Some(2),
         "ls Projects is one listing"
     );
     let _ = std::fs::read_dir(m.path("Projects")).unwrap().count();
-    assert_eq!(m.emu.stats()["api_requests"].as_u64(), Some(2), "listings are cached");
+    assert_eq!(m.emu().stats()["api_requests"].as_u64(), Some(2), "listings are cached");
     run("ls", &["-lR", m.path(&format!("{P2}/AppResults")).to_str().unwrap()]);
     let md = std::fs::metadata(m.path(&format!("{AR}/NA12878.bam"))).unwrap();
     assert!(md.len() > 0);
     assert_eq!(
-        m.emu.stats()["content_requests"].as_u64(),
+        m.emu().stats()["content_requests"].as_u64(),
         Some(0),
         "stat and ls -l make no content request"
     );
@@ -534,7 +410,7 @@ fn mount_refuses_bad_setups_with_one_line_reasons() {
     // Already mounted.
     let m = Mounted::new(emu);
     one_line(
-        &bsmount(&m.emu, &["mount", m.mp.to_str().unwrap()], home.path()),
+        &bsmount(m.emu(), &["mount", m.mp.to_str().unwrap()], home.path()),
         "already mounted",
     );
 }
@@ -569,39 +445,10 @@ fn unmount_names_busy_processes_then_succeeds() {
     assert_eq!(std::fs::read_dir(&m.mp).unwrap().count(), 0);
 }
 
-/// The daemon's pid, from `mount`'s "Mounted … (pid N, …)" line.
-fn daemon_pid(m: &Mounted) -> i32 {
-    let out = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-    assert!(out.contains(m.mp.to_str().unwrap()));
-    // Find the process whose command line mounts this mountpoint.
-    for p in std::fs::read_dir("/proc").unwrap().flatten() {
-        if let Ok(cmd) = std::fs::read(p.path().join("cmdline")) {
-            let args: Vec<&[u8]> = cmd.split(|b| *b == 0).collect();
-            if args.first().is_some_and(|a| a.ends_with(b"bsmount"))
-                && args.iter().any(|a| *a == m.mp.as_os_str().as_encoded_bytes())
-                && args.iter().any(|a| *a == b"mount")
-            {
-                if let Some(pid) = p.file_name().to_str().and_then(|s| s.parse().ok()) {
-                    return pid;
-                }
-            }
-        }
-    }
-    panic!("no daemon found for {}", m.mp.display());
-}
-
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !cond() {
-        assert!(t.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn sigterm_unmounts_cleanly_and_kill_9_leaves_a_mount_unmount_can_clear() {
     let m = Mounted::demo();
-    let pid = daemon_pid(&m);
+    let pid = m.daemon_pid();
     // SAFETY: plain kill(2).
     unsafe { libc::kill(pid, libc::SIGTERM) };
     wait_until("the mount to go away after SIGTERM", Duration::from_secs(15), || {
@@ -614,19 +461,19 @@ fn sigterm_unmounts_cleanly_and_kill_9_leaves_a_mount_unmount_can_clear() {
                 .unwrap_or(true)
     });
     // Mount again on the same directory, then kill -9: a dead mount that unmount clears.
-    let out = bsmount(&m.emu, &["mount", m.mp.to_str().unwrap()], m._dir.path());
+    let out = bsmount(m.emu(), &["mount", m.mp.to_str().unwrap()], m._dir.path());
     assert!(out.status.success(), "{}", text(&out));
-    let pid = daemon_pid(&m);
+    let pid = m.daemon_pid();
     unsafe { libc::kill(pid, libc::SIGKILL) };
     wait_until("the mount to die", Duration::from_secs(10), || {
         std::fs::metadata(&m.mp).err().and_then(|e| e.raw_os_error()) == Some(libc::ENOTCONN)
     });
-    let o = bsmount(&m.emu, &["mount", m.mp.to_str().unwrap()], m._dir.path());
+    let o = bsmount(m.emu(), &["mount", m.mp.to_str().unwrap()], m._dir.path());
     assert!(!o.status.success() && text(&o).contains("dead mount"), "{}", text(&o));
     let o = m.unmount();
     assert!(o.status.success(), "{}", text(&o));
     assert!(!is_mounted(&m.mp));
-    let o = bsmount(&m.emu, &["mount", m.mp.to_str().unwrap()], m._dir.path());
+    let o = bsmount(m.emu(), &["mount", m.mp.to_str().unwrap()], m._dir.path());
     assert!(o.status.success(), "mount works again: {}", text(&o));
     assert!(m.path("Projects").is_dir());
 }

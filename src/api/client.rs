@@ -140,15 +140,18 @@ impl HttpClient {
         loop {
             attempt += 1;
             let fut = op();
-            let res = tokio::time::timeout(self.policy.request_timeout, fut)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(Attempt::from(ApiError::Transport {
-                        target: target.to_string(),
-                        message: format!("no complete answer within {:?}", self.policy.request_timeout),
-                        attempts: attempt,
-                    }))
-                });
+            // One attempt never outlives the whole budget: a hung server costs at most `deadline`.
+            let limit = self
+                .policy
+                .request_timeout
+                .min(self.policy.deadline.saturating_sub(start.elapsed()));
+            let res = tokio::time::timeout(limit, fut).await.unwrap_or_else(|_| {
+                Err(Attempt::from(ApiError::Transport {
+                    target: target.to_string(),
+                    message: format!("no complete answer within {limit:?}"),
+                    attempts: attempt,
+                }))
+            });
             let failed = match res {
                 Ok(v) => return Ok(v),
                 Err(a) => a,
@@ -353,7 +356,19 @@ impl HttpClient {
                         ),
                     }));
                 }
-                let body = resp.bytes().await.map_err(|e| transport(&shown, &e))?;
+                // Stream into one buffer of the expected size: no second copy, and a body
+                // longer than asked is cut off at once.
+                let mut body = bytes::BytesMut::with_capacity(len as usize);
+                let mut resp = resp;
+                while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&shown, &e))? {
+                    if body.len() + chunk.len() > len as usize {
+                        return Err(Attempt::from(ApiError::Malformed {
+                            target: shown,
+                            message: format!("asked {len} bytes at {start}, got more"),
+                        }));
+                    }
+                    body.extend_from_slice(&chunk);
+                }
                 stats.content_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
                 if body.len() as u64 != len {
                     return Err(Attempt::from(ApiError::Malformed {
@@ -361,7 +376,7 @@ impl HttpClient {
                         message: format!("asked {len} bytes at {start}, got {}", body.len()),
                     }));
                 }
-                Ok(body)
+                Ok(body.freeze())
             }
             .boxed()
         })

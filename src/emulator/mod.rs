@@ -55,8 +55,8 @@ pub struct Emulator {
     pub base_url: String,
     pub token: String,
     shared: Arc<Shared>,
-    shutdown: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    shutdown: parking_lot::Mutex<Option<oneshot::Sender<()>>>,
+    task: parking_lot::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Emulator {
@@ -87,22 +87,37 @@ pub async fn start(account: Account, opts: EmulatorOptions) -> std::io::Result<E
     ));
     let app = axum::Router::new().fallback(server::handle).with_state(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, app).with_graceful_shutdown(async {
-            let _ = rx.await;
-        });
-        if let Err(e) = serve.await {
-            tracing::error!("emulator stopped: {e}");
-        }
-    });
+    let task = tokio::spawn(serve(listener, app, rx));
     Ok(Emulator {
         addr,
         base_url,
         token,
         shared,
-        shutdown: Some(tx),
-        task: Some(task),
+        shutdown: parking_lot::Mutex::new(Some(tx)),
+        task: parking_lot::Mutex::new(Some(task)),
     })
+}
+
+/// Accepts connections until told to stop, then drops every open connection too: a stopped
+/// emulator is really gone (refused connections), which outage tests rely on.
+async fn serve(listener: tokio::net::TcpListener, app: axum::Router, mut stop: oneshot::Receiver<()>) {
+    let mut conns = tokio::task::JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => {
+                let Ok((sock, _)) = accepted else { continue };
+                let _ = sock.set_nodelay(true);
+                let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+                conns.spawn(async move {
+                    let io = hyper_util::rt::TokioIo::new(sock);
+                    let _ = hyper::server::conn::http1::Builder::new().keep_alive(true).serve_connection(io, svc).await;
+                });
+            }
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+        }
+    }
+    conns.abort_all();
 }
 
 impl Emulator {
@@ -111,13 +126,23 @@ impl Emulator {
         self.shared.replace_account(account);
     }
 
-    /// Stops accepting connections and waits for the server task.
-    pub async fn stop(mut self) {
-        if let Some(tx) = self.shutdown.take() {
+    /// Stops serving now: the listener closes and open connections are dropped.
+    pub fn shutdown_now(&self) {
+        if let Some(tx) = self.shutdown.lock().take() {
             let _ = tx.send(());
         }
-        if let Some(t) = self.task.take() {
+        if let Some(t) = self.task.lock().take() {
             t.abort();
+        }
+    }
+
+    /// Stops and waits until the server task is gone.
+    pub async fn stop(self) {
+        if let Some(tx) = self.shutdown.lock().take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.lock().take();
+        if let Some(t) = task {
             let _ = t.await;
         }
     }
@@ -125,11 +150,6 @@ impl Emulator {
 
 impl Drop for Emulator {
     fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
+        self.shutdown_now();
     }
 }

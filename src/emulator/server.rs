@@ -47,6 +47,10 @@ pub struct Stats {
     pub content_bytes: AtomicU64,
     pub browse_requests: AtomicU64,
     pub unauthorized: AtomicU64,
+    /// `files/{id}/content` calls (each hands out a fresh presigned URL).
+    pub url_requests: AtomicU64,
+    /// Presigned requests refused because the URL had expired.
+    pub expired_refusals: AtomicU64,
 }
 
 /// Shared server state.
@@ -57,6 +61,8 @@ pub struct Shared {
     pub url_ttl: Duration,
     pub faults: Faults,
     pub stats: Stats,
+    /// `true` while an outage is emulated: requests hang until it ends.
+    pub outage: tokio::sync::watch::Sender<bool>,
     secret: [u8; 32],
     browse: RwLock<Arc<BrowseIndex>>,
 }
@@ -98,6 +104,7 @@ impl Shared {
             url_ttl,
             faults,
             stats: Stats::default(),
+            outage: tokio::sync::watch::channel(false).0,
             secret,
             browse,
         }
@@ -159,6 +166,13 @@ pub async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let headers = req.headers().clone();
     if let Some(rest) = path.strip_prefix("/_emulator/") {
         return introspect(&s, rest, &query);
+    }
+    // An emulated outage: the server accepts and never answers until the outage ends.
+    let mut outage = s.outage.subscribe();
+    while *outage.borrow_and_update() {
+        if outage.changed().await.is_err() {
+            break;
+        }
     }
     if !s.faults.profile.latency.is_zero() {
         tokio::time::sleep(s.faults.profile.latency).await;
@@ -508,6 +522,7 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
 }
 
 fn content_redirect(s: &Arc<Shared>, f: &Arc<FileEntry>, q: &Query, method: &Method, headers: &HeaderMap) -> Response {
+    s.stats.url_requests.fetch_add(1, Ordering::Relaxed);
     let (url, expires) = s.presign(f);
     match q.get("redirect").map(|r| r.to_ascii_lowercase()) {
         Some(r) if r == "meta" => {
@@ -556,6 +571,7 @@ fn presigned(s: &Arc<Shared>, rest: &str, q: &Query, method: &Method, headers: &
         );
     }
     if SystemTime::now() >= UNIX_EPOCH + Duration::from_secs(expires) {
+        s.stats.expired_refusals.fetch_add(1, Ordering::Relaxed);
         return s3_error("AccessDenied", "Request has expired");
     }
     if let Some(r) = injected_error(s, false) {
@@ -785,6 +801,8 @@ fn introspect(s: &Shared, rest: &str, q: &Query) -> Response {
                     "content_requests": st.content_requests.load(Ordering::Relaxed),
                     "content_bytes": st.content_bytes.load(Ordering::Relaxed),
                     "browse_requests": st.browse_requests.load(Ordering::Relaxed),
+                    "url_requests": st.url_requests.load(Ordering::Relaxed),
+                    "expired_refusals": st.expired_refusals.load(Ordering::Relaxed),
                     "unauthorized": st.unauthorized.load(Ordering::Relaxed),
                     "faults_injected": s.faults.injected.load(Ordering::Relaxed),
                 }),
@@ -806,6 +824,11 @@ fn introspect(s: &Shared, rest: &str, q: &Query) -> Response {
                 })
                 .collect();
             json_response(StatusCode::OK, &json!({"files": files}))
+        }
+        "outage" => {
+            let on = q.get("mode").is_some_and(|m| m == "hang");
+            s.outage.send_replace(on);
+            json_response(StatusCode::OK, &json!({"outage": on}))
         }
         _ => json_response(
             StatusCode::NOT_FOUND,

@@ -31,18 +31,30 @@ pub const BLOCK_SIZE: u64 = 1 << 20;
 pub const PART_BLOCKS: u64 = 8;
 /// Largest prefetch window per handle (64 MiB).
 pub const MAX_WINDOW_BLOCKS: u64 = 64;
+/// Granularity of in-flight memory accounting.
+const MEM_UNIT: u64 = 64 << 10;
 /// First prefetch window once a handle reads sequentially.
 const INITIAL_WINDOW_BLOCKS: u64 = 4;
 /// Reads within this distance of where the handle left off still count as sequential:
 /// the kernel issues readahead requests concurrently and slightly out of order.
 const SEQ_TOLERANCE: u64 = 8 << 20;
-/// Renew a presigned URL this long before it expires.
+/// Renew a presigned URL this long before it expires (or at half its lifetime if that is
+/// shorter), so a long sequential read never sends a request with a URL about to lapse.
 const URL_MARGIN: Duration = Duration::from_secs(60);
+/// Renewals of one part's URL before giving up: a URL refused right after renewal means
+/// something else is wrong (clock skew, revoked access).
+const MAX_URL_RENEWALS: u32 = 3;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReadError {
     #[error("{0}")]
     Api(#[from] ApiError),
+    #[error("file {file}: md5 of the bytes read is {got}, BaseSpace's ETag says {expected}; cached blocks dropped")]
+    Corrupt {
+        file: String,
+        expected: String,
+        got: String,
+    },
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -81,9 +93,13 @@ struct BlockKey {
 }
 
 /// LRU of blocks under a byte budget.
+///
+/// The budget covers cached blocks *and* parts being fetched: `inflight` counts the bytes
+/// reserved by fetches, and the cache evicts so that `cached + inflight <= budget`.
 struct BlockCache {
     lru: Mutex<(lru::LruCache<BlockKey, Bytes>, u64)>,
     budget: u64,
+    inflight: AtomicU64,
 }
 
 impl BlockCache {
@@ -97,12 +113,32 @@ impl BlockCache {
             *bytes -= old.len() as u64;
         }
         *bytes += v.len() as u64;
-        while *bytes > self.budget {
+        Self::evict(
+            lru,
+            bytes,
+            self.budget.saturating_sub(self.inflight.load(Ordering::Relaxed)),
+        );
+    }
+
+    fn evict(lru: &mut lru::LruCache<BlockKey, Bytes>, bytes: &mut u64, limit: u64) {
+        while *bytes > limit {
             match lru.pop_lru() {
                 Some((_, b)) => *bytes -= b.len() as u64,
                 None => break,
             }
         }
+    }
+
+    /// Makes room for a fetch of `n` bytes.
+    fn reserve(&self, n: u64) {
+        let inflight = self.inflight.fetch_add(n, Ordering::Relaxed) + n;
+        let mut g = self.lru.lock();
+        let (lru, bytes) = &mut *g;
+        Self::evict(lru, bytes, self.budget.saturating_sub(inflight));
+    }
+
+    fn release(&self, n: u64) {
+        self.inflight.fetch_sub(n, Ordering::Relaxed);
     }
     fn bytes(&self) -> u64 {
         self.lru.lock().1
@@ -118,6 +154,8 @@ pub struct ReadStats {
     pub bytes_fetched: AtomicU64,
     pub url_renewals: AtomicU64,
     pub read_errors: AtomicU64,
+    pub files_verified: AtomicU64,
+    pub checksum_failures: AtomicU64,
 }
 
 type BlockFut = Shared<BoxFuture<'static, Result<Bytes, ReadError>>>;
@@ -129,6 +167,8 @@ pub struct Reader {
     urls: Mutex<HashMap<String, (String, Option<SystemTime>)>>,
     inflight: Mutex<HashMap<BlockKey, BlockFut>>,
     conns: Arc<Semaphore>,
+    /// Bytes that fetches may hold at once, in [`MEM_UNIT`]s: half the budget.
+    mem: Arc<Semaphore>,
     pub stats: ReadStats,
 }
 
@@ -139,6 +179,82 @@ pub struct Handle {
     key_file: Arc<str>,
     key_version: Arc<str>,
     state: Mutex<HandleState>,
+    verify: Mutex<Option<Verifier>>,
+}
+
+/// Largest out-of-order backlog kept while hashing a sequential read; beyond it the handle
+/// gives up verifying (the read itself goes on).
+const VERIFY_BACKLOG: u64 = 64 << 20;
+
+/// md5 of a whole file read sequentially, checked against a plain (single-part) S3 ETag.
+/// Reads may complete out of order (the kernel issues readahead concurrently), so pieces
+/// ahead of the hash position wait in a small backlog.
+struct Verifier {
+    expected: [u8; 16],
+    hasher: md5::Md5,
+    pos: u64,
+    pending: std::collections::BTreeMap<u64, Bytes>,
+    pending_bytes: u64,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("pos", &self.pos).finish()
+    }
+}
+
+/// The md5 a version string promises, if it is a plain 32-hex-digit ETag.
+fn plain_md5(version: &str) -> Option<[u8; 16]> {
+    let v = version.trim_matches('"');
+    let mut out = [0u8; 16];
+    (v.len() == 32).then_some(())?;
+    hex::decode_to_slice(v, &mut out).ok()?;
+    Some(out)
+}
+
+enum Verdict {
+    Pending,
+    Abandoned,
+    Good,
+    Bad(String),
+}
+
+impl Verifier {
+    fn feed(&mut self, offset: u64, data: &Bytes, size: u64) -> Verdict {
+        use md5::Digest;
+        if offset > self.pos {
+            self.pending_bytes += data.len() as u64;
+            self.pending.insert(offset, data.clone());
+            if self.pending_bytes > VERIFY_BACKLOG {
+                return Verdict::Abandoned;
+            }
+            return Verdict::Pending;
+        }
+        let mut cur = Some((offset, data.clone()));
+        while let Some((off, d)) = cur.take() {
+            let end = off + d.len() as u64;
+            if end > self.pos {
+                self.hasher.update(&d[(self.pos - off) as usize..]);
+                self.pos = end;
+            }
+            if let Some((&k, _)) = self.pending.first_key_value() {
+                if k <= self.pos {
+                    let (k, v) = self.pending.pop_first().expect("non-empty");
+                    self.pending_bytes -= v.len() as u64;
+                    cur = Some((k, v));
+                }
+            }
+        }
+        if self.pos < size {
+            return Verdict::Pending;
+        }
+        let got: [u8; 16] = self.hasher.clone().finalize().into();
+        if got == self.expected {
+            Verdict::Good
+        } else {
+            Verdict::Bad(hex::encode(got))
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -154,11 +270,21 @@ impl Handle {
     pub fn new(file: RemoteFile) -> Self {
         let key_file = Arc::from(file.id.as_str());
         let key_version = Arc::from(file.version.as_str());
+        let verify = plain_md5(&file.version)
+            .filter(|_| file.size > 0)
+            .map(|expected| Verifier {
+                expected,
+                hasher: md5::Digest::new(),
+                pos: 0,
+                pending: Default::default(),
+                pending_bytes: 0,
+            });
         Handle {
             file,
             key_file,
             key_version,
             state: Mutex::new(HandleState::default()),
+            verify: Mutex::new(verify),
         }
     }
     fn key(&self, index: u64) -> BlockKey {
@@ -172,16 +298,20 @@ impl Handle {
 
 impl Reader {
     pub fn new(api: Arc<dyn BaseSpaceApi>, opts: ReadOptions) -> Arc<Self> {
+        let budget = opts.cache_bytes.max(2 * PART_BLOCKS * BLOCK_SIZE);
         let cache = BlockCache {
             lru: Mutex::new((lru::LruCache::unbounded(), 0)),
-            budget: opts.cache_bytes.max(BLOCK_SIZE * 2),
+            budget,
+            inflight: AtomicU64::new(0),
         };
+        let mem_units = (budget / 2 / MEM_UNIT) as usize;
         Arc::new(Reader {
             api,
             cache,
             urls: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
             conns: Arc::new(Semaphore::new(opts.max_connections.max(1))),
+            mem: Arc::new(Semaphore::new(mem_units)),
             stats: ReadStats::default(),
         })
     }
@@ -227,9 +357,13 @@ impl Reader {
             }
         };
         let part = if prefetch.is_some() { PART_BLOCKS } else { 1 };
-        let needed = self.blocks(h, b0, b1 + 1, part);
+        let (needed, _) = self.blocks(h, b0, b1 + 1, part, false);
         if let Some((from, to)) = prefetch {
-            drop(self.blocks(h, from, to, PART_BLOCKS)); // started; not awaited
+            // Started, not awaited. What did not fit in memory is tried again on the next read.
+            if let (_, Some(stopped)) = self.blocks(h, from, to, PART_BLOCKS, true) {
+                let mut st = h.state.lock();
+                st.prefetched_to = st.prefetched_to.min(stopped);
+            }
         }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for (idx, fut) in needed {
@@ -256,12 +390,71 @@ impl Reader {
                 end - offset
             )));
         }
-        Ok(out.freeze())
+        let out = out.freeze();
+        self.check(h, offset, &out)?;
+        Ok(out)
+    }
+
+    /// Feeds a sequential handle's hash; at end of file a wrong md5 fails the read and
+    /// drops the file's cached blocks, so a retry fetches afresh.
+    fn check(&self, h: &Handle, offset: u64, data: &Bytes) -> Result<(), ReadError> {
+        let mut g = h.verify.lock();
+        let Some(v) = g.as_mut() else { return Ok(()) };
+        match v.feed(offset, data, h.file.size) {
+            Verdict::Pending => Ok(()),
+            Verdict::Abandoned => {
+                *g = None;
+                Ok(())
+            }
+            Verdict::Good => {
+                self.stats.files_verified.fetch_add(1, Ordering::Relaxed);
+                *g = None;
+                Ok(())
+            }
+            Verdict::Bad(got) => {
+                *g = None;
+                self.purge(&h.key_file);
+                self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                let e = ReadError::Corrupt {
+                    file: h.file.id.clone(),
+                    expected: h.file.version.clone(),
+                    got,
+                };
+                tracing::error!(error = %e, "checksum mismatch");
+                Err(e)
+            }
+        }
+    }
+
+    /// Drops every cached block of a file.
+    fn purge(&self, file: &Arc<str>) {
+        let mut g = self.cache.lru.lock();
+        let (lru, bytes) = &mut *g;
+        let keys: Vec<BlockKey> = lru
+            .iter()
+            .filter(|(k, _)| &k.file == file)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in keys {
+            if let Some(b) = lru.pop(&k) {
+                *bytes -= b.len() as u64;
+            }
+        }
     }
 
     /// Futures for blocks `[from, to)`: cached, in flight, or newly started in parts of up
     /// to `part` blocks.
-    fn blocks(self: &Arc<Self>, h: &Handle, from: u64, to: u64, part: u64) -> Vec<(u64, BlockFut)> {
+    ///
+    /// A demand read waits for memory; a prefetch (`prefetch = true`) starts only the parts
+    /// that fit now and returns where it stopped, so the window never outgrows the budget.
+    fn blocks(
+        self: &Arc<Self>,
+        h: &Handle,
+        from: u64,
+        to: u64,
+        part: u64,
+        prefetch: bool,
+    ) -> (Vec<(u64, BlockFut)>, Option<u64>) {
         let mut out = Vec::with_capacity((to - from) as usize);
         let mut missing: Vec<u64> = Vec::new();
         {
@@ -288,30 +481,70 @@ impl Reader {
                 _ => groups.push((i, 1)),
             }
         }
+        let mut stopped = None;
         for (first, n) in groups {
-            out.extend(self.start_part(h, first, n));
+            let permit = if prefetch {
+                match self.mem.clone().try_acquire_many_owned(self.units(h, first, n)) {
+                    Ok(p) => Some(p),
+                    Err(_) => {
+                        stopped = Some(first);
+                        break;
+                    }
+                }
+            } else {
+                None
+            };
+            out.extend(self.start_part(h, first, n, permit));
         }
         out.sort_by_key(|(i, _)| *i);
-        out
+        (out, stopped)
     }
 
-    fn start_part(self: &Arc<Self>, h: &Handle, first: u64, n: u64) -> Vec<(u64, BlockFut)> {
+    /// Memory units a part of `n` blocks at `first` needs.
+    fn units(&self, h: &Handle, first: u64, n: u64) -> u32 {
+        let len = (n * BLOCK_SIZE).min(h.file.size.saturating_sub(first * BLOCK_SIZE));
+        len.div_ceil(MEM_UNIT) as u32
+    }
+
+    fn start_part(
+        self: &Arc<Self>,
+        h: &Handle,
+        first: u64,
+        n: u64,
+        permit: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Vec<(u64, BlockFut)> {
         let me = self.clone();
         let file = h.file.clone();
+        let units = self.units(h, first, n);
         let keys: Vec<BlockKey> = (first..first + n).map(|i| h.key(i)).collect();
         let keys2 = keys.clone();
         // Hold the in-flight map while spawning and registering, so the task cannot finish
         // and deregister before its blocks are registered.
         let mut inflight = self.inflight.lock();
         let task = tokio::spawn(async move {
-            let res = me.fetch_part(&file, first, n).await;
-            if let Ok(data) = &res {
-                for (j, k) in keys2.iter().enumerate() {
-                    let lo = j as u64 * BLOCK_SIZE;
-                    let hi = ((j as u64 + 1) * BLOCK_SIZE).min(data.len() as u64);
-                    me.cache.put(k.clone(), data.slice(lo as usize..hi as usize));
+            // Memory first (demand reads wait here), then the bytes are reserved in the cache.
+            let permit = match permit {
+                Some(p) => Ok(p),
+                None => me.mem.clone().acquire_many_owned(units).await,
+            };
+            let res = match permit {
+                Ok(permit) => {
+                    let reserved = units as u64 * MEM_UNIT;
+                    me.cache.reserve(reserved);
+                    let res = me.fetch_part(&file, first, n).await;
+                    if let Ok(data) = &res {
+                        for (j, k) in keys2.iter().enumerate() {
+                            let lo = j as u64 * BLOCK_SIZE;
+                            let hi = ((j as u64 + 1) * BLOCK_SIZE).min(data.len() as u64);
+                            me.cache.put(k.clone(), data.slice(lo as usize..hi as usize));
+                        }
+                    }
+                    me.cache.release(reserved);
+                    drop(permit);
+                    res
                 }
-            }
+                Err(e) => Err(ReadError::Internal(format!("memory limiter closed: {e}"))),
+            };
             let mut inflight = me.inflight.lock();
             for k in &keys2 {
                 inflight.remove(k);
@@ -350,19 +583,39 @@ impl Reader {
             .acquire()
             .await
             .map_err(|e| ReadError::Internal(e.to_string()))?;
-        let mut renewed = false;
+        // A whole file in one GET is checked against a plain-md5 ETag right away.
+        let expected = plain_md5(&file.version).filter(|_| start == 0 && len == file.size);
+        let (mut renewals, mut corrupt) = (0, 0);
         loop {
-            let url = self.url(&file.id, renewed).await?;
+            let url = self.url(&file.id, renewals > 0).await?;
             match self.api.get_range(&url, start, len).await {
                 Ok(b) => {
                     self.stats.parts_fetched.fetch_add(1, Ordering::Relaxed);
                     self.stats.bytes_fetched.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    if let Some(exp) = expected {
+                        let got: [u8; 16] = <md5::Md5 as md5::Digest>::digest(&b).into();
+                        if got != exp {
+                            self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                            corrupt += 1;
+                            if corrupt < 2 {
+                                continue;
+                            }
+                            let (expected, got) = (hex::encode(exp), hex::encode(got));
+                            return Err(ReadError::Corrupt {
+                                file: file.id.clone(),
+                                expected,
+                                got,
+                            });
+                        }
+                        self.stats.files_verified.fetch_add(1, Ordering::Relaxed);
+                    }
                     return Ok(b);
                 }
-                Err(ApiError::UrlExpired) if !renewed => {
+                // Expired (or about to be, when retries took long): renew and go on.
+                Err(ApiError::UrlExpired) if renewals < MAX_URL_RENEWALS => {
                     tracing::info!(file = %file.id, "presigned URL refused; renewing");
                     self.stats.url_renewals.fetch_add(1, Ordering::Relaxed);
-                    renewed = true;
+                    renewals += 1;
                 }
                 Err(e) => return Err(e.into()),
             }
@@ -373,17 +626,21 @@ impl Reader {
     /// expires (`force` re-resolves).
     async fn url(&self, file_id: &str, force: bool) -> Result<String, ReadError> {
         if !force {
-            if let Some((u, exp)) = self.urls.lock().get(file_id) {
-                if exp.is_none_or(|e| e > SystemTime::now() + URL_MARGIN) {
+            if let Some((u, renew_at)) = self.urls.lock().get(file_id) {
+                if renew_at.is_none_or(|r| r > SystemTime::now()) {
                     return Ok(u.clone());
                 }
             }
         }
         let meta = self.api.content_meta(file_id).await?;
-        let exp = meta.expiry();
+        let now = SystemTime::now();
+        let renew_at = meta.expiry().map(|exp| {
+            let life = exp.duration_since(now).unwrap_or_default();
+            exp - URL_MARGIN.min(life / 2)
+        });
         self.urls
             .lock()
-            .insert(file_id.to_string(), (meta.href_content.clone(), exp));
+            .insert(file_id.to_string(), (meta.href_content.clone(), renew_at));
         Ok(meta.href_content)
     }
 }

@@ -619,6 +619,8 @@ impl Tree {
                 .etag
                 .clone()
                 .unwrap_or_else(|| format!("{}-{size}", f.date_modified.as_deref().unwrap_or("")));
+            // A new version of a file gets a new inode, so kept page cache never mixes versions.
+            let key = format!("file:{}:{version}", f.id);
             let content = FileContent::Remote(RemoteFile {
                 id: f.id.clone(),
                 size,
@@ -626,7 +628,7 @@ impl Tree {
             });
             children.insert(
                 OsString::from(name),
-                self.put(&format!("file:{}", f.id), dir, f.mtime(), NodeKind::File(content)),
+                self.put(&key, dir, f.mtime(), NodeKind::File(content)),
             );
         }
         for (name, sub) in &layout.dirs {

@@ -2,6 +2,8 @@
 //! plus blocking HTTP helpers that do not go through bsmount's client.
 #![allow(dead_code)]
 
+pub mod fuse;
+
 use bsmount::emulator::{self, Account, EmulatorOptions, NetProfile};
 use serde_json::Value;
 
