@@ -536,7 +536,10 @@ impl Reader {
                         for (j, k) in keys2.iter().enumerate() {
                             let lo = j as u64 * BLOCK_SIZE;
                             let hi = ((j as u64 + 1) * BLOCK_SIZE).min(data.len() as u64);
-                            me.cache.put(k.clone(), data.slice(lo as usize..hi as usize));
+                            // Own allocation per block: evicting a block must free its memory,
+                            // which a slice of the 8 MiB part buffer would not.
+                            me.cache
+                                .put(k.clone(), Bytes::copy_from_slice(&data[lo as usize..hi as usize]));
                         }
                     }
                     me.cache.release(reserved);
