@@ -157,6 +157,20 @@ pub fn run_session(
         fuser::SessionACL::Owner
     };
     cfg.n_threads = Some(2);
+    // Signal handlers go in before the mount exists: a SIGTERM that arrives right after
+    // "ready" must unmount, not kill us with the default action and leave a dead mount.
+    let signals = {
+        use tokio::signal::unix::{signal, SignalKind};
+        let _rt = rt.enter();
+        match (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) {
+            (Ok(i), Ok(t)) => (i, t),
+            (Err(e), _) | (_, Err(e)) => {
+                let msg = format!("cannot install signal handlers: {e}");
+                on_ready(Err(msg.clone()));
+                return Err(msg);
+            }
+        }
+    };
     let mut session = match fuser::Session::new(fs, &opts.mountpoint, &cfg) {
         Ok(s) => s,
         Err(e) => {
@@ -178,9 +192,7 @@ pub fn run_session(
     tracing::info!(mountpoint = %opts.mountpoint.display(), "mounted");
     let mp = opts.mountpoint.clone();
     let result = rt.block_on(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-        let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+        let (mut int, mut term) = signals;
         let mut done_rx = done_rx;
         tokio::select! {
             r = &mut done_rx => {
