@@ -321,6 +321,16 @@ impl Reader {
         self.cache.bytes()
     }
 
+    /// Blocks currently being fetched (0 when idle: nothing is left behind).
+    pub fn inflight_blocks(&self) -> usize {
+        self.inflight.lock().len()
+    }
+
+    /// Bytes reserved by fetches in progress.
+    pub fn inflight_bytes(&self) -> u64 {
+        self.cache.inflight.load(Ordering::Relaxed)
+    }
+
     /// Reads up to `size` bytes at `offset`: fewer only at end of file.
     pub async fn read(self: &Arc<Self>, h: &Handle, offset: u64, size: u32) -> Result<Bytes, ReadError> {
         let fsize = h.file.size;

@@ -1,0 +1,212 @@
+//! Property tests of single layers, without a network: the read path against an in-memory
+//! fake BaseSpace, the JSON/paging parsers against arbitrary input, and the naming rules.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use bsmount::api::model::Page;
+use bsmount::api::{ApiError, BaseSpaceApi, ContentMeta, Entity, FileInfo, ListKind, User};
+use bsmount::read::{Handle, ReadOptions, Reader, BLOCK_SIZE};
+use bsmount::tree::names;
+use bsmount::tree::RemoteFile;
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use proptest::prelude::*;
+use serde_json::Value;
+
+/// Content of fake file `id` at `offset`: every byte checkable without storing the file.
+fn byte_at(id: u64, offset: u64) -> u8 {
+    ((offset.wrapping_mul(31) ^ id.wrapping_mul(0x9E37)) % 251) as u8
+}
+
+/// A BaseSpace with files of given sizes, counting ranged requests and bytes.
+struct FakeApi {
+    sizes: Vec<u64>,
+    requests: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl BaseSpaceApi for FakeApi {
+    fn current_user(&self) -> BoxFuture<'_, Result<(User, Value), ApiError>> {
+        async { Ok((User::default(), Value::Null)) }.boxed()
+    }
+    fn list(&self, _kind: ListKind) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
+        async { Ok(vec![]) }.boxed()
+    }
+    fn content_meta(&self, file_id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>> {
+        let url = format!("fake://{file_id}");
+        async move {
+            Ok(ContentMeta {
+                href_content: url,
+                expires: None,
+                supports_range: Some(true),
+            })
+        }
+        .boxed()
+    }
+    fn get_range(&self, url: &str, start: u64, len: u64) -> BoxFuture<'_, Result<Bytes, ApiError>> {
+        let id: u64 = url.trim_start_matches("fake://").parse().unwrap();
+        let size = self.sizes[id as usize];
+        async move {
+            assert!(
+                len > 0 && start + len <= size,
+                "asked {start}+{len} of a {size}-byte file"
+            );
+            self.requests.fetch_add(1, Ordering::Relaxed);
+            self.bytes.fetch_add(len, Ordering::Relaxed);
+            tokio::task::yield_now().await;
+            Ok(Bytes::from(
+                (start..start + len).map(|o| byte_at(id, o)).collect::<Vec<u8>>(),
+            ))
+        }
+        .boxed()
+    }
+}
+
+fn handle(id: u64, size: u64) -> Handle {
+    Handle::new(RemoteFile {
+        id: id.to_string(),
+        size,
+        version: format!("v{id}-1"),
+    })
+}
+
+/// Reads: (file index, offset as a fraction of size × 1000, length).
+fn reads() -> impl Strategy<Value = Vec<(usize, u64, u32)>> {
+    prop::collection::vec((0usize..3, 0u64..1100, 1u32..(3 << 20)), 1..40)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_reads_and_seeks_return_exact_bytes(
+        sizes in prop::collection::vec(1u64..(24 << 20), 3),
+        ops in reads(),
+        cache_mib in 16u64..64,
+        sequential_runs in 0usize..4,
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let api = Arc::new(FakeApi { sizes: sizes.clone(), requests: AtomicU64::new(0), bytes: AtomicU64::new(0) });
+        let budget = cache_mib << 20;
+        let reader = Reader::new(api.clone(), ReadOptions { cache_bytes: budget, max_connections: 8 });
+        let handles: Vec<Handle> = sizes.iter().enumerate().map(|(i, s)| handle(i as u64, *s)).collect();
+        rt.block_on(async {
+            // Some sequential stretches (they trigger prefetch), then the random reads.
+            for run in 0..sequential_runs {
+                let h = &handles[run % 3];
+                let mut off = 0;
+                while off < h.file.size {
+                    let b = reader.read(h, off, 1 << 20).await.unwrap();
+                    prop_assert!(b.iter().enumerate().all(|(i, v)| *v == byte_at((run % 3) as u64, off + i as u64)));
+                    off += b.len() as u64;
+                }
+            }
+            for (f, frac, len) in &ops {
+                let h = &handles[*f];
+                let off = h.file.size * frac / 1000;
+                let b = reader.read(h, off, *len).await.unwrap();
+                let want = h.file.size.saturating_sub(off).min(*len as u64);
+                prop_assert_eq!(b.len() as u64, want, "read {}+{} of {}", off, len, h.file.size);
+                for (i, v) in b.iter().enumerate() {
+                    prop_assert_eq!(*v, byte_at(*f as u64, off + i as u64));
+                }
+                prop_assert!(reader.cached_bytes() + reader.inflight_bytes() <= budget.max(16 << 20), "cache over budget");
+            }
+            // Once prefetches settle, nothing is left in flight.
+            for _ in 0..2000 {
+                if reader.inflight_blocks() == 0 { break; }
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+            }
+            prop_assert_eq!(reader.inflight_blocks(), 0);
+            prop_assert_eq!(reader.inflight_bytes(), 0);
+            prop_assert!(reader.cached_bytes() <= budget.max(16 << 20));
+            Ok(())
+        })?;
+    }
+
+    #[test]
+    fn a_small_random_read_fetches_at_most_two_blocks(size in (4u64 << 20)..(64 << 20), frac in 0u64..1000, len in 1u32..4096) {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let api = Arc::new(FakeApi { sizes: vec![size], requests: AtomicU64::new(0), bytes: AtomicU64::new(0) });
+        let reader = Reader::new(api.clone(), ReadOptions::default());
+        let h = handle(0, size);
+        let off = size * frac / 1000;
+        rt.block_on(reader.read(&h, off, len)).unwrap();
+        prop_assert!(api.bytes.load(Ordering::Relaxed) <= 2 * BLOCK_SIZE);
+        prop_assert!(api.requests.load(Ordering::Relaxed) <= 2);
+    }
+
+    #[test]
+    fn parsers_never_panic_on_arbitrary_json(v in arb_json()) {
+        let _ = Page::from_body(&v);
+        let _ = Entity::parse(&v);
+        let _ = FileInfo::parse(&v);
+        let _ = serde_json::from_value::<ContentMeta>(v.clone());
+        let _ = serde_json::from_value::<bsmount::api::model::Envelope>(v.clone());
+        let _ = bsmount::api::client::status_error(reqwest::StatusCode::BAD_GATEWAY, v.to_string().as_bytes());
+    }
+
+    #[test]
+    fn parsers_never_panic_on_arbitrary_bytes(b in prop::collection::vec(any::<u8>(), 0..300)) {
+        if let Ok(v) = serde_json::from_slice::<Value>(&b) {
+            let _ = Page::from_body(&v);
+        }
+        let _ = bsmount::api::client::status_error(reqwest::StatusCode::FORBIDDEN, &b);
+        let _ = bsmount::api::model::parse_date(&String::from_utf8_lossy(&b));
+    }
+
+    #[test]
+    fn display_names_are_unique_legal_and_stable(raw in prop::collection::vec(("[0-9]{1,6}", any::<String>()), 1..30)) {
+        let mut seen_ids = HashSet::new();
+        let entries: Vec<(&str, &str)> = raw.iter().filter(|(id, _)| seen_ids.insert(id.clone())).map(|(a, b)| (a.as_str(), b.as_str())).collect();
+        let names1 = names::disambiguate(&entries, &HashSet::new());
+        let uniq: HashSet<&String> = names1.iter().collect();
+        prop_assert_eq!(uniq.len(), names1.len());
+        for n in &names1 {
+            prop_assert!(!n.is_empty() && n.len() <= 255 && !n.contains('/') && !n.contains('\0') && n != "." && n != "..", "{:?}", n);
+        }
+        // Order of the listing does not change the names.
+        let mut rev = entries.clone();
+        rev.reverse();
+        let mut names2 = names::disambiguate(&rev, &HashSet::new());
+        names2.reverse();
+        prop_assert_eq!(names1, names2);
+    }
+}
+
+/// Arbitrary JSON, biased towards BaseSpace-like keys so parsers get past the first check.
+fn arb_json() -> impl Strategy<Value = Value> {
+    let key = prop_oneof![
+        Just("Id".to_string()),
+        Just("Name".to_string()),
+        Just("Items".to_string()),
+        Just("Response".to_string()),
+        Just("Paging".to_string()),
+        Just("TotalCount".to_string()),
+        Just("DisplayedCount".to_string()),
+        Just("Size".to_string()),
+        Just("Path".to_string()),
+        Just("HrefContent".to_string()),
+        Just("ResponseStatus".to_string()),
+        Just("DateCreated".to_string()),
+        "[A-Za-z]{1,8}",
+    ];
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        any::<i64>().prop_map(|n| Value::from(n)),
+        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f)
+            .map(Value::Number)
+            .unwrap_or(Value::Null)),
+        ".{0,20}".prop_map(Value::String),
+    ];
+    leaf.prop_recursive(4, 64, 8, move |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
+            prop::collection::btree_map(key.clone(), inner, 0..6).prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
