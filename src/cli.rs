@@ -39,6 +39,47 @@ pub enum Cmd {
     },
     /// Run the BaseSpace emulator (API + presigned content) for tests and benchmarks.
     Emulator(EmulatorArgs),
+    /// Log in with the OAuth device flow and save ~/.basespace/NAME.cfg (as `bs auth`).
+    Auth(AuthArgs),
+    /// Show who the saved credentials belong to: user, server, token scopes.
+    Whoami {
+        #[arg(short = 'c', long = "config", value_name = "NAME")]
+        config: Option<String>,
+        #[arg(long, value_name = "URL|REGION")]
+        api_server: Option<String>,
+    },
+    /// Re-read directories from BaseSpace: PATH and everything below it.
+    Refresh {
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+    },
+    /// Live figures of bsmount mounts (all of them, or the one at MOUNTPOINT).
+    Status {
+        mountpoint: Option<PathBuf>,
+        /// Print the raw JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff).
+    Manpage,
+}
+
+#[derive(Args, Debug)]
+pub struct AuthArgs {
+    /// Save to ~/.basespace/NAME.cfg (default: default.cfg).
+    #[arg(short = 'c', long = "config", value_name = "NAME")]
+    pub config: Option<String>,
+    /// API server URL or region (use1, euc1, euw2, cac1, aps2).
+    #[arg(long, value_name = "URL|REGION", default_value = "use1")]
+    pub api_server: String,
+    /// Scopes to ask for.
+    #[arg(long, default_value = crate::api::auth::DEFAULT_SCOPES)]
+    pub scopes: String,
+    /// Overwrite an existing config.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Args, Debug)]
@@ -69,6 +110,9 @@ pub struct MountArgs {
     /// Log file when running in the background (default: ~/.local/state/bsmount/bsmount.log).
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
+    /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
 }
 
 #[derive(Args, Debug)]
@@ -127,6 +171,14 @@ fn emulator_help() -> String {
 
 /// Runs the command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
+    if matches!(
+        cli.cmd,
+        Cmd::Status { .. } | Cmd::Whoami { .. } | Cmd::Completions { .. } | Cmd::Manpage
+    ) {
+        // Printing commands behave like Unix filters: `bsmount status | head` just stops.
+        // SAFETY: restoring the default disposition of SIGPIPE before any thread starts.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.cmd {
         Cmd::Mount(a) => cmd_mount(a),
         Cmd::Unmount { mountpoint } => match mount::unmount(&mountpoint) {
@@ -141,7 +193,173 @@ pub fn run(cli: Cli) -> i32 {
         },
         Cmd::Demo { mountpoint } => cmd_demo(&mountpoint),
         Cmd::Emulator(a) => cmd_emulator(a),
+        Cmd::Auth(a) => report(cmd_auth(&a)),
+        Cmd::Whoami { config, api_server } => report(cmd_whoami(config.as_deref(), api_server.as_deref())),
+        Cmd::Refresh { paths } => report(cmd_refresh(&paths)),
+        Cmd::Status { mountpoint, json } => report(cmd_status(mountpoint.as_deref(), json)),
+        Cmd::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "bsmount",
+                &mut std::io::stdout(),
+            );
+            0
+        }
+        Cmd::Manpage => report(
+            clap_mangen::Man::new(<Cli as clap::CommandFactory>::command())
+                .render(&mut std::io::stdout())
+                .map_err(|e| e.to_string()),
+        ),
     }
+}
+
+fn report(r: Result<(), String>) -> i32 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("bsmount: {e}");
+            1
+        }
+    }
+}
+
+fn cmd_auth(a: &AuthArgs) -> Result<(), String> {
+    let path = crate::api::config::config_path(a.config.as_deref().unwrap_or("default"));
+    if path.exists() && !a.force {
+        return Err(format!("{} already exists; pass --force to replace it", path.display()));
+    }
+    let server = crate::api::config::resolve_api_server(&a.api_server).map_err(|e| e.to_string())?;
+    let token = runtime()
+        .block_on(crate::api::auth::device_flow(&server, &a.scopes, |code| {
+            let url = code
+                .verification_with_code_uri
+                .as_deref()
+                .or(code.verification_uri.as_deref())
+                .unwrap_or("");
+            println!("To authorize bsmount, open this URL in a browser and approve:\n  {url}");
+            if let Some(c) = &code.user_code {
+                println!("(code {c})");
+            }
+            println!("Waiting for approval...");
+            let _ = std::io::stdout().flush();
+        }))
+        .map_err(|e| e.to_string())?;
+    crate::api::config::write_config(&path, &server, &token)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    println!("Saved credentials for {server} to {} (mode 0600).", path.display());
+    Ok(())
+}
+
+fn cmd_whoami(config: Option<&str>, server: Option<&str>) -> Result<(), String> {
+    let creds = load_credentials(config, server).map_err(|e| e.to_string())?;
+    let source = creds.source.clone();
+    let server = creds.api_server.clone();
+    let client = HttpClient::new(
+        creds,
+        RetryPolicy {
+            deadline: Duration::from_secs(20),
+            ..RetryPolicy::default()
+        },
+    )
+    .map_err(|e| e.to_string())?;
+    let rt = runtime();
+    let user = rt
+        .block_on(client.get_response("v1pre3/users/current"))
+        .map_err(|e| e.to_string())?;
+    let token = rt.block_on(client.get_response("v1pre3/oauthv2/token/current")).ok();
+    let s = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    println!("Name            {}", s(&user, "Name"));
+    println!("Id              {}", s(&user, "Id"));
+    println!("Email           {}", s(&user, "Email"));
+    println!("DateCreated     {}", s(&user, "DateCreated"));
+    println!("DateLastActive  {}", s(&user, "DateLastActive"));
+    println!("Host            {server}");
+    println!("Credentials     {source}");
+    if let Some(scopes) = token.as_ref().and_then(|t| t.get("Scopes")).and_then(|s| s.as_array()) {
+        let list: Vec<&str> = scopes.iter().filter_map(|s| s.as_str()).collect();
+        println!("Scopes          {}", list.join(", "));
+    }
+    Ok(())
+}
+
+fn cmd_refresh(paths: &[PathBuf]) -> Result<(), String> {
+    for p in paths {
+        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| format!("bad path {}", p.display()))?;
+        let name = std::ffi::CString::new(crate::fs::REFRESH_XATTR).expect("no NUL");
+        let mut buf = [0u8; 64];
+        // SAFETY: valid C strings and a buffer of the given length.
+        let n = unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENODATA) | Some(libc::ENOTSUP) => {
+                    format!("{} is not inside a bsmount filesystem", p.display())
+                }
+                _ => format!("cannot refresh {}: {e}", p.display()),
+            });
+        }
+        println!("refreshed {}", p.display());
+    }
+    Ok(())
+}
+
+fn cmd_status(mountpoint: Option<&Path>, json: bool) -> Result<(), String> {
+    let mounts: Vec<PathBuf> = match mountpoint {
+        Some(m) => vec![mount::absolute(m)],
+        None => mount::bsmount_mounts(),
+    };
+    if mounts.is_empty() {
+        println!("no bsmount filesystems are mounted");
+        return Ok(());
+    }
+    for m in mounts {
+        let text = std::fs::read_to_string(m.join(".bsmount/stats"))
+            .map_err(|e| format!("{} is not a live bsmount filesystem: {e}", m.display()))?;
+        if json {
+            print!("{text}");
+            continue;
+        }
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
+        let n = |p: &str| v.pointer(p).and_then(|x| x.as_u64()).unwrap_or(0);
+        let human = crate::units::human;
+        println!(
+            "{}  ({}, pid {}, since {})",
+            m.display(),
+            v["server"].as_str().unwrap_or(""),
+            n("/pid"),
+            v["started"].as_str().unwrap_or("")
+        );
+        println!("  reads in flight   {}", n("/reads/in_flight"));
+        println!(
+            "  throughput        {}/s",
+            human(
+                v.pointer("/reads/throughput_bytes_per_sec")
+                    .and_then(|x| x.as_f64())
+                    .unwrap_or(0.0) as u64
+            )
+        );
+        println!("  bytes served      {}", human(n("/reads/bytes_served")));
+        println!("  bytes fetched     {}", human(n("/fetch/bytes")));
+        println!(
+            "  cache hit rate    {:.1}% ({} cached)",
+            v.pointer("/cache/hit_rate").and_then(|x| x.as_f64()).unwrap_or(0.0) * 100.0,
+            human(n("/cache/cached_bytes"))
+        );
+        println!(
+            "  requests          {} API, {} content",
+            n("/api/api_requests"),
+            n("/api/content_requests")
+        );
+        println!("  retries           {}", n("/api/retries"));
+        println!(
+            "  errors            {} API, {} reads",
+            n("/api/errors"),
+            n("/reads/errors")
+        );
+    }
+    Ok(())
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -153,11 +371,11 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Logging: stderr in the foreground, else a file; `RUST_LOG` overrides the level.
-fn init_logging(file: Option<&Path>) {
+fn init_logging(file: Option<&Path>, level: Option<&str>) {
     use tracing_subscriber::EnvFilter;
     // The HTTP libraries are held at `warn` whatever RUST_LOG says: at debug/trace they print
     // request URLs, and presigned URLs carry signatures. Our own logs redact them.
-    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| "bsmount=info,warn".into());
+    let base = std::env::var("RUST_LOG").unwrap_or_else(|_| format!("bsmount={},warn", level.unwrap_or("info")));
     let filter = EnvFilter::try_new(format!(
         "{base},hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn"
     ))
@@ -214,9 +432,12 @@ fn cmd_mount(a: MountArgs) -> i32 {
     let ready: Option<OwnedFd> = ready_fd.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     std::env::remove_var(READY_FD_ENV);
     if ready.is_some() {
-        init_logging(Some(&a.log_file.clone().unwrap_or_else(default_log_file)));
+        init_logging(
+            Some(&a.log_file.clone().unwrap_or_else(default_log_file)),
+            Some(&a.log_level),
+        );
     } else {
-        init_logging(None);
+        init_logging(None, Some(&a.log_level));
     }
     let report = move |r: Result<(), String>| {
         if let Some(fd) = ready {
@@ -376,7 +597,7 @@ fn shell_quote(s: &str) -> String {
 }
 
 fn cmd_demo(mountpoint: &Path) -> i32 {
-    init_logging(None);
+    init_logging(None, None);
     let abs = mount::absolute(mountpoint);
     if mount::mounted_type(&abs).is_some() {
         // A leftover from an earlier demo that was killed: clear it.
@@ -477,7 +698,7 @@ fn cmd_demo(mountpoint: &Path) -> i32 {
 }
 
 fn cmd_emulator(a: EmulatorArgs) -> i32 {
-    init_logging(None);
+    init_logging(None, None);
     let account = if let Some(dir) = &a.data {
         source::from_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))
     } else if let Some(spec) = &a.synthetic {
@@ -496,7 +717,12 @@ fn cmd_emulator(a: EmulatorArgs) -> i32 {
             return 1;
         }
     };
+    let rescan: Option<emulator::Rescan> = a.data.clone().map(|dir| {
+        let f: emulator::Rescan = Arc::new(move || source::from_dir(&dir).map_err(|e| e.to_string()));
+        f
+    });
     let opts = EmulatorOptions {
+        rescan,
         listen: a.listen,
         token: a.token.clone(),
         url_ttl: Duration::from_secs(a.url_ttl),
@@ -533,4 +759,60 @@ fn cmd_emulator(a: EmulatorArgs) -> i32 {
         emu.stop().await;
         0
     })
+}
+
+/// The mount-helper form: `mount -t fuse.bsmount CONFIG DIR -o opts` (or an fstab line)
+/// makes mount.fuse3 run `bsmount CONFIG DIR -o opts`. This turns that into
+/// `bsmount mount DIR -c CONFIG …`; any other command line passes through unchanged.
+pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString>, String> {
+    use clap::CommandFactory;
+    let cmd = Cli::command();
+    let first = match argv.get(1).and_then(|a| a.to_str()) {
+        Some(f) => f,
+        None => return Ok(argv.to_vec()),
+    };
+    let is_sub = cmd.get_subcommands().any(|s| s.get_name() == first) || first == "help" || first.starts_with('-');
+    if is_sub || argv.len() < 3 {
+        return Ok(argv.to_vec());
+    }
+    let (source, mountpoint) = (first.to_string(), argv[2].clone());
+    let mut out: Vec<std::ffi::OsString> = vec![argv[0].clone(), "mount".into(), mountpoint];
+    // Source "bsmount" (or "none") means the default credentials.
+    if !matches!(source.as_str(), "bsmount" | "none" | "") {
+        out.extend(["-c".into(), source.into()]);
+    }
+    let mut rest = argv[3..].iter();
+    while let Some(a) = rest.next() {
+        if a != "-o" {
+            return Err(format!(
+                "unexpected argument {a:?} in mount-helper form (expected -o OPTIONS)"
+            ));
+        }
+        let opts = rest.next().and_then(|o| o.to_str()).ok_or("-o needs a value")?;
+        for o in opts.split(',').filter(|o| !o.is_empty()) {
+            let (k, v) = o.split_once('=').map_or((o, None), |(k, v)| (k, Some(v)));
+            let flag = match k {
+                "config" => "--config",
+                "api_server" => "--api-server",
+                "cache_size" => "--cache-size",
+                "metadata_ttl" => "--metadata-ttl",
+                "io_timeout" => "--io-timeout",
+                "log_file" => "--log-file",
+                "log_level" => "--log-level",
+                "allow_other" => {
+                    out.push("--allow-other".into());
+                    continue;
+                }
+                // Generic mount options mount(8) and mount.fuse3 pass along: nothing to do.
+                "rw" | "ro" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "auto" | "noauto" | "user" | "nouser"
+                | "users" | "defaults" | "nofail" | "_netdev" | "async" | "sync" | "atime" | "noatime" | "relatime"
+                | "x-systemd.automount" => continue,
+                k if k.starts_with("x-") || k.starts_with("comment=") => continue,
+                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, metadata_ttl, io_timeout, allow_other, log_file, log_level)")),
+            };
+            let v = v.ok_or_else(|| format!("mount option {k} needs a value ({k}=...)"))?;
+            out.extend([flag.into(), v.into()]);
+        }
+    }
+    Ok(out)
 }

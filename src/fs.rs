@@ -17,9 +17,14 @@ use fuser::{
 };
 use parking_lot::Mutex;
 use tokio::runtime::Handle as RtHandle;
+use tracing::Instrument;
 
 use crate::read::{Handle, Reader};
+use crate::stats::MountStats;
 use crate::tree::{Attr, FileContent, Kind, Tree};
+
+/// The extended attribute `bsmount refresh` reads to re-list a directory and below.
+pub const REFRESH_XATTR: &str = "user.bsmount.refresh";
 
 /// How long the kernel may cache entries and attributes. Listings have their own TTL in
 /// the tree; this only spares repeated lookups of the same name in a burst (`ls -l`).
@@ -35,19 +40,21 @@ pub struct BsFs {
     tree: Arc<Tree>,
     reader: Arc<Reader>,
     rt: RtHandle,
+    stats: Arc<MountStats>,
     attrs: AttrMaker,
     handles: Mutex<HashMap<u64, Open>>,
     next_fh: AtomicU64,
 }
 
 impl BsFs {
-    pub fn new(tree: Arc<Tree>, reader: Arc<Reader>, rt: RtHandle) -> Self {
+    pub fn new(tree: Arc<Tree>, reader: Arc<Reader>, rt: RtHandle, stats: Arc<MountStats>) -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         BsFs {
             tree,
             reader,
             rt,
+            stats,
             attrs: AttrMaker { uid, gid },
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
@@ -81,17 +88,21 @@ impl Filesystem for BsFs {
         let tree = self.tree.clone();
         let name = name.to_os_string();
         let attrs = self.attrs;
-        self.rt.spawn(async move {
-            match tree.lookup(parent.0, &name).await {
-                Ok(a) => reply.entry(&KERNEL_TTL, &attrs.make(&a), Generation(0)),
-                Err(e) => {
-                    if e.errno() != libc::ENOENT {
-                        tracing::warn!(parent = parent.0, ?name, error = %e, "lookup failed");
+        let span = tracing::debug_span!("lookup", parent = parent.0, ?name);
+        self.rt.spawn(
+            async move {
+                match tree.lookup(parent.0, &name).await {
+                    Ok(a) => reply.entry(&KERNEL_TTL, &attrs.make(&a), Generation(0)),
+                    Err(e) => {
+                        if e.errno() != libc::ENOENT {
+                            tracing::warn!(parent = parent.0, ?name, error = %e, "lookup failed");
+                        }
+                        reply.error(errno(e.errno()))
                     }
-                    reply.error(errno(e.errno()))
                 }
             }
-        });
+            .instrument(span),
+        );
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
@@ -112,15 +123,20 @@ impl Filesystem for BsFs {
         if flags.acc_mode() != OpenAccMode::O_RDONLY {
             return reply.error(Errno::EROFS);
         }
-        let open = match self.tree.content(ino.0) {
-            Ok(FileContent::Static(b)) => Open::Static(b),
-            Ok(FileContent::Remote(r)) => Open::Remote(Arc::new(Handle::new(r))),
+        let (open, flags) = match self.tree.content(ino.0) {
+            // Files are immutable (a new version has a new inode): keep the page cache.
+            Ok(FileContent::Static(b)) => (Open::Static(b), FopenFlags::FOPEN_KEEP_CACHE),
+            Ok(FileContent::Remote(r)) => (Open::Remote(Arc::new(Handle::new(r))), FopenFlags::FOPEN_KEEP_CACHE),
+            // Generated now; its size is unknown to stat, so bypass the page cache.
+            Ok(FileContent::Stats) => {
+                let text = serde_json::to_string_pretty(&self.stats.snapshot()).unwrap_or_default() + "\n";
+                (Open::Static(Arc::from(text.into_bytes())), FopenFlags::FOPEN_DIRECT_IO)
+            }
             Err(e) => return reply.error(errno(e.errno())),
         };
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         self.handles.lock().insert(fh, open);
-        // Files are immutable (a new version has a new inode key): keep the page cache.
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+        reply.opened(FileHandle(fh), flags);
     }
 
     fn read(
@@ -144,12 +160,26 @@ impl Filesystem for BsFs {
             None => return reply.error(Errno::EBADF),
         };
         let reader = self.reader.clone();
-        self.rt.spawn(async move {
-            match reader.read(&handle, offset, size).await {
-                Ok(b) => reply.data(&b),
-                Err(e) => reply.error(errno(e.errno())),
+        let stats = self.stats.clone();
+        stats.reads_in_flight.fetch_add(1, Ordering::Relaxed);
+        let span = tracing::debug_span!("read", ino = _ino.0, fh = fh.0, offset, size);
+        self.rt.spawn(
+            async move {
+                let r = reader.read(&handle, offset, size).await;
+                stats.reads_in_flight.fetch_sub(1, Ordering::Relaxed);
+                match r {
+                    Ok(b) => {
+                        stats.bytes_served.fetch_add(b.len() as u64, Ordering::Relaxed);
+                        reply.data(&b)
+                    }
+                    Err(e) => {
+                        stats.read_errors.fetch_add(1, Ordering::Relaxed);
+                        reply.error(errno(e.errno()))
+                    }
+                }
             }
-        });
+            .instrument(span),
+        );
     }
 
     fn release(
@@ -172,37 +202,59 @@ impl Filesystem for BsFs {
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         let tree = self.tree.clone();
-        self.rt.spawn(async move {
-            let entries = match tree.readdir(ino.0).await {
-                Ok(e) => e,
-                Err(e) => {
-                    tracing::warn!(ino = ino.0, error = %e, "readdir failed");
-                    return reply.error(errno(e.errno()));
+        let span = tracing::debug_span!("readdir", ino = ino.0, offset);
+        self.rt.spawn(
+            async move {
+                let entries = match tree.readdir(ino.0).await {
+                    Ok(e) => e,
+                    Err(e) => {
+                        tracing::warn!(ino = ino.0, error = %e, "readdir failed");
+                        return reply.error(errno(e.errno()));
+                    }
+                };
+                let parent = tree.parent(ino.0);
+                let dots = [
+                    (ino.0, FileType::Directory, OsStr::new(".")),
+                    (parent, FileType::Directory, OsStr::new("..")),
+                ];
+                let all = dots
+                    .into_iter()
+                    .chain(entries.iter().map(|(n, a)| (a.ino, file_type(a.kind), n.as_os_str())));
+                for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
+                    if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                        break;
+                    }
                 }
-            };
-            let parent = tree.parent(ino.0);
-            let dots = [
-                (ino.0, FileType::Directory, OsStr::new(".")),
-                (parent, FileType::Directory, OsStr::new("..")),
-            ];
-            let all = dots
-                .into_iter()
-                .chain(entries.iter().map(|(n, a)| (a.ino, file_type(a.kind), n.as_os_str())));
-            for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
-                if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
-                    break;
-                }
+                reply.ok();
             }
-            reply.ok();
-        });
+            .instrument(span),
+        );
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
         reply.ok();
     }
 
-    fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
-        reply.error(Errno::ENODATA);
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: fuser::ReplyXattr) {
+        if name != REFRESH_XATTR {
+            return reply.error(Errno::ENODATA);
+        }
+        // `bsmount refresh PATH`: a file refreshes the directory holding it.
+        let dir = match self.tree.getattr(ino.0) {
+            Ok(a) if a.kind == Kind::Dir => ino.0,
+            Ok(_) => self.tree.parent(ino.0),
+            Err(e) => return reply.error(errno(e.errno())),
+        };
+        self.tree.refresh(dir);
+        tracing::info!(ino = dir, "refresh requested");
+        let value = b"refreshed";
+        if size == 0 {
+            reply.size(value.len() as u32)
+        } else if (size as usize) < value.len() {
+            reply.error(Errno::ERANGE)
+        } else {
+            reply.data(value)
+        }
     }
 
     fn listxattr(&self, _req: &Request, _ino: INodeNo, size: u32, reply: fuser::ReplyXattr) {

@@ -15,5 +15,6 @@ pub mod emulator;
 pub mod fs;
 pub mod mount;
 pub mod read;
+pub mod stats;
 pub mod tree;
 pub mod units;

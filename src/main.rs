@@ -11,6 +11,14 @@ fn main() {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
     }
-    let cli = bsmount::cli::Cli::parse();
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let args = match bsmount::cli::helper_args(&args) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("bsmount: {e}");
+            std::process::exit(1);
+        }
+    };
+    let cli = bsmount::cli::Cli::parse_from(args);
     std::process::exit(bsmount::cli::run(cli));
 }

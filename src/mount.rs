@@ -12,6 +12,7 @@ use serde_json::Value;
 use crate::api::BaseSpaceApi;
 use crate::fs::BsFs;
 use crate::read::{ReadOptions, Reader};
+use crate::stats::MountStats;
 use crate::tree::{Tree, TreeOptions};
 
 /// What `mount` and `demo` need besides the API.
@@ -23,18 +24,29 @@ pub struct MountOptions {
     pub allow_other: bool,
 }
 
-/// The mount points currently listed in /proc/self/mountinfo, with their fs type.
-fn mounts() -> Vec<(PathBuf, String)> {
+/// The mounts listed in /proc/self/mountinfo: (mount point, fs type, source).
+fn mounts() -> Vec<(PathBuf, String, String)> {
     let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
     text.lines()
         .filter_map(|l| {
             let f: Vec<&str> = l.split(' ').collect();
             let sep = f.iter().position(|x| *x == "-")?;
+            let point = PathBuf::from(unescape_mountinfo(f.get(4)?));
             Some((
-                PathBuf::from(unescape_mountinfo(f.get(4)?)),
+                point,
                 f.get(sep + 1)?.to_string(),
+                f.get(sep + 2).unwrap_or(&"").to_string(),
             ))
         })
+        .collect()
+}
+
+/// Mount points of every bsmount filesystem.
+pub fn bsmount_mounts() -> Vec<PathBuf> {
+    mounts()
+        .into_iter()
+        .filter(|(_, t, src)| t.starts_with("fuse") && src == "bsmount")
+        .map(|(p, _, _)| p)
         .collect()
 }
 
@@ -58,7 +70,7 @@ fn unescape_mountinfo(s: &str) -> String {
 
 /// The fs type mounted exactly at `mp`, if any.
 pub fn mounted_type(mp: &Path) -> Option<String> {
-    mounts().into_iter().rev().find(|(p, _)| p == mp).map(|(_, t)| t)
+    mounts().into_iter().rev().find(|(p, _, _)| p == mp).map(|(_, t, _)| t)
 }
 
 /// An absolute path for `p` without following symlinks or touching a dead mount.
@@ -134,13 +146,15 @@ pub fn run_session(
         },
     );
     let reader = Reader::new(
-        api,
+        api.clone(),
         ReadOptions {
             cache_bytes: opts.cache_bytes,
             ..ReadOptions::default()
         },
     );
-    let fs = BsFs::new(tree, reader, rt.handle().clone());
+    let mp = opts.mountpoint.display().to_string();
+    let stats = Arc::new(MountStats::new(server, &mp, api, reader.clone(), tree.clone()));
+    let fs = BsFs::new(tree, reader, rt.handle().clone(), stats);
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         fuser::MountOption::RO,

@@ -417,6 +417,17 @@ impl BaseSpaceApi for HttpClient {
         let url = url.to_string();
         async move { HttpClient::get_range(self, &url, start, len).await }.boxed()
     }
+
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        let s = &self.stats;
+        vec![
+            ("api_requests", s.api_requests.load(Ordering::Relaxed)),
+            ("content_requests", s.content_requests.load(Ordering::Relaxed)),
+            ("content_bytes", s.content_bytes.load(Ordering::Relaxed)),
+            ("retries", s.retries.load(Ordering::Relaxed)),
+            ("errors", s.errors.load(Ordering::Relaxed)),
+        ]
+    }
 }
 
 fn with_attempts(e: ApiError, n: u32) -> ApiError {

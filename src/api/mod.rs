@@ -4,6 +4,7 @@
 //! tree and the read path can be tested against an in-memory fake; the real implementation
 //! is [`HttpClient`].
 
+pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
@@ -72,6 +73,10 @@ pub trait BaseSpaceApi: Send + Sync + 'static {
     fn content_meta(&self, file_id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>>;
     /// Exactly `len` bytes at `start` of a presigned URL, or an error; never fewer bytes.
     fn get_range(&self, url: &str, start: u64, len: u64) -> BoxFuture<'_, Result<Bytes, ApiError>>;
+    /// Request counters, for `bsmount status` (name, value).
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        Vec::new()
+    }
 }
 
 /// A URL safe to log: signatures, tokens and credentials in the query are replaced.

@@ -125,6 +125,10 @@ pub fn base_time() -> SystemTime {
 pub struct AccountBuilder {
     acct: Account,
     next: HashMap<&'static str, u64>,
+    /// Ids from a hash of each entity's path instead of a counter, so that re-reading a
+    /// changed directory keeps every existing id (what a rescan needs).
+    stable: bool,
+    used: std::collections::HashSet<u64>,
 }
 
 impl Default for AccountBuilder {
@@ -143,13 +147,33 @@ impl AccountBuilder {
         AccountBuilder {
             acct,
             next: HashMap::new(),
+            stable: false,
+            used: Default::default(),
         }
     }
 
-    fn id(&mut self, kind: &'static str, base: u64) -> u64 {
-        let n = self.next.entry(kind).or_insert(0);
-        *n += 1;
-        base + *n
+    /// A builder whose ids depend only on names and paths (see `stable`).
+    pub fn stable(user_name: &str) -> Self {
+        AccountBuilder {
+            stable: true,
+            ..Self::new(user_name)
+        }
+    }
+
+    fn id(&mut self, kind: &'static str, base: u64, key: &str) -> u64 {
+        if !self.stable {
+            let n = self.next.entry(kind).or_insert(0);
+            *n += 1;
+            return base + *n;
+        }
+        let h = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+        });
+        let mut id = base + 1 + splitmix64(h) % 90_000_000;
+        while !self.used.insert(id) {
+            id += 1; // collision: probe (deterministic for the same set of keys in the same order)
+        }
+        id
     }
 
     fn when(&self, id: u64) -> SystemTime {
@@ -157,7 +181,7 @@ impl AccountBuilder {
     }
 
     pub fn project(&mut self, name: &str) -> u64 {
-        let id = self.id("project", PROJECT_BASE);
+        let id = self.id("project", PROJECT_BASE, name);
         let created = self.when(id);
         self.acct.projects.push(Project {
             id,
@@ -172,7 +196,7 @@ impl AccountBuilder {
     }
 
     pub fn appsession(&mut self, project: u64, name: &str, application: &str) -> u64 {
-        let id = self.id("appsession", APPSESSION_BASE);
+        let id = self.id("appsession", APPSESSION_BASE, &format!("{project}/{name}"));
         let created = self.when(id);
         self.acct.appsessions.insert(
             id,
@@ -203,7 +227,7 @@ impl AccountBuilder {
             ContainerKind::AppResult => ("appresult", APPRESULT_BASE),
             ContainerKind::Run => ("run", RUN_BASE),
         };
-        let id = self.id(key, base);
+        let id = self.id(key, base, &format!("{project:?}/{name}"));
         let r = ContainerRef { kind, id };
         let created = self.when(id);
         self.acct.containers.insert(
@@ -257,7 +281,7 @@ impl AccountBuilder {
         content: Content,
         created: Option<SystemTime>,
     ) -> u64 {
-        let id = self.id("file", FILE_BASE);
+        let id = self.id("file", FILE_BASE, &format!("{}/{path}", parent.id));
         let etag = etag_for(id, size, &content);
         let created = created.unwrap_or_else(|| self.when(id));
         let entry = FileEntry {

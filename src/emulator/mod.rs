@@ -11,6 +11,7 @@ pub mod demo;
 pub mod faults;
 pub mod formats;
 mod json;
+mod oauth;
 pub mod server;
 pub mod source;
 
@@ -24,12 +25,17 @@ pub use account::Account;
 pub use faults::NetProfile;
 use server::Shared;
 
+/// Rebuilds an account from its source, for `POST /_emulator/rescan`.
+pub type Rescan = Arc<dyn Fn() -> Result<Account, String> + Send + Sync>;
+
 /// BaseSpace's presigned URLs live 7 days.
 pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// How to run an emulator.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct EmulatorOptions {
+    /// Where to rebuild the account from on `POST /_emulator/rescan`.
+    pub rescan: Option<Rescan>,
     pub listen: SocketAddr,
     /// `None` = a random token.
     pub token: Option<String>,
@@ -37,9 +43,19 @@ pub struct EmulatorOptions {
     pub net: NetProfile,
 }
 
+impl std::fmt::Debug for EmulatorOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmulatorOptions")
+            .field("listen", &self.listen)
+            .field("net", &self.net)
+            .finish()
+    }
+}
+
 impl Default for EmulatorOptions {
     fn default() -> Self {
         EmulatorOptions {
+            rescan: None,
             listen: ([127, 0, 0, 1], 0).into(),
             token: None,
             url_ttl: DEFAULT_URL_TTL,
@@ -78,13 +94,15 @@ pub async fn start(account: Account, opts: EmulatorOptions) -> std::io::Result<E
     let addr = listener.local_addr()?;
     let base_url = server::base_url(addr);
     let token = opts.token.unwrap_or_else(random_token);
-    let shared = Arc::new(Shared::new(
+    let mut shared = Shared::new(
         account,
         token.clone(),
         base_url.clone(),
         opts.url_ttl,
         faults::Faults::new(opts.net),
-    ));
+    );
+    shared.rescan = opts.rescan;
+    let shared = Arc::new(shared);
     let app = axum::Router::new().fallback(server::handle).with_state(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, app, rx));

@@ -61,6 +61,10 @@ pub struct Shared {
     pub url_ttl: Duration,
     pub faults: Faults,
     pub stats: Stats,
+    /// Rebuilds the account from its source (`POST /_emulator/rescan`).
+    pub rescan: Option<super::Rescan>,
+    /// OAuth device codes handed out → polls so far.
+    pub devices: parking_lot::Mutex<std::collections::HashMap<String, (u32, String)>>,
     /// `true` while an outage is emulated: requests hang until it ends.
     pub outage: tokio::sync::watch::Sender<bool>,
     secret: [u8; 32],
@@ -105,6 +109,8 @@ impl Shared {
             faults,
             stats: Stats::default(),
             outage: tokio::sync::watch::channel(false).0,
+            rescan: None,
+            devices: Default::default(),
             secret,
             browse,
         }
@@ -143,17 +149,17 @@ impl Shared {
 }
 
 /// Query parameters with lower-cased names (BaseSpace ignores case).
-struct Query(Vec<(String, String)>);
+pub struct Query(pub Vec<(String, String)>);
 
 impl Query {
-    fn parse(q: Option<&str>) -> Self {
+    pub fn parse(q: Option<&str>) -> Self {
         Query(
             url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
                 .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
                 .collect(),
         )
     }
-    fn get(&self, k: &str) -> Option<&str> {
+    pub fn get(&self, k: &str) -> Option<&str> {
         self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
     }
 }
@@ -193,6 +199,15 @@ pub async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
     s.stats.api_requests.fetch_add(1, Ordering::Relaxed);
     if let Some(r) = injected_error(&s, false) {
         return r;
+    }
+    if let Some(endpoint) = path.strip_prefix("/v1pre3/oauthv2/").filter(|e| *e != "token/current") {
+        // OAuth parameters come in the query or as a form body.
+        let body = axum::body::to_bytes(req.into_body(), 64 << 10)
+            .await
+            .unwrap_or_default();
+        let mut params = Query::parse(std::str::from_utf8(&body).ok());
+        params.0.extend(query.0);
+        return super::oauth::handle(&s, endpoint, &method, &params);
     }
     if !authorized(&s, &headers, &query) {
         s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
@@ -258,7 +273,7 @@ fn with_retry_after(mut r: Response) -> Response {
     r
 }
 
-fn json_response(status: StatusCode, v: &Value) -> Response {
+pub fn json_response(status: StatusCode, v: &Value) -> Response {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
@@ -268,7 +283,7 @@ fn json_response(status: StatusCode, v: &Value) -> Response {
         .expect("valid response")
 }
 
-fn ok(v: Value) -> Response {
+pub fn ok(v: Value) -> Response {
     json_response(
         StatusCode::OK,
         &json!({"Response": v, "ResponseStatus": {}, "Notifications": []}),
@@ -395,6 +410,13 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
     let id = |i: usize| segs.get(i).and_then(|x| x.parse::<u64>().ok());
     match segs.as_slice() {
         ["v1pre3", "users", "current"] => ok(json::user(a)),
+        ["v1pre3", "oauthv2", "token", "current"] => ok(json!({
+            "Scopes": super::oauth::scopes_of(s),
+            "DateCreated": format_date(super::account::base_time()),
+            "UserResourceOwner": json::owner(a),
+            "Application": {"Id": "1", "Name": "bsmount emulator"},
+            "AccessToken": s.token
+        })),
         ["v1pre3", "users", "current", "projects"] => page(
             q,
             a.projects
@@ -825,6 +847,20 @@ fn introspect(s: &Shared, rest: &str, q: &Query) -> Response {
                 .collect();
             json_response(StatusCode::OK, &json!({"files": files}))
         }
+        "rescan" => match &s.rescan {
+            Some(f) => match tokio::task::block_in_place(|| f()) {
+                Ok(account) => {
+                    let files = account.files.len();
+                    s.replace_account(account);
+                    json_response(StatusCode::OK, &json!({"rescanned": true, "files": files}))
+                }
+                Err(e) => json_response(StatusCode::INTERNAL_SERVER_ERROR, &json!({"error": e})),
+            },
+            None => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({"error": "this account has no source to rescan (use --data)"}),
+            ),
+        },
         "outage" => {
             let on = q.get("mode").is_some_and(|m| m == "hang");
             s.outage.send_replace(on);

@@ -10,8 +10,10 @@ use crate::units::parse_size;
 
 /// `DIR/Projects/<p>/Samples/<s>/**`, `DIR/Projects/<p>/AppResults/<a>/**`, `DIR/Runs/<r>/**`.
 /// A file's `Path` is its path below its sample/appresult/run folder.
+///
+/// Ids are derived from names and paths, so rescanning a changed directory keeps them.
 pub fn from_dir(dir: &Path) -> std::io::Result<Account> {
-    let mut b = AccountBuilder::new("Emulated User");
+    let mut b = AccountBuilder::stable("Emulated User");
     for pdir in sorted_dirs(&dir.join("Projects"))? {
         let pname = file_name(&pdir);
         let pid = b.project(&pname);

@@ -73,6 +73,8 @@ pub enum FileContent {
     /// Generated text (README, .json, .id …), served from memory.
     Static(Arc<[u8]>),
     Remote(RemoteFile),
+    /// The mount's live figures, generated when opened.
+    Stats,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +195,10 @@ impl Tree {
             t.make_dir(ROOT, "dir:Runs", now, Source::List(ListKind::Runs)),
         );
         children.insert("README".into(), t.make_static(ROOT, "meta:README", now, readme(server)));
+        let ctl = t.make_dir(ROOT, "dir:.bsmount", now, Source::Fixed);
+        let stats = t.put("meta:.bsmount/stats", ctl, now, NodeKind::File(FileContent::Stats));
+        t.set_children(ctl, BTreeMap::from([(OsString::from("stats"), stats)]));
+        children.insert(".bsmount".into(), ctl);
         let uid = user.get("Id").and_then(|v| v.as_str()).unwrap_or("").to_string();
         for (name, ino) in t.hidden_files(
             ROOT,
@@ -663,6 +669,7 @@ fn attr_of(ino: Ino, n: &Node) -> Attr {
         NodeKind::Dir(_) => (Kind::Dir, 0),
         NodeKind::File(FileContent::Static(b)) => (Kind::File, b.len() as u64),
         NodeKind::File(FileContent::Remote(r)) => (Kind::File, r.size),
+        NodeKind::File(FileContent::Stats) => (Kind::File, 0),
         NodeKind::Symlink(t) => (Kind::Symlink, t.len() as u64),
     };
     Attr {

@@ -1,0 +1,101 @@
+//! Live figures of a mount, served at `<mountpoint>/.bsmount/stats` and shown by
+//! `bsmount status`: requests, retries, errors, cache hit rate, bytes, reads in flight and
+//! current throughput.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use parking_lot::Mutex;
+use serde_json::{json, Value};
+
+use crate::api::BaseSpaceApi;
+use crate::read::Reader;
+use crate::tree::Tree;
+
+/// Counters the FUSE adapter feeds, plus handles to every layer's own counters.
+pub struct MountStats {
+    pub server: String,
+    pub mountpoint: String,
+    started: SystemTime,
+    api: Arc<dyn BaseSpaceApi>,
+    reader: Arc<Reader>,
+    tree: Arc<Tree>,
+    pub reads_in_flight: AtomicU64,
+    pub bytes_served: AtomicU64,
+    pub read_errors: AtomicU64,
+    /// (when, bytes_served) at the previous snapshot, for throughput.
+    last: Mutex<(Instant, u64)>,
+}
+
+impl MountStats {
+    pub fn new(
+        server: &str,
+        mountpoint: &str,
+        api: Arc<dyn BaseSpaceApi>,
+        reader: Arc<Reader>,
+        tree: Arc<Tree>,
+    ) -> Self {
+        MountStats {
+            server: server.to_string(),
+            mountpoint: mountpoint.to_string(),
+            started: SystemTime::now(),
+            api,
+            reader,
+            tree,
+            reads_in_flight: AtomicU64::new(0),
+            bytes_served: AtomicU64::new(0),
+            read_errors: AtomicU64::new(0),
+            last: Mutex::new((Instant::now(), 0)),
+        }
+    }
+
+    /// A JSON snapshot. Throughput is measured since the previous snapshot.
+    pub fn snapshot(&self) -> Value {
+        let served = self.bytes_served.load(Ordering::Relaxed);
+        let throughput = {
+            let mut last = self.last.lock();
+            let dt = last.0.elapsed().as_secs_f64();
+            let rate = if dt > 0.0 { (served - last.1) as f64 / dt } else { 0.0 };
+            *last = (Instant::now(), served);
+            rate
+        };
+        let r = &self.reader.stats;
+        let (hits, misses) = (
+            r.cache_hits.load(Ordering::Relaxed),
+            r.cache_misses.load(Ordering::Relaxed),
+        );
+        let mut api = serde_json::Map::new();
+        for (k, v) in self.api.counters() {
+            api.insert(k.into(), json!(v));
+        }
+        json!({
+            "server": self.server,
+            "mountpoint": self.mountpoint,
+            "pid": std::process::id(),
+            "started": crate::api::model::format_date(self.started),
+            "api": api,
+            "reads": {
+                "in_flight": self.reads_in_flight.load(Ordering::Relaxed),
+                "bytes_served": served,
+                "errors": self.read_errors.load(Ordering::Relaxed),
+                "throughput_bytes_per_sec": throughput.round(),
+            },
+            "cache": {
+                "hit_rate": if hits + misses == 0 { 0.0 } else { hits as f64 / (hits + misses) as f64 },
+                "hits": hits,
+                "misses": misses,
+                "cached_bytes": self.reader.cached_bytes(),
+                "inflight_bytes": self.reader.inflight_bytes(),
+            },
+            "fetch": {
+                "parts": r.parts_fetched.load(Ordering::Relaxed),
+                "bytes": r.bytes_fetched.load(Ordering::Relaxed),
+                "url_renewals": r.url_renewals.load(Ordering::Relaxed),
+                "files_verified": r.files_verified.load(Ordering::Relaxed),
+                "checksum_failures": r.checksum_failures.load(Ordering::Relaxed),
+            },
+            "listings": self.tree.fills.load(Ordering::Relaxed),
+        })
+    }
+}
