@@ -106,7 +106,8 @@ impl HttpClient {
             .user_agent(concat!("bsmount/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
-            .pool_max_idle_per_host(64)
+            // Idle connections kept per host: as many as the read path runs at once.
+            .pool_max_idle_per_host(32)
             .tcp_nodelay(true)
             .build()
             .map_err(|e| ApiError::Transport {
