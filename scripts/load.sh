@@ -20,7 +20,8 @@ for _ in $(seq 1 16); do reader "${files[0]}" & workers+=($!); done
 for _ in 1 2; do ( while [ "$(date +%s)" -lt "$end" ]; do find "$WORK/mnt" -type f > /dev/null 2>>"$errors" || echo find >> "$errors"; ls -lR "$WORK/mnt/Projects" > /dev/null 2>>"$errors" || echo ls >> "$errors"; done ) & workers+=($!); done
 maxconn=0
 while [ "$(date +%s)" -lt "$end" ]; do
-  c=$(grep -c ":$(printf '%04X' "$port") 01" "/proc/$pid/net/tcp" 2>/dev/null || true)
+  # Established sockets whose remote end is the emulator: the mount's side only.
+  c=$(awk -v p=":$(printf '%04X' "$port")" '$3 ~ p"$" && $4 == "01"' "/proc/$pid/net/tcp" | wc -l)
   [ "${c:-0}" -gt "$maxconn" ] && maxconn=$c
   sleep 1
 done
