@@ -218,14 +218,28 @@ fn a_plain_md5_etag_is_verified_on_sequential_reads() {
     let content: Vec<u8> = (0..size).map(|o| byte_at(0, o)).collect();
     let good = hex::encode(md5::Md5::digest(&content));
     let rt = tokio::runtime::Runtime::new().unwrap();
-    for (etag, ok) in [(good.clone(), true), ("0123456789abcdef0123456789abcdef".to_string(), false)] {
-        let api = Arc::new(FakeApi { sizes: vec![size], requests: AtomicU64::new(0), bytes: AtomicU64::new(0) });
+    for (etag, ok) in [
+        (good.clone(), true),
+        ("0123456789abcdef0123456789abcdef".to_string(), false),
+    ] {
+        let api = Arc::new(FakeApi {
+            sizes: vec![size],
+            requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+        });
         let reader = Reader::new(api, ReadOptions::default());
-        let h = Handle::new(RemoteFile { id: "0".into(), size, version: etag });
+        let h = Handle::new(RemoteFile {
+            id: "0".into(),
+            size,
+            version: etag,
+        });
         let result = rt.block_on(async {
             // Reads issued together complete in any order, as the kernel's readahead does.
             let futs = (0..size.div_ceil(256 << 10)).map(|i| reader.read(&h, i * (256 << 10), 256 << 10));
-            futures::future::join_all(futs).await.into_iter().collect::<Result<Vec<_>, _>>()
+            futures::future::join_all(futs)
+                .await
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()
         });
         assert_eq!(result.is_ok(), ok, "{result:?}");
         if !ok {

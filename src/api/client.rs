@@ -224,6 +224,29 @@ impl HttpClient {
         .await
     }
 
+    /// `projects/{id}` (also samples, appresults, runs, appsessions: `kind` is the plural
+    /// path segment), typed view and raw JSON.
+    pub async fn entity(&self, kind: &str, id: &str) -> Result<(super::Entity, Value), ApiError> {
+        let path = format!("v1pre3/{kind}/{id}");
+        let v = self.get_response(&path).await?;
+        let e = super::Entity::parse(&v).map_err(|m| ApiError::Malformed {
+            target: path,
+            message: m,
+        })?;
+        Ok((e, v))
+    }
+
+    /// `files/{id}`, typed view and raw JSON.
+    pub async fn file(&self, id: &str) -> Result<(super::FileInfo, Value), ApiError> {
+        let path = format!("v1pre3/files/{id}");
+        let v = self.get_response(&path).await?;
+        let f = super::FileInfo::parse(&v).map_err(|m| ApiError::Malformed {
+            target: path,
+            message: m,
+        })?;
+        Ok((f, v))
+    }
+
     /// Unwraps a v1pre3 envelope's `Response`.
     pub async fn get_response(&self, path_and_query: &str) -> Result<Value, ApiError> {
         let body = self.get_json(path_and_query).await?;

@@ -322,7 +322,10 @@ fn no_access(kind: &str) -> Response {
 }
 
 /// Sorts and pages `items` (each with its sort keys) into a v1pre3 or v2 list body.
-fn page(q: &Query, mut items: Vec<(Value, SortKeys)>, max: u64, v2: bool) -> Response {
+/// Renders one list item; only items on the requested page are rendered.
+type Render<'a> = Box<dyn Fn() -> Value + 'a>;
+
+fn page(q: &Query, mut items: Vec<(Render<'_>, SortKeys)>, max: u64, v2: bool) -> Response {
     let offset = match q.get("offset").map(str::parse::<u64>) {
         None => 0,
         Some(Ok(n)) => n,
@@ -369,7 +372,7 @@ fn page(q: &Query, mut items: Vec<(Value, SortKeys)>, max: u64, v2: bool) -> Res
         .into_iter()
         .skip(offset as usize)
         .take(limit as usize)
-        .map(|(v, _)| v)
+        .map(|(v, _)| v())
         .collect();
     let paging = json!({
         "DisplayedCount": shown.len(), "TotalCount": total, "Offset": offset, "Limit": limit,
@@ -421,7 +424,12 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
             q,
             a.projects
                 .iter()
-                .map(|p| (json::project(a, p, false), keys(p.id, &p.name, p.created)))
+                .map(|p| {
+                    (
+                        Box::new(move || json::project(a, p, false)) as Render,
+                        keys(p.id, &p.name, p.created),
+                    )
+                })
                 .collect(),
             MAX_LIMIT,
             false,
@@ -431,7 +439,12 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
             a.runs
                 .iter()
                 .filter_map(|r| a.container(ContainerKind::Run, *r))
-                .map(|c| (json::run(a, c, false), keys(c.id, &c.name, c.created)))
+                .map(|c| {
+                    (
+                        Box::new(move || json::run(a, c, false)) as Render,
+                        keys(c.id, &c.name, c.created),
+                    )
+                })
                 .collect(),
             MAX_LIMIT,
             false,
@@ -453,10 +466,10 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
                 .iter()
                 .filter_map(|i| a.container(k, *i))
                 .map(|c| {
-                    let v = if k == ContainerKind::Sample {
-                        json::sample(a, c, false)
+                    let v: Render = if k == ContainerKind::Sample {
+                        Box::new(move || json::sample(a, c, false))
                     } else {
-                        json::appresult(a, c, false)
+                        Box::new(move || json::appresult(a, c, false))
                     };
                     (v, keys(c.id, &c.name, c.created))
                 })
@@ -485,7 +498,7 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
                         .filter_map(|f| a.files.get(f))
                         .map(|f| {
                             (
-                                json::file(f, false),
+                                Box::new(move || json::file(f, false)) as Render,
                                 SortKeys {
                                     path: f.path.clone(),
                                     ..keys(f.id, f.name(), f.created)
@@ -518,7 +531,12 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
                 .appsessions
                 .values()
                 .filter(|x| project.is_none_or(|p| x.project == p))
-                .map(|x| (json::appsession_v2(a, x, &s.base_url), keys(x.id, &x.name, x.created)))
+                .map(|x| {
+                    (
+                        Box::new(move || json::appsession_v2(a, x, &s.base_url)) as Render,
+                        keys(x.id, &x.name, x.created),
+                    )
+                })
                 .collect();
             page(q, items, MAX_LIMIT, true)
         }
@@ -535,7 +553,12 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
                         .as_ref()
                         .is_none_or(|ss| c.appsession.is_some_and(|x| ss.contains(&x)))
                 })
-                .map(|c| (json::dataset_v2(a, c, &s.base_url), keys(c.id, &c.name, c.created)))
+                .map(|c| {
+                    (
+                        Box::new(move || json::dataset_v2(a, c, &s.base_url)) as Render,
+                        keys(c.id, &c.name, c.created),
+                    )
+                })
                 .collect();
             page(q, items, MAX_LIMIT, true)
         }
