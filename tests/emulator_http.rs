@@ -14,6 +14,16 @@ fn small() -> bsmount::emulator::Account {
     synthetic(&"projects=3,samples=2,sample_files=2,sample_file_size=300K,appresults=1,appresult_files=1,runs=1,run_files=25,run_file_size=10K".parse::<SyntheticSpec>().unwrap())
 }
 
+/// The presigned URL of the first 300 KiB file of `small()`.
+fn url_of_300k(e: &Emu) -> String {
+    let f = e
+        .manifest()
+        .into_iter()
+        .find(|f| f["size"].as_u64() == Some(300 << 10))
+        .unwrap();
+    e.presigned(f["id"].as_str().unwrap())
+}
+
 fn items(v: &Value) -> &Vec<Value> {
     v["Response"]["Items"].as_array().unwrap()
 }
@@ -280,12 +290,7 @@ fn bandwidth_cap_paces_bodies() {
             ..Default::default()
         },
     );
-    let f = e
-        .manifest()
-        .into_iter()
-        .find(|f| f["size"].as_u64() == Some(300 << 10))
-        .unwrap();
-    let url = e.presigned(f["id"].as_str().unwrap());
+    let url = url_of_300k(&e);
     let t = Instant::now();
     let (_, _, b) = e.send(|c| c.get(&url));
     assert_eq!(b.unwrap().len(), 300 << 10);
@@ -327,12 +332,7 @@ fn injected_faults() {
             ..Default::default()
         },
     );
-    let f = e
-        .manifest()
-        .into_iter()
-        .find(|f| f["size"].as_u64() == Some(300 << 10))
-        .unwrap();
-    let url = e.presigned(f["id"].as_str().unwrap());
+    let url = url_of_300k(&e);
     let (s, _, b) = e.send(|c| c.get(&url));
     assert_eq!(s, 200);
     assert!(b.is_err(), "a reset body must not arrive complete");
