@@ -142,7 +142,7 @@ impl Filesystem for BsFs {
     fn read(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         offset: u64,
         size: u32,
@@ -162,7 +162,7 @@ impl Filesystem for BsFs {
         let reader = self.reader.clone();
         let stats = self.stats.clone();
         stats.reads_in_flight.fetch_add(1, Ordering::Relaxed);
-        let span = tracing::debug_span!("read", ino = _ino.0, fh = fh.0, offset, size);
+        let span = tracing::debug_span!("read", ino = ino.0, fh = fh.0, offset, size);
         self.rt.spawn(
             async move {
                 let r = reader.read(&handle, offset, size).await;

@@ -710,9 +710,15 @@ fn body_stream(
     let bw = s.faults.profile.bandwidth;
     let s = s.clone();
     let t0 = Instant::now();
+    // A disk-backed file is opened once per response, not once per chunk.
+    let disk = match &f.content {
+        super::account::Content::Disk(p) => Some(Arc::new(std::fs::File::open(p))),
+        _ => None,
+    };
     futures::stream::unfold(0u64, move |sent| {
         let f = f.clone();
         let s = s.clone();
+        let disk = disk.clone();
         async move {
             if sent >= len {
                 return None;
@@ -743,10 +749,15 @@ fn body_stream(
             let data = match &f.content {
                 super::account::Content::Memory(b) => Ok(b.slice(off as usize..(off + n) as usize)),
                 _ => {
-                    let f2 = f.clone();
+                    let (f2, disk) = (f.clone(), disk.clone());
                     tokio::task::spawn_blocking(move || {
                         let mut buf = vec![0u8; n as usize];
-                        fill(&f2.content, off, &mut buf).map(|_| Bytes::from(buf))
+                        match disk.as_deref() {
+                            Some(Ok(file)) => std::os::unix::fs::FileExt::read_exact_at(file, &mut buf, off),
+                            Some(Err(e)) => Err(std::io::Error::new(e.kind(), e.to_string())),
+                            None => fill(&f2.content, off, &mut buf),
+                        }
+                        .map(|_| Bytes::from(buf))
                     })
                     .await
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)))

@@ -160,6 +160,21 @@ pub struct ReadStats {
 
 type BlockFut = Shared<BoxFuture<'static, Result<Bytes, ReadError>>>;
 
+/// A block a read needs: already cached, or being fetched (shared with other readers).
+enum Block {
+    Ready(Bytes),
+    Pending(BlockFut),
+}
+
+impl Block {
+    async fn get(self) -> Result<Bytes, ReadError> {
+        match self {
+            Block::Ready(b) => Ok(b),
+            Block::Pending(f) => f.await,
+        }
+    }
+}
+
 /// The read path shared by all open files.
 pub struct Reader {
     api: Arc<dyn BaseSpaceApi>,
@@ -377,7 +392,7 @@ impl Reader {
         }
         let mut out = BytesMut::with_capacity((end - offset) as usize);
         for (idx, fut) in needed {
-            let block = fut.await.inspect_err(|e| {
+            let block = fut.get().await.inspect_err(|e| {
                 self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(file = %h.file.id, offset, size, error = %e, "read failed");
             })?;
@@ -464,7 +479,7 @@ impl Reader {
         to: u64,
         part: u64,
         prefetch: bool,
-    ) -> (Vec<(u64, BlockFut)>, Option<u64>) {
+    ) -> (Vec<(u64, Block)>, Option<u64>) {
         let mut out = Vec::with_capacity((to - from) as usize);
         let mut missing: Vec<u64> = Vec::new();
         {
@@ -473,10 +488,10 @@ impl Reader {
                 let k = h.key(i);
                 if let Some(b) = self.cache.get(&k) {
                     self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    out.push((i, futures::future::ready(Ok(b)).boxed().shared()));
+                    out.push((i, Block::Ready(b)));
                 } else if let Some(f) = inflight.get(&k) {
                     self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
-                    out.push((i, f.clone()));
+                    out.push((i, Block::Pending(f.clone())));
                 } else {
                     self.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
                     missing.push(i);
@@ -504,7 +519,11 @@ impl Reader {
             } else {
                 None
             };
-            out.extend(self.start_part(h, first, n, permit));
+            out.extend(
+                self.start_part(h, first, n, permit)
+                    .into_iter()
+                    .map(|(i, f)| (i, Block::Pending(f))),
+            );
         }
         out.sort_by_key(|(i, _)| *i);
         (out, stopped)
