@@ -284,17 +284,15 @@ fn cmd_whoami(config: Option<&str>, server: Option<&str>) -> Result<(), String> 
 }
 
 fn cmd_refresh(paths: &[PathBuf]) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
     for p in paths {
-        let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
-            .map_err(|_| format!("bad path {}", p.display()))?;
-        let name = std::ffi::CString::new(crate::fs::REFRESH_XATTR).expect("no NUL");
-        let mut buf = [0u8; 64];
-        // SAFETY: valid C strings and a buffer of the given length.
-        let n = unsafe { libc::getxattr(c.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
+        let f = std::fs::File::open(p).map_err(|e| format!("cannot refresh {}: {e}", p.display()))?;
+        // SAFETY: a valid open descriptor and an ioctl that carries no data.
+        let r = unsafe { libc::ioctl(f.as_raw_fd(), crate::fs::REFRESH_IOCTL as _) };
+        if r < 0 {
             let e = std::io::Error::last_os_error();
             return Err(match e.raw_os_error() {
-                Some(libc::ENODATA) | Some(libc::ENOTSUP) => {
+                Some(libc::ENOTTY) | Some(libc::ENOTSUP) | Some(libc::EINVAL) => {
                     format!("{} is not inside a bsmount filesystem", p.display())
                 }
                 _ => format!("cannot refresh {}: {e}", p.display()),

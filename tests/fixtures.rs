@@ -86,7 +86,7 @@ fn every_recorded_api_body_parses() {
             continue;
         }
         if body.get("Paging").is_some() || body.get("Response").and_then(|r| r.get("Items")).is_some() {
-            let page = Page::from_body(&body).unwrap_or_else(|e| panic!("{ctx}: {e}"));
+            let page = Page::from_body(body.clone()).unwrap_or_else(|e| panic!("{ctx}: {e}"));
             assert!(page.paging.total_count.is_some(), "{ctx}: no TotalCount");
             assert_eq!(page.paging.displayed_count, Some(page.items.len() as u64), "{ctx}");
             for item in &page.items {

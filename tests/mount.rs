@@ -477,3 +477,50 @@ fn sigterm_unmounts_cleanly_and_kill_9_leaves_a_mount_unmount_can_clear() {
     assert!(o.status.success(), "mount works again: {}", text(&o));
     assert!(m.path("Projects").is_dir());
 }
+
+#[test]
+fn a_large_run_folder_lists_completely_with_one_request_per_page() {
+    let spec: emulator::source::SyntheticSpec = "projects=0,runs=1,run_files=20000,run_file_size=100".parse().unwrap();
+    let m = Mounted::new(Emu::start(
+        emulator::source::synthetic(&spec),
+        EmulatorOptions::default(),
+    ));
+    let man = m.manifest();
+    let a0 = m.emu().stats()["api_requests"].as_u64().unwrap();
+    let found = find_files(&m.mp);
+    assert_eq!(found, man.keys().cloned().collect::<BTreeSet<_>>());
+    let used = m.emu().stats()["api_requests"].as_u64().unwrap() - a0;
+    // runs + the run + 20 pages of 1000 files; no request per file.
+    assert!(used <= 25, "{used} API requests to list 20,000 files");
+    // Every entry of the biggest folder, with its size, in one `ls -l`, still with no request.
+    let big = found
+        .iter()
+        .filter_map(|p| Path::new(p).parent())
+        .fold(std::collections::BTreeMap::<&Path, usize>::new(), |mut c, d| {
+            *c.entry(d).or_default() += 1;
+            c
+        })
+        .into_iter()
+        .max_by_key(|(_, n)| *n)
+        .unwrap();
+    let o = run("ls", &["-l", m.path(big.0.to_str().unwrap()).to_str().unwrap()]);
+    let listed: Vec<&str> = std::str::from_utf8(&o.stdout)
+        .unwrap()
+        .lines()
+        .filter(|l| l.starts_with('-'))
+        .collect();
+    assert_eq!(listed.len(), big.1, "ls -l shows every file of {:?}", big.0);
+    assert!(
+        listed.iter().all(|l| l.split_whitespace().nth(4) == Some("100")),
+        "sizes"
+    );
+    assert_eq!(m.emu().stats()["api_requests"].as_u64().unwrap() - a0, used);
+    // Extended attributes are refused by the kernel after the first ENOSYS: `ls -l` does not
+    // cost two round trips per entry.
+    let c = std::ffi::CString::new(m.path("Runs").as_os_str().as_encoded_bytes()).unwrap();
+    let name = c"security.selinux";
+    // SAFETY: valid C strings; a zero-length query.
+    let r = unsafe { libc::lgetxattr(c.as_ptr(), name.as_ptr(), std::ptr::null_mut(), 0) };
+    assert_eq!(r, -1);
+    assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EOPNOTSUPP));
+}

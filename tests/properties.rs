@@ -141,7 +141,7 @@ proptest! {
 
     #[test]
     fn parsers_never_panic_on_arbitrary_json(v in arb_json()) {
-        let _ = Page::from_body(&v);
+        let _ = Page::from_body(v.clone());
         let _ = Entity::parse(&v);
         let _ = FileInfo::parse(&v);
         let _ = serde_json::from_value::<ContentMeta>(v.clone());
@@ -152,7 +152,7 @@ proptest! {
     #[test]
     fn parsers_never_panic_on_arbitrary_bytes(b in prop::collection::vec(any::<u8>(), 0..300)) {
         if let Ok(v) = serde_json::from_slice::<Value>(&b) {
-            let _ = Page::from_body(&v);
+            let _ = Page::from_body(v.clone());
         }
         let _ = bsmount::api::client::status_error(reqwest::StatusCode::FORBIDDEN, &b);
         let _ = bsmount::api::model::parse_date(&String::from_utf8_lossy(&b));

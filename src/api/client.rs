@@ -271,7 +271,7 @@ impl HttpClient {
                 format!("{path}{sep}{extra}Offset={offset}&Limit={limit}&SortBy=Id&SortDir=Asc")
             }
         };
-        let first = Page::from_body(&self.get_json(&page_url(0, max)).await?).map_err(|m| ApiError::Malformed {
+        let first = Page::from_body(self.get_json(&page_url(0, max)).await?).map_err(|m| ApiError::Malformed {
             target: path.clone(),
             message: m,
         })?;
@@ -290,7 +290,7 @@ impl HttpClient {
                 let path = path.clone();
                 async move {
                     let body = self.get_json(&url).await?;
-                    Page::from_body(&body)
+                    Page::from_body(body)
                         .map(|p| (off, p))
                         .map_err(|m| ApiError::Malformed {
                             target: path,
@@ -311,7 +311,7 @@ impl HttpClient {
                 off += filled;
                 let want = step - filled;
                 let p =
-                    Page::from_body(&self.get_json(&page_url(off, want)).await?).map_err(|m| ApiError::Malformed {
+                    Page::from_body(self.get_json(&page_url(off, want)).await?).map_err(|m| ApiError::Malformed {
                         target: path.clone(),
                         message: m,
                     })?;

@@ -78,23 +78,20 @@ pub struct Page {
 }
 
 impl Page {
-    /// Parses a list body of either API version.
-    pub fn from_body(body: &Value) -> Result<Page, String> {
-        let (container, paging) = if let Some(resp) = body.get("Response") {
-            (
-                resp,
-                serde_json::from_value::<Paging>(resp.clone()).map_err(|e| e.to_string())?,
-            )
+    /// Parses a list body of either API version. Takes the body so the items move out of
+    /// it: a 1000-item page is not copied.
+    pub fn from_body(mut body: Value) -> Result<Page, String> {
+        let (container, paging) = if let Some(resp) = body.get_mut("Response") {
+            let paging = Paging::deserialize(&*resp).map_err(|e| e.to_string())?;
+            (resp, paging)
         } else if let Some(p) = body.get("Paging") {
-            (
-                body,
-                serde_json::from_value::<Paging>(p.clone()).map_err(|e| e.to_string())?,
-            )
+            let paging = Paging::deserialize(p).map_err(|e| e.to_string())?;
+            (&mut body, paging)
         } else {
             return Err("neither a v1pre3 Response nor a v2 Paging object".into());
         };
-        let items = match container.get("Items") {
-            Some(Value::Array(a)) => a.clone(),
+        let items = match container.get_mut("Items").map(Value::take) {
+            Some(Value::Array(a)) => a,
             Some(Value::Null) | None => Vec::new(),
             Some(other) => return Err(format!("Items is not a list: {}", truncate(&other.to_string(), 80))),
         };
@@ -137,7 +134,7 @@ pub struct Entity {
 
 impl Entity {
     pub fn parse(v: &Value) -> Result<Entity, String> {
-        let e: Entity = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        let e = Entity::deserialize(v).map_err(|e| e.to_string())?;
         if e.id.is_empty() {
             return Err(format!("entity without Id: {}", truncate(&v.to_string(), 120)));
         }
@@ -178,7 +175,7 @@ pub struct FileInfo {
 
 impl FileInfo {
     pub fn parse(v: &Value) -> Result<FileInfo, String> {
-        let f: FileInfo = serde_json::from_value(v.clone()).map_err(|e| e.to_string())?;
+        let f = FileInfo::deserialize(v).map_err(|e| e.to_string())?;
         if f.id.is_empty() {
             return Err(format!("file without Id: {}", truncate(&v.to_string(), 120)));
         }

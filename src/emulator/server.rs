@@ -321,90 +321,150 @@ fn no_access(kind: &str) -> Response {
     )
 }
 
-/// Sorts and pages `items` (each with its sort keys) into a v1pre3 or v2 list body.
 /// Renders one list item; only items on the requested page are rendered.
 type Render<'a> = Box<dyn Fn() -> Value + 'a>;
 
-fn page(q: &Query, mut items: Vec<(Render<'_>, SortKeys)>, max: u64, v2: bool) -> Response {
-    let offset = match q.get("offset").map(str::parse::<u64>) {
-        None => 0,
-        Some(Ok(n)) => n,
-        Some(Err(_)) => {
-            return error(
+/// A list request's paging parameters, as BaseSpace reads them.
+struct PageReq {
+    offset: u64,
+    limit: u64,
+    sort_by: &'static str,
+    desc: bool,
+}
+
+impl PageReq {
+    /// The request's paging, or the 400 BaseSpace answers for a malformed parameter.
+    fn parse(q: &Query, max: u64) -> Result<PageReq, Box<Response>> {
+        let bad = |m: &str| {
+            Box::new(error(
                 StatusCode::BAD_REQUEST,
                 Some("BASESPACE.COMMON.INVALID_PARAMETER"),
-                "Offset must be a non-negative integer",
-            )
+                m,
+            ))
+        };
+        let offset = match q.get("offset").map(str::parse::<u64>) {
+            None => 0,
+            Some(Ok(n)) => n,
+            Some(Err(_)) => return Err(bad("Offset must be a non-negative integer")),
+        };
+        let limit = match q.get("limit").map(str::parse::<u64>) {
+            None => DEFAULT_LIMIT,
+            Some(Ok(n)) => n.min(max),
+            Some(Err(_)) => return Err(bad("Limit must be a non-negative integer")),
+        };
+        let sort_by = match q.get("sortby").map(|s| s.to_ascii_lowercase()) {
+            Some(s) if s == "name" => "Name",
+            Some(s) if s == "datecreated" => "DateCreated",
+            Some(s) if s == "path" => "Path",
+            _ => "Id",
+        };
+        let desc = q.get("sortdir").is_some_and(|d| d.eq_ignore_ascii_case("desc"));
+        Ok(PageReq {
+            offset,
+            limit,
+            sort_by,
+            desc,
+        })
+    }
+
+    /// The v1pre3 or v2 list body for the page's items out of `total`.
+    fn body(&self, total: u64, shown: Vec<Value>, v2: bool) -> Response {
+        let paging = json!({
+            "DisplayedCount": shown.len(), "TotalCount": total, "Offset": self.offset, "Limit": self.limit,
+            "SortDir": if self.desc { "Desc" } else { "Asc" }, "SortBy": self.sort_by
+        });
+        if v2 {
+            return json_response(StatusCode::OK, &json!({"Items": shown, "Paging": paging}));
         }
-    };
-    let limit = match q.get("limit").map(str::parse::<u64>) {
-        None => DEFAULT_LIMIT,
-        Some(Ok(n)) => n.min(max),
-        Some(Err(_)) => {
-            return error(
-                StatusCode::BAD_REQUEST,
-                Some("BASESPACE.COMMON.INVALID_PARAMETER"),
-                "Limit must be a non-negative integer",
-            )
+        let mut r = paging;
+        // Keep BaseSpace's field order: Items first.
+        let mut ordered = serde_json::Map::new();
+        ordered.insert("Items".into(), json!(shown));
+        for k in ["DisplayedCount", "TotalCount", "Offset", "Limit", "SortDir", "SortBy"] {
+            ordered.insert(k.into(), r[k].take());
         }
+        ok(Value::Object(ordered))
+    }
+
+    /// Where the page starts and ends in a list of `total` items.
+    fn window(&self, total: usize) -> std::ops::Range<usize> {
+        let from = (self.offset as usize).min(total);
+        from..(from + self.limit as usize).min(total)
+    }
+}
+
+/// Sorts and pages `items` (each with its sort keys) into a v1pre3 or v2 list body.
+fn page<'a>(q: &Query, mut items: Vec<(Render<'a>, SortKeys<'a>)>, max: u64, v2: bool) -> Response {
+    let req = match PageReq::parse(q, max) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
     };
-    let sort_by = match q.get("sortby").map(|s| s.to_ascii_lowercase()) {
-        Some(s) if s == "name" => "Name",
-        Some(s) if s == "datecreated" => "DateCreated",
-        Some(s) if s == "path" => "Path",
-        _ => "Id",
-    };
-    let desc = q.get("sortdir").is_some_and(|d| d.eq_ignore_ascii_case("desc"));
     items.sort_by(|a, b| {
-        let o = match sort_by {
-            "Name" => a.1.name.cmp(&b.1.name),
+        let o = match req.sort_by {
+            "Name" => a.1.name.cmp(b.1.name),
             "DateCreated" => a.1.created.cmp(&b.1.created),
-            "Path" => a.1.path.cmp(&b.1.path),
+            "Path" => a.1.path.cmp(b.1.path),
             _ => std::cmp::Ordering::Equal,
         };
         o.then(a.1.id.cmp(&b.1.id))
     });
-    if desc {
+    if req.desc {
         items.reverse();
     }
-    let total = items.len() as u64;
-    let shown: Vec<Value> = items
+    let total = items.len();
+    let shown = items.drain(req.window(total)).map(|(v, _)| v()).collect();
+    req.body(total as u64, shown, v2)
+}
+
+/// A container's files, paged. Sorting by Id (the default, and what clients page by) needs
+/// only the ids: a 100,000-file run answers each page without touching the other files.
+fn files_page(q: &Query, a: &Account, ids: &[u64]) -> Response {
+    let req = match PageReq::parse(q, MAX_FILES_LIMIT) {
+        Ok(r) => r,
+        Err(resp) => return *resp,
+    };
+    let files =
+        |ids: &mut dyn Iterator<Item = &u64>| -> Vec<&Arc<FileEntry>> { ids.filter_map(|i| a.files.get(i)).collect() };
+    if req.sort_by != "Id" {
+        let items = files(&mut ids.iter())
+            .into_iter()
+            .map(|f| {
+                let keys = SortKeys {
+                    path: &f.path,
+                    ..keys(f.id, f.name(), f.created)
+                };
+                (Box::new(move || json::file(f, false)) as Render, keys)
+            })
+            .collect();
+        return page(q, items, MAX_FILES_LIMIT, false);
+    }
+    let mut sorted = ids.to_vec();
+    sorted.sort_unstable();
+    if req.desc {
+        sorted.reverse();
+    }
+    let shown = files(&mut sorted[req.window(sorted.len())].iter())
         .into_iter()
-        .skip(offset as usize)
-        .take(limit as usize)
-        .map(|(v, _)| v())
+        .map(|f| json::file(f, false))
         .collect();
-    let paging = json!({
-        "DisplayedCount": shown.len(), "TotalCount": total, "Offset": offset, "Limit": limit,
-        "SortDir": if desc { "Desc" } else { "Asc" }, "SortBy": sort_by
-    });
-    if v2 {
-        return json_response(StatusCode::OK, &json!({"Items": shown, "Paging": paging}));
-    }
-    let mut r = paging;
-    r["Items"] = json!(shown);
-    // Keep BaseSpace's field order: Items first.
-    let mut ordered = serde_json::Map::new();
-    ordered.insert("Items".into(), r["Items"].take());
-    for k in ["DisplayedCount", "TotalCount", "Offset", "Limit", "SortDir", "SortBy"] {
-        ordered.insert(k.into(), r[k].take());
-    }
-    ok(Value::Object(ordered))
+    req.body(sorted.len() as u64, shown, false)
 }
 
-struct SortKeys {
+/// Borrowed from the account: a 100,000-file listing sorts its keys for every page it
+/// serves, so building them must not allocate.
+struct SortKeys<'a> {
     id: u64,
-    name: String,
+    name: &'a str,
     created: SystemTime,
-    path: String,
+    path: &'a str,
 }
 
-fn keys(id: u64, name: &str, created: SystemTime) -> SortKeys {
+fn keys(id: u64, name: &str, created: SystemTime) -> SortKeys<'_> {
     SortKeys {
         id,
-        name: name.to_string(),
+        name,
         created,
-        path: String::new(),
+        path: "",
     }
 }
 
@@ -491,23 +551,7 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
                     ContainerKind::AppResult => json::appresult(a, c, true),
                     ContainerKind::Run => json::run(a, c, true),
                 }),
-                ["files"] => {
-                    let items = c
-                        .files
-                        .iter()
-                        .filter_map(|f| a.files.get(f))
-                        .map(|f| {
-                            (
-                                Box::new(move || json::file(f, false)) as Render,
-                                SortKeys {
-                                    path: f.path.clone(),
-                                    ..keys(f.id, f.name(), f.created)
-                                },
-                            )
-                        })
-                        .collect();
-                    page(q, items, MAX_FILES_LIMIT, false)
-                }
+                ["files"] => files_page(q, a, &c.files),
                 _ => unrecognized(),
             }
         }

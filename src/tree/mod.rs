@@ -607,7 +607,9 @@ impl Tree {
         }
         let pairs: Vec<(&str, &str)> = files.iter().map(|f| (f.id.as_str(), f.rel_path())).collect();
         let layout = names::files_layout(&pairs);
-        self.folder(dir, &format!("{container}:"), &layout, &files)
+        // Dates parsed once: every folder's mtime is the newest of the files below it.
+        let mtimes: Vec<SystemTime> = files.iter().map(FileInfo::mtime).collect();
+        self.folder(dir, &format!("{container}:"), &layout, &files, &mtimes)
     }
 
     fn folder(
@@ -616,6 +618,7 @@ impl Tree {
         prefix: &str,
         layout: &names::FolderLayout,
         files: &[FileInfo],
+        mtimes: &[SystemTime],
     ) -> BTreeMap<OsString, Ino> {
         let mut children = BTreeMap::new();
         for (name, idx) in &layout.files {
@@ -634,19 +637,14 @@ impl Tree {
             });
             children.insert(
                 OsString::from(name),
-                self.put(&key, dir, f.mtime(), NodeKind::File(content)),
+                self.put(&key, dir, mtimes[*idx], NodeKind::File(content)),
             );
         }
         for (name, sub) in &layout.dirs {
             let p = format!("{prefix}{name}/");
-            let mtime = sub
-                .flatten()
-                .iter()
-                .map(|(i, _)| files[*i].mtime())
-                .max()
-                .unwrap_or(UNIX_EPOCH);
+            let mtime = sub.indices().map(|i| mtimes[i]).max().unwrap_or(UNIX_EPOCH);
             let ino = self.make_dir(dir, &format!("folder:{p}"), mtime, Source::Fixed);
-            let kids = self.folder(ino, &p, sub, files);
+            let kids = self.folder(ino, &p, sub, files, mtimes);
             self.set_children(ino, kids);
             children.insert(OsString::from(name), ino);
         }

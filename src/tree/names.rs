@@ -146,6 +146,16 @@ pub fn files_layout(files: &[(&str, &str)]) -> FolderLayout {
 
 impl FolderLayout {
     /// Every file as (input index, display path relative to the Files/ folder).
+    /// Indices of every file in this folder and below.
+    pub fn indices(&self) -> Box<dyn Iterator<Item = usize> + '_> {
+        Box::new(
+            self.files
+                .values()
+                .copied()
+                .chain(self.dirs.values().flat_map(|d| d.indices())),
+        )
+    }
+
     pub fn flatten(&self) -> Vec<(usize, String)> {
         let mut out = Vec::new();
         fn walk(l: &FolderLayout, prefix: &str, out: &mut Vec<(usize, String)>) {
