@@ -94,6 +94,7 @@ impl MountStats {
                 "url_renewals": r.url_renewals.load(Ordering::Relaxed),
                 "files_verified": r.files_verified.load(Ordering::Relaxed),
                 "checksum_failures": r.checksum_failures.load(Ordering::Relaxed),
+                "prefetch_cancelled": r.prefetch_cancelled.load(Ordering::Relaxed),
             },
             "listings": self.tree.fills.load(Ordering::Relaxed),
         })

@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bsmount::api::model::Page;
-use bsmount::api::{ApiError, BaseSpaceApi, ContentMeta, Entity, FileInfo, ListKind, User};
+use bsmount::api::{ApiError, BaseSpaceApi, ContentMeta, Entity, FileInfo, ListKind, Pieces, User};
 use bsmount::read::{Handle, ReadOptions, Reader, BLOCK_SIZE};
 use bsmount::tree::names;
 use bsmount::tree::RemoteFile;
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use proptest::prelude::*;
@@ -26,6 +25,19 @@ struct FakeApi {
     sizes: Vec<u64>,
     requests: AtomicU64,
     bytes: AtomicU64,
+    /// Time each ranged GET takes.
+    delay: std::time::Duration,
+}
+
+impl FakeApi {
+    fn new(sizes: Vec<u64>, delay: std::time::Duration) -> Arc<FakeApi> {
+        Arc::new(FakeApi {
+            sizes,
+            requests: AtomicU64::new(0),
+            bytes: AtomicU64::new(0),
+            delay,
+        })
+    }
 }
 
 impl BaseSpaceApi for FakeApi {
@@ -46,7 +58,13 @@ impl BaseSpaceApi for FakeApi {
         }
         .boxed()
     }
-    fn get_range(&self, url: &str, start: u64, len: u64) -> BoxFuture<'_, Result<Bytes, ApiError>> {
+    fn get_range(
+        &self,
+        url: &str,
+        start: u64,
+        len: u64,
+        pieces: Pieces,
+    ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, ApiError>> {
         let id: u64 = url.trim_start_matches("fake://").parse().unwrap();
         let size = self.sizes[id as usize];
         async move {
@@ -55,11 +73,20 @@ impl BaseSpaceApi for FakeApi {
                 "asked {start}+{len} of a {size}-byte file"
             );
             self.requests.fetch_add(1, Ordering::Relaxed);
-            self.bytes.fetch_add(len, Ordering::Relaxed);
             tokio::task::yield_now().await;
-            Ok(Bytes::from(
-                (start..start + len).map(|o| byte_at(id, o)).collect::<Vec<u8>>(),
-            ))
+            tokio::time::sleep(self.delay).await;
+            // Counted once delivered: a cancelled request transfers nothing.
+            self.bytes.fetch_add(len, Ordering::Relaxed);
+            let mut out = Vec::new();
+            let mut o = start;
+            while o < start + len {
+                let n = (pieces.size as u64).min(start + len - o);
+                let mut b = (pieces.alloc)(n as usize);
+                b.extend((o..o + n).map(|o| byte_at(id, o)));
+                out.push(b);
+                o += n;
+            }
+            Ok(out)
         }
         .boxed()
     }
@@ -87,9 +114,10 @@ proptest! {
         ops in reads(),
         cache_mib in 16u64..64,
         sequential_runs in 0usize..4,
+        delay_us in prop::sample::select(vec![0u64, 200, 3000]),
     ) {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-        let api = Arc::new(FakeApi { sizes: sizes.clone(), requests: AtomicU64::new(0), bytes: AtomicU64::new(0) });
+        let api = FakeApi::new(sizes.clone(), std::time::Duration::from_micros(delay_us));
         let budget = cache_mib << 20;
         let reader = Reader::new(api.clone(), ReadOptions { cache_bytes: budget, max_connections: 8 });
         let handles: Vec<Handle> = sizes.iter().enumerate().map(|(i, s)| handle(i as u64, *s)).collect();
@@ -115,13 +143,15 @@ proptest! {
                 }
                 prop_assert!(reader.cached_bytes() + reader.inflight_bytes() <= budget.max(16 << 20), "cache over budget");
             }
-            // Once prefetches settle, nothing is left in flight.
+            // Closing the files cancels their prefetches; nothing is left in flight.
+            drop(handles);
             for _ in 0..2000 {
-                if reader.inflight_blocks() == 0 { break; }
+                if reader.inflight_blocks() == 0 && reader.permits_held_bytes() == 0 { break; }
                 tokio::time::sleep(std::time::Duration::from_millis(1)).await;
             }
             prop_assert_eq!(reader.inflight_blocks(), 0);
             prop_assert_eq!(reader.inflight_bytes(), 0);
+            prop_assert_eq!(reader.permits_held_bytes(), 0);
             prop_assert!(reader.cached_bytes() <= budget.max(16 << 20));
             Ok(())
         })?;
@@ -130,7 +160,7 @@ proptest! {
     #[test]
     fn a_small_random_read_fetches_at_most_two_blocks(size in (4u64 << 20)..(64 << 20), frac in 0u64..1000, len in 1u32..4096) {
         let rt = tokio::runtime::Runtime::new().unwrap();
-        let api = Arc::new(FakeApi { sizes: vec![size], requests: AtomicU64::new(0), bytes: AtomicU64::new(0) });
+        let api = FakeApi::new(vec![size], std::time::Duration::ZERO);
         let reader = Reader::new(api.clone(), ReadOptions::default());
         let h = handle(0, size);
         let off = size * frac / 1000;
@@ -222,11 +252,7 @@ fn a_plain_md5_etag_is_verified_on_sequential_reads() {
         (good.clone(), true),
         ("0123456789abcdef0123456789abcdef".to_string(), false),
     ] {
-        let api = Arc::new(FakeApi {
-            sizes: vec![size],
-            requests: AtomicU64::new(0),
-            bytes: AtomicU64::new(0),
-        });
+        let api = FakeApi::new(vec![size], std::time::Duration::ZERO);
         let reader = Reader::new(api, ReadOptions::default());
         let h = Handle::new(RemoteFile {
             id: "0".into(),
@@ -247,4 +273,85 @@ fn a_plain_md5_etag_is_verified_on_sequential_reads() {
             assert_eq!(reader.cached_bytes(), 0, "a corrupt file's blocks are dropped");
         }
     }
+}
+
+#[test]
+fn a_seek_cancels_prefetch_for_the_old_position_and_leaves_nothing_behind() {
+    // Each GET takes 300 ms: prefetches are still running when the reader jumps away.
+    let size = 512u64 << 20;
+    let api = FakeApi::new(vec![size], std::time::Duration::from_millis(300));
+    let reader = Reader::new(api.clone(), ReadOptions::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let h = handle(0, size);
+        // Sequential reads grow the window: 4, 8, 16, 32 blocks ahead.
+        for i in 0..5u64 {
+            reader.read(&h, i << 20, 1 << 20).await.unwrap();
+        }
+        let started = reader.inflight_blocks();
+        assert!(started >= 24, "prefetch running: {started} blocks");
+        // Jump to the end of the file: the old window is useless.
+        let far = size - (4 << 20);
+        let b = reader.read(&h, far, 4096).await.unwrap();
+        assert!(b.iter().enumerate().all(|(i, v)| *v == byte_at(0, far + i as u64)));
+        assert!(reader.stats.prefetch_cancelled.load(Ordering::Relaxed) >= 4);
+        // Cancelled parts leave the in-flight map and give back their memory at once; the
+        // bytes fetched are those of the reads plus at most the parts that had finished.
+        // (Uncancelled, the parts would run for another 300 ms.)
+        let t0 = std::time::Instant::now();
+        while reader.inflight_blocks() > 0 && t0.elapsed() < std::time::Duration::from_millis(100) {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(reader.inflight_blocks(), 0, "cancelled parts deregistered");
+        assert_eq!(reader.permits_held_bytes(), 0);
+        assert_eq!(reader.inflight_bytes(), 0);
+        let fetched = api.bytes.load(Ordering::Relaxed);
+        assert!(
+            fetched < (started as u64) << 20,
+            "{fetched} bytes fetched despite the seek"
+        );
+        // A block of a cancelled part is fetched again when wanted, correctly.
+        let b = reader.read(&h, 20 << 20, 1 << 20).await.unwrap();
+        assert!(b
+            .iter()
+            .enumerate()
+            .all(|(i, v)| *v == byte_at(0, (20 << 20) + i as u64)));
+    });
+}
+
+#[test]
+fn closing_a_file_cancels_its_prefetch_but_not_another_readers_fetch() {
+    let size = 256u64 << 20;
+    let api = FakeApi::new(vec![size], std::time::Duration::from_millis(200));
+    let reader = Reader::new(api.clone(), ReadOptions::default());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let a = handle(0, size);
+        for i in 0..4u64 {
+            reader.read(&a, i << 20, 1 << 20).await.unwrap();
+        }
+        // Another reader of the same file wants a block that a's newest prefetch part
+        // (blocks 11-19, just started) is fetching, and joins it.
+        let b = handle(0, size);
+        let r = reader.clone();
+        let other = tokio::spawn(async move { r.read(&b, 15 << 20, 1 << 20).await });
+        tokio::task::yield_now().await;
+        drop(a);
+        let got = other.await.unwrap().expect("the other reader gets its bytes");
+        assert!(got
+            .iter()
+            .enumerate()
+            .all(|(i, v)| *v == byte_at(0, (15 << 20) + i as u64)));
+        assert!(reader.stats.prefetch_cancelled.load(Ordering::Relaxed) >= 1);
+        assert_eq!(reader.inflight_blocks(), 0);
+        assert_eq!(reader.permits_held_bytes(), 0);
+    });
 }

@@ -21,7 +21,7 @@ use serde_json::Value;
 use super::config::Credentials;
 use super::error::ApiError;
 use super::model::{ContentMeta, Envelope, Page, User};
-use super::{redact_url, BaseSpaceApi, ListKind};
+use super::{redact_url, BaseSpaceApi, ListKind, Pieces};
 
 /// Largest `Limit` BaseSpace accepts for most lists.
 pub const MAX_LIMIT: u64 = 1024;
@@ -334,14 +334,27 @@ impl HttpClient {
         Ok(items)
     }
 
-    /// Ranged GET on a presigned URL; checks the status, `Content-Range` and length.
+    /// Ranged GET on a presigned URL into one buffer.
     pub async fn get_range(&self, url: &str, start: u64, len: u64) -> Result<Bytes, ApiError> {
+        let mut bufs = self.get_range_pieces(url, start, len, Pieces::whole()).await?;
+        Ok(bufs.pop().map(Bytes::from).unwrap_or_default())
+    }
+
+    /// Ranged GET on a presigned URL, cut into `pieces`; checks the status, `Content-Range`
+    /// and length.
+    pub async fn get_range_pieces(
+        &self,
+        url: &str,
+        start: u64,
+        len: u64,
+        pieces: Pieces,
+    ) -> Result<Vec<Vec<u8>>, ApiError> {
         let shown = redact_url(url);
         let http = self.http.clone();
         let stats = self.stats.clone();
         let url = url.to_string();
         self.retrying(&shown, move || {
-            let (http, url, stats) = (http.clone(), url.clone(), stats.clone());
+            let (http, url, stats, pieces) = (http.clone(), url.clone(), stats.clone(), pieces.clone());
             async move {
                 stats.content_requests.fetch_add(1, Ordering::Relaxed);
                 let shown = redact_url(&url);
@@ -380,27 +393,43 @@ impl HttpClient {
                         ),
                     }));
                 }
-                // Stream into one buffer of the expected size: no second copy, and a body
-                // longer than asked is cut off at once.
-                let mut body = bytes::BytesMut::with_capacity(len as usize);
+                // Stream into the pieces as the body arrives: one copy, and a body longer
+                // than asked is cut off at once.
+                let mut out: Vec<Vec<u8>> =
+                    Vec::with_capacity(len.div_ceil(pieces.size.clamp(1, len.max(1) as usize) as u64) as usize);
+                let mut got = 0u64;
                 let mut resp = resp;
                 while let Some(chunk) = resp.chunk().await.map_err(|e| transport(&shown, &e))? {
-                    if body.len() + chunk.len() > len as usize {
+                    if got + chunk.len() as u64 > len {
                         return Err(Attempt::from(ApiError::Malformed {
                             target: shown,
                             message: format!("asked {len} bytes at {start}, got more"),
                         }));
                     }
-                    body.extend_from_slice(&chunk);
+                    let mut rest = &chunk[..];
+                    while !rest.is_empty() {
+                        let buf = match out.last_mut() {
+                            Some(b) if b.len() < pieces.size => b,
+                            _ => {
+                                let filled = out.len().saturating_mul(pieces.size) as u64;
+                                out.push((pieces.alloc)(pieces.size.min((len - filled) as usize)));
+                                out.last_mut().expect("just pushed")
+                            }
+                        };
+                        let n = (pieces.size - buf.len()).min(rest.len());
+                        buf.extend_from_slice(&rest[..n]);
+                        rest = &rest[n..];
+                    }
+                    got += chunk.len() as u64;
                 }
-                stats.content_bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
-                if body.len() as u64 != len {
+                stats.content_bytes.fetch_add(got, Ordering::Relaxed);
+                if got != len {
                     return Err(Attempt::from(ApiError::Malformed {
                         target: shown,
-                        message: format!("asked {len} bytes at {start}, got {}", body.len()),
+                        message: format!("asked {len} bytes at {start}, got {got}"),
                     }));
                 }
-                Ok(body.freeze())
+                Ok(out)
             }
             .boxed()
         })
@@ -437,9 +466,15 @@ impl BaseSpaceApi for HttpClient {
         .boxed()
     }
 
-    fn get_range(&self, url: &str, start: u64, len: u64) -> BoxFuture<'_, Result<Bytes, ApiError>> {
+    fn get_range(
+        &self,
+        url: &str,
+        start: u64,
+        len: u64,
+        pieces: Pieces,
+    ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, ApiError>> {
         let url = url.to_string();
-        async move { HttpClient::get_range(self, &url, start, len).await }.boxed()
+        async move { self.get_range_pieces(&url, start, len, pieces).await }.boxed()
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {

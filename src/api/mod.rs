@@ -10,9 +10,9 @@ pub mod config;
 pub mod error;
 pub mod model;
 
-use bytes::Bytes;
 use futures::future::BoxFuture;
 use serde_json::Value;
+use std::sync::Arc;
 
 pub use client::{HttpClient, RetryPolicy};
 pub use config::{Credentials, Token};
@@ -63,6 +63,25 @@ impl ListKind {
     }
 }
 
+/// How a ranged GET's body is cut: consecutive buffers of `size` bytes (the last one
+/// shorter), each from `alloc(capacity)`. The read layer passes its block size and a pool of
+/// recycled block buffers: fresh memory for every block costs a page fault per 4 KiB.
+#[derive(Clone)]
+pub struct Pieces {
+    pub size: usize,
+    pub alloc: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync>,
+}
+
+impl Pieces {
+    /// One buffer for the whole body.
+    pub fn whole() -> Pieces {
+        Pieces {
+            size: usize::MAX,
+            alloc: Arc::new(Vec::with_capacity),
+        }
+    }
+}
+
 /// What the filesystem needs from BaseSpace.
 pub trait BaseSpaceApi: Send + Sync + 'static {
     /// `users/current`: typed view and raw JSON.
@@ -72,7 +91,15 @@ pub trait BaseSpaceApi: Send + Sync + 'static {
     /// `files/{id}/content?redirect=meta`: the presigned URL and when it expires.
     fn content_meta(&self, file_id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>>;
     /// Exactly `len` bytes at `start` of a presigned URL, or an error; never fewer bytes.
-    fn get_range(&self, url: &str, start: u64, len: u64) -> BoxFuture<'_, Result<Bytes, ApiError>>;
+    /// The body arrives cut into `pieces` (see [`Pieces`]), so a fetch of many cache blocks
+    /// lands in the block buffers directly.
+    fn get_range(
+        &self,
+        url: &str,
+        start: u64,
+        len: u64,
+        pieces: Pieces,
+    ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, ApiError>>;
     /// Request counters, for `bsmount status` (name, value).
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()

@@ -20,8 +20,11 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
-use crate::api::{ApiError, BaseSpaceApi};
+use crate::api::{ApiError, BaseSpaceApi, Pieces};
 use crate::tree::RemoteFile;
+
+mod pool;
+use pool::BufPool;
 
 /// Cache granularity: large enough to keep request counts sane, small enough that a 4 KiB
 /// random read fetches at most 1 MiB (plus one more block if it straddles a boundary).
@@ -31,6 +34,8 @@ pub const BLOCK_SIZE: u64 = 1 << 20;
 pub const PART_BLOCKS: u64 = 8;
 /// Largest prefetch window per handle (64 MiB).
 pub const MAX_WINDOW_BLOCKS: u64 = 64;
+/// Free block buffers kept for reuse, at most (and at most 1/8 of the budget).
+const POOL_BLOCKS: u64 = 32;
 /// Granularity of in-flight memory accounting.
 const MEM_UNIT: u64 = 64 << 10;
 /// First prefetch window once a handle reads sequentially.
@@ -55,6 +60,10 @@ pub enum ReadError {
         expected: String,
         got: String,
     },
+    /// The fetch was a prefetch cancelled by a seek; whoever still wants the block fetches
+    /// it again (never shown to a reader).
+    #[error("prefetch cancelled")]
+    Cancelled,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -156,9 +165,12 @@ pub struct ReadStats {
     pub read_errors: AtomicU64,
     pub files_verified: AtomicU64,
     pub checksum_failures: AtomicU64,
+    /// Prefetch parts cancelled because the reader moved elsewhere or closed the file.
+    pub prefetch_cancelled: AtomicU64,
 }
 
 type BlockFut = Shared<BoxFuture<'static, Result<Bytes, ReadError>>>;
+type PartFut = Shared<BoxFuture<'static, Result<Arc<[Bytes]>, ReadError>>>;
 
 /// A block a read needs: already cached, or being fetched (shared with other readers).
 enum Block {
@@ -180,10 +192,14 @@ pub struct Reader {
     api: Arc<dyn BaseSpaceApi>,
     cache: BlockCache,
     urls: Mutex<HashMap<String, (String, Option<SystemTime>)>>,
-    inflight: Mutex<HashMap<BlockKey, BlockFut>>,
+    /// Blocks being fetched, each with the id of the part fetching it.
+    inflight: Mutex<HashMap<BlockKey, (u64, BlockFut)>>,
+    next_part: AtomicU64,
     conns: Arc<Semaphore>,
     /// Bytes that fetches may hold at once, in [`MEM_UNIT`]s: half the budget.
     mem: Arc<Semaphore>,
+    mem_units: usize,
+    pool: Arc<BufPool>,
     pub stats: ReadStats,
 }
 
@@ -279,6 +295,31 @@ struct HandleState {
     window: u64,
     /// Prefetch has been started up to this block (exclusive).
     prefetched_to: u64,
+    /// Prefetch parts started by this handle and maybe still running: blocks `[first, end)`.
+    prefetches: Vec<(u64, u64, tokio::task::AbortHandle)>,
+}
+
+impl HandleState {
+    /// Cancels the prefetches that do not cover blocks `keep` (`[b0, b1]`).
+    fn cancel_prefetches(&mut self, keep: Option<(u64, u64)>) {
+        self.prefetches.retain(|(first, end, task)| {
+            if task.is_finished() {
+                return false;
+            }
+            if keep.is_some_and(|(b0, b1)| *first <= b1 && b0 < *end) {
+                return true;
+            }
+            task.abort();
+            false
+        });
+    }
+}
+
+/// A closed file's prefetches are of no use to anyone.
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.state.get_mut().cancel_prefetches(None);
+    }
 }
 
 impl Handle {
@@ -311,6 +352,44 @@ impl Handle {
     }
 }
 
+/// Cleans up after a part however its task ends (done, failed or cancelled by a seek):
+/// its blocks leave the in-flight map, its reserved bytes leave the budget.
+struct PartGuard {
+    reader: Arc<Reader>,
+    keys: Vec<BlockKey>,
+    part_id: u64,
+    reserved: u64,
+    tx: Option<tokio::sync::oneshot::Sender<Result<Arc<[Bytes]>, ReadError>>>,
+}
+
+impl PartGuard {
+    /// Cleans up, then hands the result to whoever waits.
+    fn finish(mut self, res: Result<Arc<[Bytes]>, ReadError>) {
+        let tx = self.tx.take();
+        drop(self);
+        if let Some(tx) = tx {
+            let _ = tx.send(res);
+        }
+    }
+}
+
+impl Drop for PartGuard {
+    // `tx`, if still here (cancelled), drops after this body: waiters wake to a clean state.
+    fn drop(&mut self) {
+        if self.tx.is_some() {
+            self.reader.stats.prefetch_cancelled.fetch_add(1, Ordering::Relaxed);
+        }
+        self.reader.cache.release(self.reserved);
+        let mut inflight = self.reader.inflight.lock();
+        for k in &self.keys {
+            // Only our own entry: a cancelled part's blocks may already be fetched anew.
+            if inflight.get(k).is_some_and(|(id, _)| *id == self.part_id) {
+                inflight.remove(k);
+            }
+        }
+    }
+}
+
 impl Reader {
     pub fn new(api: Arc<dyn BaseSpaceApi>, opts: ReadOptions) -> Arc<Self> {
         let budget = opts.cache_bytes.max(2 * PART_BLOCKS * BLOCK_SIZE);
@@ -325,8 +404,11 @@ impl Reader {
             cache,
             urls: Mutex::new(HashMap::new()),
             inflight: Mutex::new(HashMap::new()),
+            next_part: AtomicU64::new(0),
             conns: Arc::new(Semaphore::new(opts.max_connections.max(1))),
             mem: Arc::new(Semaphore::new(mem_units)),
+            mem_units,
+            pool: BufPool::new(BLOCK_SIZE as usize, POOL_BLOCKS.min(budget / 8 / BLOCK_SIZE) as usize),
             stats: ReadStats::default(),
         })
     }
@@ -339,6 +421,11 @@ impl Reader {
     /// Blocks currently being fetched (0 when idle: nothing is left behind).
     pub fn inflight_blocks(&self) -> usize {
         self.inflight.lock().len()
+    }
+
+    /// Bytes fetches hold memory permits for (0 when idle).
+    pub fn permits_held_bytes(&self) -> u64 {
+        (self.mem_units - self.mem.available_permits()) as u64 * MEM_UNIT
     }
 
     /// Bytes reserved by fetches in progress.
@@ -370,6 +457,8 @@ impl Reader {
             } else {
                 st.window = 0;
                 st.prefetched_to = 0;
+                // A seek: what was prefetched for the old position is no longer useful.
+                st.cancel_prefetches(Some((b0, b1)));
             }
             st.next = Some(st.next.map_or(end, |n| if sequential { n.max(end) } else { end }));
             let from = st.prefetched_to.max(b1 + 1);
@@ -385,14 +474,21 @@ impl Reader {
         let (needed, _) = self.blocks(h, b0, b1 + 1, part, false);
         if let Some((from, to)) = prefetch {
             // Started, not awaited. What did not fit in memory is tried again on the next read.
-            if let (_, Some(stopped)) = self.blocks(h, from, to, PART_BLOCKS, true) {
+            let (_, stopped) = self.blocks(h, from, to, PART_BLOCKS, true);
+            if let Some(stopped) = stopped {
                 let mut st = h.state.lock();
                 st.prefetched_to = st.prefetched_to.min(stopped);
             }
         }
-        let mut out = BytesMut::with_capacity((end - offset) as usize);
+        let mut out = BytesMut::new();
+        let mut single = None;
         for (idx, fut) in needed {
-            let block = fut.get().await.inspect_err(|e| {
+            let block = match fut.get().await {
+                // Another handle's prefetch, cancelled under us: fetch it ourselves.
+                Err(ReadError::Cancelled) => self.refetch(h, idx).await,
+                r => r,
+            };
+            let block = block.inspect_err(|e| {
                 self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
                 tracing::error!(file = %h.file.id, offset, size, error = %e, "read failed");
             })?;
@@ -406,8 +502,16 @@ impl Reader {
                     block.len()
                 )));
             }
+            // Within one block (the kernel's aligned 1 MiB reads): the block's own bytes,
+            // no copy.
+            if b0 == b1 {
+                single = Some(block.slice(lo as usize..hi as usize));
+                break;
+            }
+            out.reserve((end - offset) as usize);
             out.extend_from_slice(&block[lo as usize..hi as usize]);
         }
+        let out = single.unwrap_or_else(|| out.freeze());
         if out.len() as u64 != end - offset {
             return Err(ReadError::Internal(format!(
                 "assembled {} bytes, wanted {}",
@@ -415,9 +519,24 @@ impl Reader {
                 end - offset
             )));
         }
-        let out = out.freeze();
         self.check(h, offset, &out)?;
         Ok(out)
+    }
+
+    /// Block `idx` again after the fetch it joined was cancelled.
+    async fn refetch(self: &Arc<Self>, h: &Handle, idx: u64) -> Result<Bytes, ReadError> {
+        for _ in 0..3 {
+            let (mut v, _) = self.blocks(h, idx, idx + 1, 1, false);
+            let Some((_, b)) = v.pop() else { break };
+            match b.get().await {
+                Err(ReadError::Cancelled) => continue,
+                r => return r,
+            }
+        }
+        Err(ReadError::Internal(format!(
+            "block {idx} of file {}: fetch cancelled repeatedly",
+            h.file.id
+        )))
     }
 
     /// Feeds a sequential handle's hash; at end of file a wrong md5 fails the read and
@@ -489,7 +608,7 @@ impl Reader {
                 if let Some(b) = self.cache.get(&k) {
                     self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                     out.push((i, Block::Ready(b)));
-                } else if let Some(f) = inflight.get(&k) {
+                } else if let Some((_, f)) = inflight.get(&k) {
                     self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                     out.push((i, Block::Pending(f.clone())));
                 } else {
@@ -519,11 +638,11 @@ impl Reader {
             } else {
                 None
             };
-            out.extend(
-                self.start_part(h, first, n, permit)
-                    .into_iter()
-                    .map(|(i, f)| (i, Block::Pending(f))),
-            );
+            let (futs, task) = self.start_part(h, first, n, permit);
+            if prefetch {
+                h.state.lock().prefetches.push((first, first + n, task));
+            }
+            out.extend(futs.into_iter().map(|(i, f)| (i, Block::Pending(f))));
         }
         out.sort_by_key(|(i, _)| *i);
         (out, stopped)
@@ -541,73 +660,73 @@ impl Reader {
         first: u64,
         n: u64,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
-    ) -> Vec<(u64, BlockFut)> {
-        let me = self.clone();
-        let file = h.file.clone();
+    ) -> (Vec<(u64, BlockFut)>, tokio::task::AbortHandle) {
         let units = self.units(h, first, n);
         let keys: Vec<BlockKey> = (first..first + n).map(|i| h.key(i)).collect();
-        let keys2 = keys.clone();
-        // Hold the in-flight map while spawning and registering, so the task cannot finish
-        // and deregister before its blocks are registered.
-        let mut inflight = self.inflight.lock();
-        let task = tokio::spawn(async move {
-            // Memory first (demand reads wait here), then the bytes are reserved in the cache.
-            let permit = match permit {
-                Some(p) => Ok(p),
-                None => me.mem.clone().acquire_many_owned(units).await,
-            };
-            let res = match permit {
-                Ok(permit) => {
-                    let reserved = units as u64 * MEM_UNIT;
-                    me.cache.reserve(reserved);
-                    let res = me.fetch_part(&file, first, n).await;
-                    if let Ok(data) = &res {
-                        for (j, k) in keys2.iter().enumerate() {
-                            let lo = j as u64 * BLOCK_SIZE;
-                            let hi = ((j as u64 + 1) * BLOCK_SIZE).min(data.len() as u64);
-                            // Own allocation per block: evicting a block must free its memory,
-                            // which a slice of the 8 MiB part buffer would not.
-                            me.cache
-                                .put(k.clone(), Bytes::copy_from_slice(&data[lo as usize..hi as usize]));
-                        }
-                    }
-                    me.cache.release(reserved);
-                    drop(permit);
-                    res
-                }
-                Err(e) => Err(ReadError::Internal(format!("memory limiter closed: {e}"))),
-            };
-            let mut inflight = me.inflight.lock();
-            for k in &keys2 {
-                inflight.remove(k);
-            }
-            res
-        });
-        let part: BlockFut = async move {
-            task.await
-                .unwrap_or_else(|e| Err(ReadError::Internal(format!("fetch task: {e}"))))
-        }
-        .boxed()
-        .shared();
-        let mut out = Vec::with_capacity(n as usize);
-        for (j, k) in keys.into_iter().enumerate() {
-            let p = part.clone();
-            let f: BlockFut = async move {
-                let data = p.await?;
-                let lo = (j as u64 * BLOCK_SIZE).min(data.len() as u64);
-                let hi = ((j as u64 + 1) * BLOCK_SIZE).min(data.len() as u64);
-                Ok(data.slice(lo as usize..hi as usize))
-            }
+        let part_id = self.next_part.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        // The sender goes with the task: a task dropped unfinished (cancelled) drops it,
+        // and everyone waiting sees Cancelled, after the guard has cleaned up.
+        let part: PartFut = async move { rx.await.unwrap_or(Err(ReadError::Cancelled)) }
             .boxed()
             .shared();
-            inflight.insert(k, f.clone());
-            out.push((first + j as u64, f));
+        let mut out = Vec::with_capacity(n as usize);
+        {
+            let mut inflight = self.inflight.lock();
+            for (j, k) in keys.iter().enumerate() {
+                let p = part.clone();
+                let f: BlockFut = async move {
+                    let blocks = p.await?;
+                    blocks
+                        .get(j)
+                        .cloned()
+                        .ok_or_else(|| ReadError::Internal(format!("part has {} blocks, not {}", blocks.len(), j + 1)))
+                }
+                .boxed()
+                .shared();
+                inflight.insert(k.clone(), (part_id, f.clone()));
+                out.push((first + j as u64, f));
+            }
         }
-        out
+        // Registered before the task exists, so it cannot finish and deregister first.
+        let mut guard = PartGuard {
+            reader: self.clone(),
+            keys,
+            part_id,
+            reserved: 0,
+            tx: Some(tx),
+        };
+        let me = self.clone();
+        let file = h.file.clone();
+        let task = tokio::spawn(async move {
+            let res = async {
+                // Memory first (demand reads wait here), then the bytes are reserved in the cache.
+                let permit = match permit {
+                    Some(p) => p,
+                    None => me
+                        .mem
+                        .clone()
+                        .acquire_many_owned(units)
+                        .await
+                        .map_err(|e| ReadError::Internal(format!("memory limiter closed: {e}")))?,
+                };
+                guard.reserved = units as u64 * MEM_UNIT;
+                me.cache.reserve(guard.reserved);
+                let blocks = me.fetch_part(&file, first, n).await?;
+                for (k, b) in guard.keys.iter().zip(blocks.iter()) {
+                    me.cache.put(k.clone(), b.clone());
+                }
+                drop(permit);
+                Ok(Arc::<[Bytes]>::from(blocks))
+            }
+            .await;
+            guard.finish(res);
+        });
+        (out, task.abort_handle())
     }
 
     /// One ranged GET for blocks `[first, first+n)`, renewing the URL once if it expired.
-    async fn fetch_part(&self, file: &RemoteFile, first: u64, n: u64) -> Result<Bytes, ReadError> {
+    async fn fetch_part(&self, file: &RemoteFile, first: u64, n: u64) -> Result<Vec<Bytes>, ReadError> {
         let start = first * BLOCK_SIZE;
         let len = (n * BLOCK_SIZE).min(file.size - start);
         let _permit = self
@@ -620,12 +739,28 @@ impl Reader {
         let (mut renewals, mut corrupt) = (0, 0);
         loop {
             let url = self.url(&file.id, renewals > 0).await?;
-            match self.api.get_range(&url, start, len).await {
-                Ok(b) => {
+            let pool = self.pool.clone();
+            let pieces = Pieces {
+                size: BLOCK_SIZE as usize,
+                alloc: Arc::new(move |want| pool.take(want)),
+            };
+            match self.api.get_range(&url, start, len, pieces).await {
+                Ok(bufs) => {
+                    let b: Vec<Bytes> = bufs.into_iter().map(|v| self.pool.freeze(v)).collect();
+                    let got_len: u64 = b.iter().map(|x| x.len() as u64).sum();
+                    if b.len() as u64 != n || got_len != len {
+                        return Err(ReadError::Internal(format!(
+                            "asked {n} blocks ({len} bytes), got {} ({got_len} bytes)",
+                            b.len()
+                        )));
+                    }
                     self.stats.parts_fetched.fetch_add(1, Ordering::Relaxed);
-                    self.stats.bytes_fetched.fetch_add(b.len() as u64, Ordering::Relaxed);
+                    self.stats.bytes_fetched.fetch_add(len, Ordering::Relaxed);
                     if let Some(exp) = expected {
-                        let got: [u8; 16] = <md5::Md5 as md5::Digest>::digest(&b).into();
+                        use md5::Digest;
+                        let mut hasher = md5::Md5::new();
+                        b.iter().for_each(|x| hasher.update(x));
+                        let got: [u8; 16] = hasher.finalize().into();
                         if got != exp {
                             self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
                             corrupt += 1;
