@@ -97,6 +97,12 @@ pub struct MountArgs {
     /// Memory for cached file blocks (e.g. 512M, 2G).
     #[arg(long, default_value = "512M", value_parser = parse_size)]
     pub cache_size: u64,
+    /// Keep fetched blocks on disk in DIR too, across mounts (one mount per DIR).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Disk space the --cache-dir may use; least recently used blocks go first.
+    #[arg(long, default_value = "10G", value_parser = parse_size, value_name = "SIZE")]
+    pub cache_dir_size: u64,
     /// Seconds a directory listing is trusted before it is fetched again.
     #[arg(long, default_value_t = 300)]
     pub metadata_ttl: u64,
@@ -473,6 +479,16 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
             return Err(e.to_string());
         }
     };
+    let disk = match &a.cache_dir {
+        Some(dir) => match crate::read::disk::DiskCache::open(&mount::absolute(dir), a.cache_dir_size) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                report(Err(e.to_string()));
+                return Err(e.to_string());
+            }
+        },
+        None => None,
+    };
     let rt = runtime();
     let policy = RetryPolicy {
         deadline: Duration::from_secs(a.io_timeout.max(1)),
@@ -488,6 +504,7 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
     let opts = MountOptions {
         mountpoint: mp,
         cache_bytes: a.cache_size,
+        disk,
         metadata_ttl: Duration::from_secs(a.metadata_ttl),
         allow_other: a.allow_other,
     };
@@ -641,6 +658,7 @@ fn cmd_demo(mountpoint: &Path) -> i32 {
     let opts = MountOptions {
         mountpoint: mp.clone(),
         cache_bytes: 512 << 20,
+        disk: None,
         metadata_ttl: Duration::from_secs(300),
         allow_other: false,
     };
@@ -793,6 +811,8 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                 "config" => "--config",
                 "api_server" => "--api-server",
                 "cache_size" => "--cache-size",
+                "cache_dir" => "--cache-dir",
+                "cache_dir_size" => "--cache-dir-size",
                 "metadata_ttl" => "--metadata-ttl",
                 "io_timeout" => "--io-timeout",
                 "log_file" => "--log-file",
@@ -806,7 +826,7 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                 | "users" | "defaults" | "nofail" | "_netdev" | "async" | "sync" | "atime" | "noatime" | "relatime"
                 | "x-systemd.automount" => continue,
                 k if k.starts_with("x-") || k.starts_with("comment=") => continue,
-                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, metadata_ttl, io_timeout, allow_other, log_file, log_level)")),
+                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, metadata_ttl, io_timeout, allow_other, log_file, log_level)")),
             };
             let v = v.ok_or_else(|| format!("mount option {k} needs a value ({k}=...)"))?;
             out.extend([flag.into(), v.into()]);

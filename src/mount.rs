@@ -20,6 +20,7 @@ use crate::tree::{Tree, TreeOptions};
 pub struct MountOptions {
     pub mountpoint: PathBuf,
     pub cache_bytes: u64,
+    pub disk: Option<Arc<crate::read::disk::DiskCache>>,
     pub metadata_ttl: Duration,
     pub allow_other: bool,
 }
@@ -149,6 +150,7 @@ pub fn run_session(
         api.clone(),
         ReadOptions {
             cache_bytes: opts.cache_bytes,
+            disk: opts.disk.clone(),
             ..ReadOptions::default()
         },
     );

@@ -97,6 +97,19 @@ impl MountStats {
                 "prefetch_cancelled": r.prefetch_cancelled.load(Ordering::Relaxed),
             },
             "listings": self.tree.fills.load(Ordering::Relaxed),
+            "disk_cache": self.reader.disk().map(|d| {
+                let s = &d.stats;
+                json!({
+                    "bytes": d.bytes(),
+                    "limit": d.limit(),
+                    "hits": s.hits.load(Ordering::Relaxed),
+                    "bytes_read": s.bytes_read.load(Ordering::Relaxed),
+                    "writes": s.writes.load(Ordering::Relaxed),
+                    "writes_skipped": s.writes_skipped.load(Ordering::Relaxed),
+                    "rejected": s.corrupt.load(Ordering::Relaxed),
+                    "evictions": s.evictions.load(Ordering::Relaxed),
+                })
+            }),
         })
     }
 }

@@ -524,3 +524,108 @@ fn a_large_run_folder_lists_completely_with_one_request_per_page() {
     assert_eq!(r, -1);
     assert_eq!(std::io::Error::last_os_error().raw_os_error(), Some(libc::EOPNOTSUPP));
 }
+
+#[test]
+fn the_disk_cache_survives_remounts_stays_in_its_size_and_refuses_damaged_blocks() {
+    let spec: emulator::source::SyntheticSpec =
+        "projects=1,samples=1,sample_files=1,sample_file_size=24M,appresults=0,runs=0"
+            .parse()
+            .unwrap();
+    let m = Mounted::new(Emu::start(
+        emulator::source::synthetic(&spec),
+        EmulatorOptions::default(),
+    ));
+    let (rel, want) = m
+        .manifest()
+        .into_iter()
+        .map(|(p, f)| (p, f["md5"].as_str().unwrap().to_string()))
+        .next()
+        .unwrap();
+    m.unmount();
+    let cache = tempfile::tempdir().unwrap();
+    let mp = m.mp.to_str().unwrap();
+    let dir = cache.path().to_str().unwrap();
+    let mount = |size: &str| {
+        let o = bsmount(
+            m.emu(),
+            &["mount", mp, "--cache-dir", dir, "--cache-dir-size", size],
+            m._dir.path(),
+        );
+        assert!(o.status.success(), "{}", text(&o));
+    };
+    let stats = || -> Value { serde_json::from_slice(&std::fs::read(m.path(".bsmount/stats")).unwrap()).unwrap() };
+    let content = || m.emu().stats()["content_requests"].as_u64().unwrap();
+    let md5 = || md5sums(&[m.path(&rel)]).into_values().next().unwrap();
+
+    // First mount: read from the network, written to disk behind the reader.
+    mount("1G");
+    assert_eq!(md5(), want);
+    wait_until("the blocks to reach the disk", Duration::from_secs(20), || {
+        let d = &stats()["disk_cache"];
+        d["writes"].as_u64().unwrap() + d["writes_skipped"].as_u64().unwrap() == 24
+    });
+    let written = stats()["disk_cache"]["writes"].as_u64().unwrap();
+    assert!(written >= 16, "{written} of 24 blocks written");
+    assert!(m.unmount().status.success());
+
+    // Remounted: the written blocks come from disk, only skipped ones from the network.
+    mount("1G");
+    let c0 = content();
+    assert_eq!(md5(), want);
+    assert_eq!(stats()["disk_cache"]["hits"].as_u64().unwrap(), written);
+    assert!(content() - c0 <= 24 - written, "{} content requests", content() - c0);
+    assert!(m.unmount().status.success());
+
+    // A damaged block is refused (checksum), deleted and fetched again: the bytes stay right.
+    let blocks: Vec<PathBuf> = walk(&cache.path().join("blocks"));
+    let victim = &blocks[blocks.len() / 2];
+    let mut raw = std::fs::read(victim).unwrap();
+    let n = raw.len();
+    raw[n - 100] ^= 0xff;
+    std::fs::write(victim, &raw).unwrap();
+    mount("1G");
+    let c0 = content();
+    assert_eq!(md5(), want);
+    assert_eq!(stats()["disk_cache"]["rejected"].as_u64(), Some(1));
+    assert!(content() > c0, "the damaged block came from the network");
+    wait_until("the block to be written anew", Duration::from_secs(20), || {
+        stats()["disk_cache"]["writes"].as_u64() == Some(1)
+    });
+    assert_ne!(std::fs::read(victim).unwrap(), raw, "replaced by the good block");
+    assert!(m.unmount().status.success());
+
+    // A smaller size evicts down to it at once and stays there while reading.
+    mount("5M");
+    assert!(
+        walk(&cache.path().join("blocks"))
+            .iter()
+            .map(|p| p.metadata().unwrap().len())
+            .sum::<u64>()
+            <= 5 << 20
+    );
+    assert_eq!(md5(), want);
+    let d = stats()["disk_cache"].clone();
+    assert!(d["bytes"].as_u64().unwrap() <= 5 << 20, "{d}");
+    assert!(m.unmount().status.success());
+    assert!(
+        walk(&cache.path().join("blocks"))
+            .iter()
+            .map(|p| p.metadata().unwrap().len())
+            .sum::<u64>()
+            <= 5 << 20
+    );
+}
+
+/// Every file below `dir`.
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out.sort();
+    out
+}

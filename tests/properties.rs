@@ -119,7 +119,7 @@ proptest! {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
         let api = FakeApi::new(sizes.clone(), std::time::Duration::from_micros(delay_us));
         let budget = cache_mib << 20;
-        let reader = Reader::new(api.clone(), ReadOptions { cache_bytes: budget, max_connections: 8 });
+        let reader = Reader::new(api.clone(), ReadOptions { cache_bytes: budget, max_connections: 8, ..ReadOptions::default() });
         let handles: Vec<Handle> = sizes.iter().enumerate().map(|(i, s)| handle(i as u64, *s)).collect();
         rt.block_on(async {
             // Some sequential stretches (they trigger prefetch), then the random reads.

@@ -23,7 +23,9 @@ use tokio::sync::Semaphore;
 use crate::api::{ApiError, BaseSpaceApi, Pieces};
 use crate::tree::RemoteFile;
 
+pub mod disk;
 mod pool;
+use disk::DiskCache;
 use pool::BufPool;
 
 /// Cache granularity: large enough to keep request counts sane, small enough that a 4 KiB
@@ -83,6 +85,8 @@ pub struct ReadOptions {
     pub cache_bytes: u64,
     /// Ranged GETs in flight at once, over all files.
     pub max_connections: usize,
+    /// The persistent tier under `--cache-dir`, if any.
+    pub disk: Option<Arc<DiskCache>>,
 }
 
 impl Default for ReadOptions {
@@ -90,6 +94,7 @@ impl Default for ReadOptions {
         ReadOptions {
             cache_bytes: 512 << 20,
             max_connections: 32,
+            disk: None,
         }
     }
 }
@@ -200,6 +205,7 @@ pub struct Reader {
     mem: Arc<Semaphore>,
     mem_units: usize,
     pool: Arc<BufPool>,
+    disk: Option<Arc<DiskCache>>,
     pub stats: ReadStats,
 }
 
@@ -409,8 +415,14 @@ impl Reader {
             mem: Arc::new(Semaphore::new(mem_units)),
             mem_units,
             pool: BufPool::new(BLOCK_SIZE as usize, POOL_BLOCKS.min(budget / 8 / BLOCK_SIZE) as usize),
+            disk: opts.disk,
             stats: ReadStats::default(),
         })
+    }
+
+    /// The persistent tier, if mounted with one.
+    pub fn disk(&self) -> Option<&Arc<DiskCache>> {
+        self.disk.as_ref()
     }
 
     /// Bytes currently held by the block cache.
@@ -617,16 +629,21 @@ impl Reader {
                 }
             }
         }
-        // Group consecutive missing blocks into parts.
-        let mut groups: Vec<(u64, u64)> = Vec::new();
+        // Group consecutive missing blocks into parts, each read wholly from the disk
+        // cache or wholly from the network.
+        let mut groups: Vec<(u64, u64, bool)> = Vec::new();
         for i in missing {
+            let on_disk = self
+                .disk
+                .as_ref()
+                .is_some_and(|d| d.contains(&disk::block_key(&h.file.id, &h.file.version, i)));
             match groups.last_mut() {
-                Some((s, n)) if *s + *n == i && *n < part => *n += 1,
-                _ => groups.push((i, 1)),
+                Some((s, n, d)) if *s + *n == i && *n < part && *d == on_disk => *n += 1,
+                _ => groups.push((i, 1, on_disk)),
             }
         }
         let mut stopped = None;
-        for (first, n) in groups {
+        for (first, n, on_disk) in groups {
             let permit = if prefetch {
                 match self.mem.clone().try_acquire_many_owned(self.units(h, first, n)) {
                     Ok(p) => Some(p),
@@ -638,7 +655,7 @@ impl Reader {
             } else {
                 None
             };
-            let (futs, task) = self.start_part(h, first, n, permit);
+            let (futs, task) = self.start_part(h, first, n, on_disk, permit);
             if prefetch {
                 h.state.lock().prefetches.push((first, first + n, task));
             }
@@ -659,6 +676,7 @@ impl Reader {
         h: &Handle,
         first: u64,
         n: u64,
+        on_disk: bool,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> (Vec<(u64, BlockFut)>, tokio::task::AbortHandle) {
         let units = self.units(h, first, n);
@@ -712,7 +730,26 @@ impl Reader {
                 };
                 guard.reserved = units as u64 * MEM_UNIT;
                 me.cache.reserve(guard.reserved);
-                let blocks = me.fetch_part(&file, first, n).await?;
+                let cached = match on_disk {
+                    true => me.load_part(&file, first, n).await,
+                    false => None,
+                };
+                let blocks = match cached {
+                    Some(b) => b,
+                    None => {
+                        let b = me.fetch_part(&file, first, n).await?;
+                        if let Some(d) = &me.disk {
+                            for (j, x) in b.iter().enumerate() {
+                                let key = disk::block_key(&file.id, &file.version, first + j as u64);
+                                // A part refetched for one bad block: the others are on disk.
+                                if !d.contains(&key) {
+                                    d.store(key, x.clone());
+                                }
+                            }
+                        }
+                        b
+                    }
+                };
                 for (k, b) in guard.keys.iter().zip(blocks.iter()) {
                     me.cache.put(k.clone(), b.clone());
                 }
@@ -723,6 +760,25 @@ impl Reader {
             guard.finish(res);
         });
         (out, task.abort_handle())
+    }
+
+    /// Blocks `[first, first+n)` from the disk cache, or `None` if any is missing or fails
+    /// its checks (the part is then fetched from the network).
+    async fn load_part(self: &Arc<Self>, file: &RemoteFile, first: u64, n: u64) -> Option<Vec<Bytes>> {
+        let disk = self.disk.clone()?;
+        let pool = self.pool.clone();
+        let file = file.clone();
+        tokio::task::spawn_blocking(move || {
+            (first..first + n)
+                .map(|i| {
+                    let len = BLOCK_SIZE.min(file.size - i * BLOCK_SIZE) as usize;
+                    disk.load(&disk::block_key(&file.id, &file.version, i), len, &pool)
+                })
+                .collect()
+        })
+        .await
+        .ok()
+        .flatten()
     }
 
     /// One ranged GET for blocks `[first, first+n)`, renewing the URL once if it expired.
