@@ -66,24 +66,24 @@ put bsmount_cold_MBps "$(mbps "$BYTES" "$t0" "$t1")"
 put bsmount_cold_rss_MiB $(( $(awk '/VmHWM/ {print $2}' "/proc/$(mount_stat "$M" pid)/status") / 1024 ))
 t0=$(now); cat "$M/$big_rel" > /dev/null; t1=$(now)
 put bsmount_warm_MBps "$(mbps "$BYTES" "$t0" "$t1")"
-"$B" unmount "$M"; mount_at "$M"; drop
+"$B" unmount "$M" >/dev/null; mount_at "$M"; drop
 fio --name=seq --filename="$M/$big_rel" --rw=read --bs=1M --readonly --output-format=json > "$WORK/fio-seq.json" 2>/dev/null
 put bsmount_fio_seq_MBps "$(python3 -c "import json; print(round(json.load(open('$WORK/fio-seq.json'))['jobs'][0]['read']['bw_bytes']/1e6,1))")"
 
 echo "2b. re-read after a remount, from the disk cache (--cache-dir)" >&2
-"$B" unmount "$M"; DC="$WORK/diskcache"
+"$B" unmount "$M" >/dev/null; DC="$WORK/diskcache"
 mount_at "$M" --cache-dir "$DC" --cache-dir-size 4G
 cat "$M/$big_rel" > /dev/null
 blocks=$(( (BYTES + 1048575) / 1048576 ))
 for _ in $(seq 1 300); do
   [ "$(mount_stat "$M" disk_cache.writes)" -ge $(( blocks - $(mount_stat "$M" disk_cache.writes_skipped) )) ] && break; sleep 0.1
 done
-"$B" unmount "$M"; drop; mount_at "$M" --cache-dir "$DC" --cache-dir-size 4G
+"$B" unmount "$M" >/dev/null; drop; mount_at "$M" --cache-dir "$DC" --cache-dir-size 4G
 c0=$(emu_stat content_requests)
 t0=$(now); cat "$M/$big_rel" > /dev/null; t1=$(now)
 put bsmount_disk_MBps "$(mbps "$BYTES" "$t0" "$t1")"
 put bsmount_disk_content_requests $(( $(emu_stat content_requests) - c0 ))
-"$B" unmount "$M"; mount_at "$M"
+"$B" unmount "$M" >/dev/null; mount_at "$M"
 
 echo "3. curl and aria2c on the presigned URL" >&2
 t0=$(now); curl -s -o /dev/null "$(presigned)"; t1=$(now)
@@ -104,7 +104,7 @@ umount "$HD" 2>/dev/null || fusermount3 -u "$HD" || true
 
 echo "5. random reads (fio randread, cold mount)" >&2
 for bs in 4k 256k; do
-  "$B" unmount "$M"; mount_at "$M"; drop
+  "$B" unmount "$M" >/dev/null; mount_at "$M"; drop
   f0=$(mount_stat "$M" fetch.bytes)
   fio --name=rand --filename="$M/$big_rel" --rw=randread --bs=$bs --readonly --number_ios=200 --norandommap --randrepeat=1 --output-format=json > "$WORK/fio-$bs.json" 2>/dev/null
   f1=$(mount_stat "$M" fetch.bytes)
@@ -120,14 +120,14 @@ PY
 done
 
 echo "6. samtools region query on the BAM" >&2
-"$B" unmount "$M"; mount_at "$M"; drop
+"$B" unmount "$M" >/dev/null; mount_at "$M"; drop
 c0=$(emu_stat content_requests)
 t0=$(now); samtools view -c "$M/Projects/Bench/AppResults/Align/Files/NA12878.bam" chr1:1000000-1001000 > /dev/null; t1=$(now)
 put samtools_region_s "$(secs "$t0" "$t1")"
 put samtools_region_content_requests $(( $(emu_stat content_requests) - c0 ))
 
 echo "8-9. 16 concurrent readers on different files" >&2
-"$B" unmount "$M"; mount_at "$M"; drop
+"$B" unmount "$M" >/dev/null; mount_at "$M"; drop
 t0=$(now)
 pids=()
 for f in "$M"/Projects/Bench/Samples/Many/Files/*.bin; do cat "$f" > /dev/null & pids+=($!); done
@@ -135,7 +135,7 @@ wait "${pids[@]}"
 t1=$(now)
 put concurrent16_MBps "$(mbps $((16 * 128 << 20)) "$t0" "$t1")"
 put concurrent16_rss_MiB $(( $(awk '/VmHWM/ {print $2}' "/proc/$(mount_stat "$M" pid)/status") / 1024 ))
-"$B" unmount "$M"; kill "$EMU_PID"; EMU_PID=""
+"$B" unmount "$M" >/dev/null; kill "$EMU_PID"; EMU_PID=""
 
 echo "7. find and ls -lR over a 100,000-file run" >&2
 start_emulator --synthetic "projects=0,runs=1,run_files=100000,run_file_size=1K" "${CLOUD[@]}"
@@ -180,7 +180,8 @@ try:
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(9, 4.5))
     ax.barh([n for n, _ in rows][::-1], [v for _, v in rows][::-1], color="#3b7dd8")
-    ax.set_xlabel("MB/s (30 ms latency, 100 MB/s per connection)")
+    ax.set_xscale("log")
+    ax.set_xlabel("MB/s, log scale (30 ms latency, 100 MB/s per connection)")
     ax.set_title(f"bsmount vs other tools, {r['_date']}")
     fig.tight_layout()
     fig.savefig(os.path.join(out, "bench-results.png"), dpi=110)

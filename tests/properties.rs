@@ -157,6 +157,42 @@ proptest! {
         })?;
     }
 
+    /// The kernel's readahead sends a sequential reader's requests concurrently and out of
+    /// order; the prefetcher must take them in any order.
+    #[test]
+    fn concurrent_out_of_order_sequential_reads_return_exact_bytes(
+        size in (1u64 << 20)..(96 << 20),
+        batch in 2usize..8,
+        read_kib in prop::sample::select(vec![128u32, 256, 1024]),
+        reverse in any::<bool>(),
+    ) {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let api = FakeApi::new(vec![size], std::time::Duration::from_micros(300));
+        let reader = Reader::new(api.clone(), ReadOptions { cache_bytes: 64 << 20, ..ReadOptions::default() });
+        let h = handle(0, size);
+        let len = read_kib << 10;
+        rt.block_on(async {
+            let mut off = 0u64;
+            while off < size {
+                let mut offs: Vec<u64> = (0..batch as u64).map(|i| off + i * len as u64).filter(|o| *o < size).collect();
+                if reverse {
+                    offs.reverse();
+                } else {
+                    offs.rotate_left(1);
+                }
+                let got = futures::future::join_all(offs.iter().map(|o| reader.read(&h, *o, len))).await;
+                for (o, b) in offs.iter().zip(got) {
+                    let b = b.unwrap();
+                    prop_assert_eq!(b.len() as u64, (size - o).min(len as u64));
+                    prop_assert!(b.iter().enumerate().all(|(i, v)| *v == byte_at(0, o + i as u64)), "bytes at {}", o);
+                }
+                off += batch as u64 * len as u64;
+            }
+            Ok(())
+        })?;
+        prop_assert!(api.bytes.load(Ordering::Relaxed) <= size + (128 << 20), "no runaway prefetch");
+    }
+
     #[test]
     fn a_small_random_read_fetches_at_most_two_blocks(size in (4u64 << 20)..(64 << 20), frac in 0u64..1000, len in 1u32..4096) {
         let rt = tokio::runtime::Runtime::new().unwrap();
