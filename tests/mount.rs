@@ -556,6 +556,12 @@ fn the_disk_cache_survives_remounts_stays_in_its_size_and_refuses_damaged_blocks
     let stats = || -> Value { serde_json::from_slice(&std::fs::read(m.path(".bsmount/stats")).unwrap()).unwrap() };
     let content = || m.emu().stats()["content_requests"].as_u64().unwrap();
     let md5 = || md5sums(&[m.path(&rel)]).into_values().next().unwrap();
+    let on_disk = || -> u64 {
+        walk(&cache.path().join("blocks"))
+            .iter()
+            .map(|p| p.metadata().unwrap().len())
+            .sum()
+    };
 
     // First mount: read from the network, written to disk behind the reader.
     mount("1G");
@@ -596,24 +602,12 @@ fn the_disk_cache_survives_remounts_stays_in_its_size_and_refuses_damaged_blocks
 
     // A smaller size evicts down to it at once and stays there while reading.
     mount("5M");
-    assert!(
-        walk(&cache.path().join("blocks"))
-            .iter()
-            .map(|p| p.metadata().unwrap().len())
-            .sum::<u64>()
-            <= 5 << 20
-    );
+    assert!(on_disk() <= 5 << 20);
     assert_eq!(md5(), want);
     let d = stats()["disk_cache"].clone();
     assert!(d["bytes"].as_u64().unwrap() <= 5 << 20, "{d}");
     assert!(m.unmount().status.success());
-    assert!(
-        walk(&cache.path().join("blocks"))
-            .iter()
-            .map(|p| p.metadata().unwrap().len())
-            .sum::<u64>()
-            <= 5 << 20
-    );
+    assert!(on_disk() <= 5 << 20);
 }
 
 /// Every file below `dir`.

@@ -92,6 +92,15 @@ impl BaseSpaceApi for FakeApi {
     }
 }
 
+/// Two workers, like the mount's runtime on a small machine.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 fn handle(id: u64, size: u64) -> Handle {
     Handle::new(RemoteFile {
         id: id.to_string(),
@@ -116,7 +125,7 @@ proptest! {
         sequential_runs in 0usize..4,
         delay_us in prop::sample::select(vec![0u64, 200, 3000]),
     ) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = runtime();
         let api = FakeApi::new(sizes.clone(), std::time::Duration::from_micros(delay_us));
         let budget = cache_mib << 20;
         let reader = Reader::new(api.clone(), ReadOptions { cache_bytes: budget, max_connections: 8, ..ReadOptions::default() });
@@ -166,7 +175,7 @@ proptest! {
         read_kib in prop::sample::select(vec![128u32, 256, 1024]),
         reverse in any::<bool>(),
     ) {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let rt = runtime();
         let api = FakeApi::new(vec![size], std::time::Duration::from_micros(300));
         let reader = Reader::new(api.clone(), ReadOptions { cache_bytes: 64 << 20, ..ReadOptions::default() });
         let h = handle(0, size);
@@ -317,11 +326,7 @@ fn a_seek_cancels_prefetch_for_the_old_position_and_leaves_nothing_behind() {
     let size = 512u64 << 20;
     let api = FakeApi::new(vec![size], std::time::Duration::from_millis(300));
     let reader = Reader::new(api.clone(), ReadOptions::default());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let h = handle(0, size);
         // Sequential reads grow the window: 4, 8, 16, 32 blocks ahead.
@@ -364,11 +369,7 @@ fn closing_a_file_cancels_its_prefetch_but_not_another_readers_fetch() {
     let size = 256u64 << 20;
     let api = FakeApi::new(vec![size], std::time::Duration::from_millis(200));
     let reader = Reader::new(api.clone(), ReadOptions::default());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = runtime();
     rt.block_on(async {
         let a = handle(0, size);
         for i in 0..4u64 {

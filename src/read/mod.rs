@@ -497,7 +497,7 @@ impl Reader {
                 st.prefetched_to = st.prefetched_to.min(stopped);
             }
         }
-        let mut out = BytesMut::new();
+        let mut out = BytesMut::with_capacity(if b0 == b1 { 0 } else { (end - offset) as usize });
         let mut single = None;
         for (idx, fut) in needed {
             let block = match fut.get().await {
@@ -525,7 +525,6 @@ impl Reader {
                 single = Some(block.slice(lo as usize..hi as usize));
                 break;
             }
-            out.reserve((end - offset) as usize);
             out.extend_from_slice(&block[lo as usize..hi as usize]);
         }
         let out = single.unwrap_or_else(|| out.freeze());
@@ -662,7 +661,10 @@ impl Reader {
             };
             let (futs, task) = self.start_part(h, first, n, on_disk, permit);
             if prefetch {
-                h.state.lock().prefetches.push((first, first + n, task));
+                let mut st = h.state.lock();
+                // Only running parts are kept: a long sequential read starts thousands.
+                st.prefetches.retain(|(_, _, t)| !t.is_finished());
+                st.prefetches.push((first, first + n, task));
             }
             out.extend(futs.into_iter().map(|(i, f)| (i, Block::Pending(f))));
         }
