@@ -351,6 +351,15 @@ fn cmd_status(mountpoint: Option<&Path>, json: bool) -> Result<(), String> {
             v.pointer("/cache/hit_rate").and_then(|x| x.as_f64()).unwrap_or(0.0) * 100.0,
             human(n("/cache/cached_bytes"))
         );
+        if v.pointer("/disk_cache/limit").is_some() {
+            println!(
+                "  disk cache        {} of {}, {} blocks read from it, {} rejected",
+                human(n("/disk_cache/bytes")),
+                human(n("/disk_cache/limit")),
+                n("/disk_cache/hits"),
+                n("/disk_cache/rejected")
+            );
+        }
         println!(
             "  requests          {} API, {} content",
             n("/api/api_requests"),

@@ -579,6 +579,8 @@ fn the_disk_cache_survives_remounts_stays_in_its_size_and_refuses_damaged_blocks
     let c0 = content();
     assert_eq!(md5(), want);
     assert_eq!(stats()["disk_cache"]["hits"].as_u64().unwrap(), written);
+    let status = text(&m.cmd(&["status", mp]));
+    assert!(status.contains(&format!("{written} blocks read from it")), "{status}");
     assert!(content() - c0 <= 24 - written, "{} content requests", content() - c0);
     assert!(m.unmount().status.success());
 
