@@ -392,3 +392,47 @@ fn closing_a_file_cancels_its_prefetch_but_not_another_readers_fetch() {
         assert_eq!(reader.permits_held_bytes(), 0);
     });
 }
+
+#[test]
+fn many_sequential_readers_share_the_cache_without_fetching_twice() {
+    // 12 files of 24 MiB read at once through a 48 MiB cache: what one reader prefetches must
+    // not be evicted for another before it is read.
+    let (files, size) = (12usize, 24u64 << 20);
+    let api = FakeApi::new(vec![size; files], std::time::Duration::from_millis(2));
+    let reader = Reader::new(
+        api.clone(),
+        ReadOptions {
+            cache_bytes: 48 << 20,
+            ..ReadOptions::default()
+        },
+    );
+    let rt = runtime();
+    rt.block_on(async {
+        let tasks: Vec<_> = (0..files as u64)
+            .map(|id| {
+                let reader = reader.clone();
+                tokio::spawn(async move {
+                    let h = handle(id, size);
+                    let mut off = 0;
+                    while off < size {
+                        let b = reader.read(&h, off, 1 << 20).await.unwrap();
+                        assert!(b.iter().enumerate().all(|(i, v)| *v == byte_at(id, off + i as u64)));
+                        off += b.len() as u64;
+                        tokio::task::yield_now().await;
+                    }
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+    });
+    let fetched = api.bytes.load(Ordering::Relaxed);
+    let total = files as u64 * size;
+    assert!(
+        fetched <= total + total / 10,
+        "fetched {} MiB to read {} MiB",
+        fetched >> 20,
+        total >> 20
+    );
+}

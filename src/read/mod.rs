@@ -153,6 +153,14 @@ impl BlockCache {
         Self::evict(lru, bytes, self.budget.saturating_sub(inflight));
     }
 
+    /// Moves blocks to the cold end: first to go when room is needed.
+    fn demote(&self, keys: impl Iterator<Item = BlockKey>) {
+        let mut g = self.lru.lock();
+        for k in keys {
+            g.0.demote(&k);
+        }
+    }
+
     fn release(&self, n: u64) {
         self.inflight.fetch_sub(n, Ordering::Relaxed);
     }
@@ -208,6 +216,8 @@ pub struct Reader {
     mem_units: usize,
     pool: Arc<BufPool>,
     disk: Option<Arc<DiskCache>>,
+    /// Handles reading sequentially now: they share the cache for what they prefetch.
+    prefetching: Arc<AtomicU64>,
     pub stats: ReadStats,
 }
 
@@ -305,6 +315,25 @@ struct HandleState {
     prefetched_to: u64,
     /// Prefetch parts started by this handle and maybe still running: blocks `[first, end)`.
     prefetches: Vec<(u64, u64, tokio::task::AbortHandle)>,
+    /// Present while this handle reads sequentially: counts it among the prefetching handles.
+    prefetching: Option<Prefetching>,
+}
+
+/// One handle's share of [`Reader::prefetching`], given back when dropped.
+#[derive(Debug)]
+struct Prefetching(Arc<AtomicU64>);
+
+impl Prefetching {
+    fn join(count: &Arc<AtomicU64>) -> Prefetching {
+        count.fetch_add(1, Ordering::Relaxed);
+        Prefetching(count.clone())
+    }
+}
+
+impl Drop for Prefetching {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl HandleState {
@@ -418,8 +447,18 @@ impl Reader {
             mem_units,
             pool: BufPool::new(BLOCK_SIZE as usize, POOL_BLOCKS.min(budget / 8 / BLOCK_SIZE) as usize),
             disk: opts.disk,
+            prefetching: Arc::new(AtomicU64::new(0)),
             stats: ReadStats::default(),
         })
+    }
+
+    /// Largest window a sequential handle may have now: [`MAX_WINDOW_BLOCKS`], or less when
+    /// many handles prefetch at once, so that together they prefetch at most half the cache.
+    /// Beyond that, blocks fetched for one reader are evicted for another before being read,
+    /// and fetched twice (16 readers over-fetched 50% before this).
+    fn window_cap(&self) -> u64 {
+        let share = self.cache.budget / BLOCK_SIZE / 2 / self.prefetching.load(Ordering::Relaxed).max(1);
+        share.clamp(1, MAX_WINDOW_BLOCKS)
     }
 
     /// The persistent tier, if mounted with one.
@@ -457,20 +496,25 @@ impl Reader {
         let (b0, b1) = (offset / BLOCK_SIZE, (end - 1) / BLOCK_SIZE);
         let last_block = (fsize - 1) / BLOCK_SIZE;
         // Sequential? Then grow the window and decide what to prefetch.
-        let prefetch = {
+        let (prefetch, sequential) = {
             let mut st = h.state.lock();
             let sequential = st
                 .next
                 .is_some_and(|n| offset + SEQ_TOLERANCE >= n && offset <= n + SEQ_TOLERANCE);
             if sequential {
+                if st.prefetching.is_none() {
+                    st.prefetching = Some(Prefetching::join(&self.prefetching));
+                }
                 st.window = if st.window == 0 {
                     INITIAL_WINDOW_BLOCKS
                 } else {
-                    (st.window * 2).min(MAX_WINDOW_BLOCKS)
-                };
+                    st.window * 2
+                }
+                .min(self.window_cap());
             } else {
                 st.window = 0;
                 st.prefetched_to = 0;
+                st.prefetching = None;
                 // A seek: what was prefetched for the old position is no longer useful.
                 st.cancel_prefetches(Some((b0, b1)));
             }
@@ -482,9 +526,9 @@ impl Reader {
             let worth = from < to && (to - from >= PART_BLOCKS.min(st.window) || to == last_block + 1);
             if st.window > 0 && worth {
                 st.prefetched_to = to;
-                Some((from, to))
+                (Some((from, to)), sequential)
             } else {
-                None
+                (None, sequential)
             }
         };
         let part = if prefetch.is_some() { PART_BLOCKS } else { 1 };
@@ -536,6 +580,12 @@ impl Reader {
             )));
         }
         self.check(h, offset, &out)?;
+        if sequential {
+            // Read through: the page cache has these bytes now, and the blocks prefetched
+            // ahead (for this and other readers) are worth more than the ones behind.
+            let done = if end == fsize { b1 + 1 } else { end / BLOCK_SIZE };
+            self.cache.demote((b0..done).map(|i| h.key(i)));
+        }
         Ok(out)
     }
 
