@@ -227,24 +227,22 @@ impl HttpClient {
     /// `projects/{id}` (also samples, appresults, runs, appsessions: `kind` is the plural
     /// path segment), typed view and raw JSON.
     pub async fn entity(&self, kind: &str, id: &str) -> Result<(super::Entity, Value), ApiError> {
-        let path = format!("v1pre3/{kind}/{id}");
-        let v = self.get_response(&path).await?;
-        let e = super::Entity::parse(&v).map_err(|m| ApiError::Malformed {
-            target: path,
-            message: m,
-        })?;
-        Ok((e, v))
+        self.typed(format!("v1pre3/{kind}/{id}"), super::Entity::parse).await
     }
 
     /// `files/{id}`, typed view and raw JSON.
     pub async fn file(&self, id: &str) -> Result<(super::FileInfo, Value), ApiError> {
-        let path = format!("v1pre3/files/{id}");
+        self.typed(format!("v1pre3/files/{id}"), super::FileInfo::parse).await
+    }
+
+    /// One resource's `Response`, parsed by `parse`, and the raw JSON.
+    async fn typed<T>(&self, path: String, parse: fn(&Value) -> Result<T, String>) -> Result<(T, Value), ApiError> {
         let v = self.get_response(&path).await?;
-        let f = super::FileInfo::parse(&v).map_err(|m| ApiError::Malformed {
+        let t = parse(&v).map_err(|m| ApiError::Malformed {
             target: path,
             message: m,
         })?;
-        Ok((f, v))
+        Ok((t, v))
     }
 
     /// Unwraps a v1pre3 envelope's `Response`.

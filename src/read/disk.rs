@@ -208,8 +208,12 @@ impl DiskCache {
         }
     }
 
-    /// Writes a block in the background unless too many writes are already pending.
+    /// Writes a block in the background unless it is already on disk (a part refetched
+    /// for one bad block) or too many writes are already pending.
     pub fn store(self: &Arc<Self>, key: String, data: Bytes) {
+        if self.contains(&key) {
+            return;
+        }
         if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_WRITES {
             self.pending.fetch_sub(1, Ordering::AcqRel);
             self.stats.writes_skipped.fetch_add(1, Ordering::Relaxed);

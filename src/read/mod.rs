@@ -797,11 +797,7 @@ impl Reader {
                         let b = me.fetch_part(&file, first, n).await?;
                         if let Some(d) = &me.disk {
                             for (j, x) in b.iter().enumerate() {
-                                let key = disk::block_key(&file.id, &file.version, first + j as u64);
-                                // A part refetched for one bad block: the others are on disk.
-                                if !d.contains(&key) {
-                                    d.store(key, x.clone());
-                                }
+                                d.store(disk::block_key(&file.id, &file.version, first + j as u64), x.clone());
                             }
                         }
                         b
