@@ -1,28 +1,21 @@
-//! The FUSE adapter: fuser callbacks in, calls into [`Tree`] and [`Reader`], errno out.
-//!
-//! Every callback that may touch the network is moved onto the tokio runtime and replied
-//! to from there, so one slow listing or read never blocks other operations (`ls` stays
-//! instant while `cp` runs). The filesystem is read-only: the mount carries `ro`, and any
-//! write-type request that still arrives gets EROFS.
+//! The fuser adapter: each callback hands its request to [`FsCore`], replies with what
+//! comes back and logs a failure once. Callbacks that may touch the network run on the
+//! tokio runtime and reply from there, so one slow listing or read never blocks other
+//! operations (`ls` stays instant while `cp` runs). Nothing here decides anything.
 
-use std::collections::HashMap;
-use std::ffi::{OsStr, OsString};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::ffi::OsStr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
     LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
     ReplyEntry, ReplyOpen, Request,
 };
-use parking_lot::Mutex;
 use tokio::runtime::Handle as RtHandle;
 use tracing::Instrument;
 
-use crate::read::{Handle, Reader};
-use crate::stats::MountStats;
-use crate::tree::{Attr, FileContent, Kind, Tree};
+use crate::core::{CacheMode, FsCore, FsError, KERNEL_TTL};
+use crate::tree::{Attr, Kind};
 
 /// The ioctl `bsmount refresh` sends on an open directory (or file) to re-list it and
 /// everything below: `_IO('B', 0x52)`, no data either way. An ioctl rather than an extended
@@ -31,56 +24,28 @@ use crate::tree::{Attr, FileContent, Kind, Tree};
 /// trips saved on a large run folder).
 pub const REFRESH_IOCTL: u32 = (b'B' as u32) << 8 | 0x52;
 
-/// How long the kernel may cache entries and attributes. Listings have their own TTL in
-/// the tree; this only spares repeated lookups of the same name in a burst (`ls -l`).
-const KERNEL_TTL: Duration = Duration::from_secs(1);
-
-/// What an open handle refers to.
-enum Open {
-    Static(Arc<[u8]>),
-    Remote(Arc<Handle>),
-    /// A directory's entries as listed at opendir, `.` and `..` first. Every readdir of the
-    /// handle is served from this snapshot by offset, so reading a 100,000-entry directory
-    /// in page-sized pieces stays linear, and entries keep stable offsets while it is read.
-    Dir(Arc<[(OsString, Attr)]>),
-}
-
 pub struct BsFs {
-    tree: Arc<Tree>,
-    reader: Arc<Reader>,
+    core: Arc<FsCore>,
     rt: RtHandle,
-    stats: Arc<MountStats>,
     attrs: AttrMaker,
-    handles: Arc<Mutex<HashMap<u64, Open>>>,
-    next_fh: Arc<AtomicU64>,
 }
 
 impl BsFs {
-    pub fn new(tree: Arc<Tree>, reader: Arc<Reader>, rt: RtHandle, stats: Arc<MountStats>) -> Self {
+    pub fn new(core: Arc<FsCore>, rt: RtHandle) -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
         BsFs {
-            tree,
-            reader,
+            core,
             rt,
-            stats,
             attrs: AttrMaker { uid, gid },
-            handles: Arc::new(Mutex::new(HashMap::new())),
-            next_fh: Arc::new(AtomicU64::new(1)),
-        }
-    }
-
-    /// The snapshot behind an open directory handle.
-    fn dir_entries(&self, fh: FileHandle) -> Option<Arc<[(OsString, Attr)]>> {
-        match self.handles.lock().get(&fh.0) {
-            Some(Open::Dir(e)) => Some(e.clone()),
-            _ => None,
         }
     }
 }
 
-fn errno(e: i32) -> Errno {
-    Errno::from_i32(e)
+/// Logs once, then the errno for the kernel.
+fn fail(op: &str, e: FsError) -> Errno {
+    e.log(op);
+    Errno::from_i32(e.errno)
 }
 
 fn file_type(k: Kind) -> FileType {
@@ -88,6 +53,14 @@ fn file_type(k: Kind) -> FileType {
         Kind::Dir => FileType::Directory,
         Kind::File => FileType::RegularFile,
         Kind::Symlink => FileType::Symlink,
+    }
+}
+
+fn fopen(c: CacheMode) -> FopenFlags {
+    match c {
+        CacheMode::Keep => FopenFlags::FOPEN_KEEP_CACHE,
+        CacheMode::Refresh => FopenFlags::empty(),
+        CacheMode::Direct => FopenFlags::FOPEN_DIRECT_IO,
     }
 }
 
@@ -105,58 +78,42 @@ impl Filesystem for BsFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        let tree = self.tree.clone();
-        let name = name.to_os_string();
-        let attrs = self.attrs;
+        let (core, attrs, name) = (self.core.clone(), self.attrs, name.to_os_string());
         let span = tracing::debug_span!("lookup", parent = parent.0, ?name);
         self.rt.spawn(
             async move {
-                match tree.lookup(parent.0, &name).await {
+                match core.lookup(parent.0, &name).await {
                     Ok(a) => reply.entry(&KERNEL_TTL, &attrs.make(&a), Generation(0)),
-                    Err(e) => {
-                        if e.errno() != libc::ENOENT {
-                            tracing::warn!(parent = parent.0, ?name, error = %e, "lookup failed");
-                        }
-                        reply.error(errno(e.errno()))
-                    }
+                    Err(e) => reply.error(fail("lookup", e)),
                 }
             }
             .instrument(span),
         );
     }
 
+    fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
+        self.core.forget(ino.0, nlookup);
+    }
+
     fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        match self.tree.getattr(ino.0) {
+        match self.core.getattr(ino.0) {
             Ok(a) => reply.attr(&KERNEL_TTL, &self.attrs.make(&a)),
-            Err(e) => reply.error(errno(e.errno())),
+            Err(e) => reply.error(fail("getattr", e)),
         }
     }
 
     fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
-        match self.tree.readlink(ino.0) {
+        match self.core.readlink(ino.0) {
             Ok(t) => reply.data(t.as_bytes()),
-            Err(e) => reply.error(errno(e.errno())),
+            Err(e) => reply.error(fail("readlink", e)),
         }
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        if flags.acc_mode() != OpenAccMode::O_RDONLY {
-            return reply.error(Errno::EROFS);
+        match self.core.open(ino.0, flags.acc_mode() != OpenAccMode::O_RDONLY) {
+            Ok(o) => reply.opened(FileHandle(o.fh), fopen(o.cache)),
+            Err(e) => reply.error(fail("open", e)),
         }
-        let (open, flags) = match self.tree.content(ino.0) {
-            // Files are immutable (a new version has a new inode): keep the page cache.
-            Ok(FileContent::Static(b)) => (Open::Static(b), FopenFlags::FOPEN_KEEP_CACHE),
-            Ok(FileContent::Remote(r)) => (Open::Remote(Arc::new(Handle::new(r))), FopenFlags::FOPEN_KEEP_CACHE),
-            // Generated now; its size is unknown to stat, so bypass the page cache.
-            Ok(FileContent::Stats) => {
-                let text = serde_json::to_string_pretty(&self.stats.snapshot()).unwrap_or_default() + "\n";
-                (Open::Static(Arc::from(text.into_bytes())), FopenFlags::FOPEN_DIRECT_IO)
-            }
-            Err(e) => return reply.error(errno(e.errno())),
-        };
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.lock().insert(fh, open);
-        reply.opened(FileHandle(fh), flags);
     }
 
     fn read(
@@ -170,33 +127,13 @@ impl Filesystem for BsFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
-        let handle = match self.handles.lock().get(&fh.0) {
-            Some(Open::Static(b)) => {
-                let start = (offset as usize).min(b.len());
-                let end = (start + size as usize).min(b.len());
-                return reply.data(&b[start..end]);
-            }
-            Some(Open::Remote(h)) => h.clone(),
-            Some(Open::Dir(_)) => return reply.error(Errno::EISDIR),
-            None => return reply.error(Errno::EBADF),
-        };
-        let reader = self.reader.clone();
-        let stats = self.stats.clone();
-        stats.reads_in_flight.fetch_add(1, Ordering::Relaxed);
+        let core = self.core.clone();
         let span = tracing::debug_span!("read", ino = ino.0, fh = fh.0, offset, size);
         self.rt.spawn(
             async move {
-                let r = reader.read(&handle, offset, size).await;
-                stats.reads_in_flight.fetch_sub(1, Ordering::Relaxed);
-                match r {
-                    Ok(b) => {
-                        stats.bytes_served.fetch_add(b.len() as u64, Ordering::Relaxed);
-                        reply.data(&b)
-                    }
-                    Err(e) => {
-                        stats.read_errors.fetch_add(1, Ordering::Relaxed);
-                        reply.error(errno(e.errno()))
-                    }
+                match core.read(fh.0, offset, size).await {
+                    Ok(b) => reply.data(&b),
+                    Err(e) => reply.error(fail("read", e)),
                 }
             }
             .instrument(span),
@@ -213,39 +150,28 @@ impl Filesystem for BsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.handles.lock().remove(&fh.0);
+        self.core.release(fh.0);
         reply.ok();
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
-        let tree = self.tree.clone();
-        let handles = self.handles.clone();
-        let next_fh = self.next_fh.clone();
+        let core = self.core.clone();
         let span = tracing::debug_span!("opendir", ino = ino.0);
         self.rt.spawn(
             async move {
-                let entries = match tree.readdir(ino.0).await {
-                    Ok(e) => e,
-                    Err(e) => {
-                        tracing::warn!(ino = ino.0, error = %e, "listing failed");
-                        return reply.error(errno(e.errno()));
-                    }
-                };
-                let dots = [(".", ino.0), ("..", tree.parent(ino.0))]
-                    .into_iter()
-                    .filter_map(|(name, i)| Some((OsString::from(name), tree.getattr(i).ok()?)));
-                let all: Arc<[(OsString, Attr)]> = dots.chain(entries).collect();
-                let fh = next_fh.fetch_add(1, Ordering::Relaxed);
-                handles.lock().insert(fh, Open::Dir(all));
-                reply.opened(FileHandle(fh), FopenFlags::empty());
+                match core.opendir(ino.0).await {
+                    Ok(fh) => reply.opened(FileHandle(fh), FopenFlags::empty()),
+                    Err(e) => reply.error(fail("opendir", e)),
+                }
             }
             .instrument(span),
         );
     }
 
     fn readdir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let Some(entries) = self.dir_entries(fh) else {
-            return reply.error(Errno::EBADF);
+        let entries = match self.core.readdir(fh.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(fail("readdir", e)),
         };
         for (i, (name, a)) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(INodeNo(a.ino), (i + 1) as u64, file_type(a.kind), name) {
@@ -256,10 +182,11 @@ impl Filesystem for BsFs {
     }
 
     /// READDIRPLUS: entries with their attributes, so `ls -l` and `find -size` need no
-    /// lookup per entry.
+    /// lookup per entry. Each entry sent (but `.` and `..`) is a reference the kernel holds.
     fn readdirplus(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
-        let Some(entries) = self.dir_entries(fh) else {
-            return reply.error(Errno::EBADF);
+        let entries = match self.core.readdir(fh.0) {
+            Ok(e) => e,
+            Err(e) => return reply.error(fail("readdirplus", e)),
         };
         for (i, (name, a)) in entries.iter().enumerate().skip(offset as usize) {
             if reply.add(
@@ -272,12 +199,15 @@ impl Filesystem for BsFs {
             ) {
                 break;
             }
+            if name != "." && name != ".." {
+                self.core.remember(a.ino);
+            }
         }
         reply.ok();
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
-        self.handles.lock().remove(&fh.0);
+        self.core.releasedir(fh.0);
         reply.ok();
     }
 
@@ -299,15 +229,13 @@ impl Filesystem for BsFs {
         if cmd != REFRESH_IOCTL {
             return reply.error(Errno::ENOTTY);
         }
-        // A file refreshes the directory holding it.
-        let dir = match self.tree.getattr(ino.0) {
-            Ok(a) if a.kind == Kind::Dir => ino.0,
-            Ok(_) => self.tree.parent(ino.0),
-            Err(e) => return reply.error(errno(e.errno())),
-        };
-        self.tree.refresh(dir);
-        tracing::info!(ino = dir, "refresh requested");
-        reply.ioctl(0, &[]);
+        match self.core.refresh(ino.0) {
+            Ok(dir) => {
+                tracing::info!(ino = dir, "refresh requested");
+                reply.ioctl(0, &[]);
+            }
+            Err(e) => reply.error(fail("refresh", e)),
+        }
     }
 
     fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {
@@ -323,10 +251,10 @@ impl Filesystem for BsFs {
     }
 
     fn access(&self, _req: &Request, ino: INodeNo, mask: fuser::AccessFlags, reply: ReplyEmpty) {
-        if mask.contains(fuser::AccessFlags::W_OK) && self.tree.getattr(ino.0).is_ok() {
-            return reply.error(Errno::EROFS);
+        match self.core.access(ino.0, mask.contains(fuser::AccessFlags::W_OK)) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("access", e)),
         }
-        reply.ok();
     }
 }
 

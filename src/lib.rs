@@ -5,12 +5,15 @@
 //!   the [`api::BaseSpaceApi`] trait;
 //! - [`tree`]: the virtual directory model (BaseMount's layout, names, lazy listings);
 //! - [`read`]: block cache and prefetching reads of file bytes;
+//! - [`core`]: the filesystem core (async operations, typed replies, one error type),
+//!   tested without a kernel;
 //! - [`fs`]: the thin FUSE adapter;
 //! - [`emulator`]: a BaseSpace-compatible server for tests, the demo and benchmarks;
 //! - [`cli`]: the `bsmount` commands.
 
 pub mod api;
 pub mod cli;
+pub mod core;
 pub mod emulator;
 pub mod fs;
 pub mod mount;

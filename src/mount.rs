@@ -10,6 +10,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::api::BaseSpaceApi;
+use crate::core::FsCore;
 use crate::fs::BsFs;
 use crate::read::{ReadOptions, Reader};
 use crate::stats::MountStats;
@@ -156,7 +157,7 @@ pub fn run_session(
     );
     let mp = opts.mountpoint.display().to_string();
     let stats = Arc::new(MountStats::new(server, &mp, api, reader.clone(), tree.clone()));
-    let fs = BsFs::new(tree, reader, rt.handle().clone(), stats);
+    let fs = BsFs::new(FsCore::new(tree, reader, stats), rt.handle().clone());
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         fuser::MountOption::RO,

@@ -23,7 +23,6 @@ pub struct MountStats {
     tree: Arc<Tree>,
     pub reads_in_flight: AtomicU64,
     pub bytes_served: AtomicU64,
-    pub read_errors: AtomicU64,
     /// (when, bytes_served) at the previous snapshot, for throughput.
     last: Mutex<(Instant, u64)>,
 }
@@ -45,7 +44,6 @@ impl MountStats {
             tree,
             reads_in_flight: AtomicU64::new(0),
             bytes_served: AtomicU64::new(0),
-            read_errors: AtomicU64::new(0),
             last: Mutex::new((Instant::now(), 0)),
         }
     }
@@ -78,7 +76,7 @@ impl MountStats {
             "reads": {
                 "in_flight": self.reads_in_flight.load(Ordering::Relaxed),
                 "bytes_served": served,
-                "errors": self.read_errors.load(Ordering::Relaxed),
+                "errors": r.read_errors.load(Ordering::Relaxed),
                 "throughput_bytes_per_sec": throughput.round(),
             },
             "cache": {
@@ -97,6 +95,7 @@ impl MountStats {
                 "prefetch_cancelled": r.prefetch_cancelled.load(Ordering::Relaxed),
             },
             "listings": self.tree.fills.load(Ordering::Relaxed),
+            "inodes": self.tree.len(),
             "disk_cache": self.reader.disk().map(|d| {
                 let s = &d.stats;
                 json!({

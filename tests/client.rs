@@ -44,12 +44,12 @@ fn lists_every_page_of_a_large_run_concurrently() {
     );
     let c = client(&e.base, &e.token, fast_policy());
     e.rt.block_on(async {
-        let runs = c.list(ListKind::Runs).await.unwrap();
-        let rid = runs[0]["Id"].as_str().unwrap().to_string();
+        let runs = c.list_entities(ListKind::Runs).await.unwrap().items;
+        let rid = runs[0].entity.id.clone();
         let before = e_stats_api(&e).await;
-        let files = c.list(ListKind::RunFiles(rid)).await.unwrap();
+        let files = c.list_files(ListKind::RunFiles(rid)).await.unwrap().items;
         assert_eq!(files.len(), 2500);
-        let mut ids: Vec<&str> = files.iter().map(|f| f["Id"].as_str().unwrap()).collect();
+        let mut ids: Vec<&str> = files.iter().map(|f| f.id.as_str()).collect();
         ids.sort();
         ids.dedup();
         assert_eq!(ids.len(), 2500);
@@ -88,8 +88,8 @@ fn pages_short_of_the_limit_are_completed() {
         a
     });
     let c = client(&format!("http://{addr}"), "t", fast_policy());
-    let items = rt.block_on(c.list(ListKind::Projects)).unwrap();
-    let mut ids: Vec<String> = items.iter().map(|v| v["Id"].as_str().unwrap().to_string()).collect();
+    let items = rt.block_on(c.list_entities(ListKind::Projects)).unwrap().items;
+    let mut ids: Vec<String> = items.iter().map(|v| v.entity.id.clone()).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 30);
@@ -111,7 +111,7 @@ fn retries_through_injected_faults() {
     let m = e.manifest();
     e.rt.block_on(async {
         for _ in 0..5 {
-            assert_eq!(c.list(ListKind::Projects).await.unwrap().len(), 2);
+            assert_eq!(c.list_entities(ListKind::Projects).await.unwrap().items.len(), 2);
         }
         for f in m.iter().take(4) {
             let id = f["id"].as_str().unwrap();
@@ -146,7 +146,7 @@ fn gives_up_after_the_attempt_bound() {
             ..fast_policy()
         },
     );
-    let err = e.rt.block_on(c.list(ListKind::Projects)).unwrap_err();
+    let err = e.rt.block_on(c.list_entities(ListKind::Projects)).unwrap_err();
     assert!(matches!(err, ApiError::Server { attempts: 4, .. }), "{err:?}");
     assert_eq!(e.stats()["api_requests"].as_u64(), Some(4));
 }
@@ -173,7 +173,7 @@ fn a_server_that_never_answers_fails_in_bounded_time() {
     };
     let c = client(&format!("http://{addr}"), "t", policy);
     let t = Instant::now();
-    let err = rt.block_on(c.list(ListKind::Projects)).unwrap_err();
+    let err = rt.block_on(c.list_entities(ListKind::Projects)).unwrap_err();
     assert!(t.elapsed() < Duration::from_secs(4), "took {:?}", t.elapsed());
     assert!(
         matches!(err, ApiError::Transport { .. } | ApiError::Deadline { .. }),
@@ -195,7 +195,7 @@ fn a_server_that_never_answers_fails_in_bounded_time() {
         },
     );
     let t = Instant::now();
-    assert!(rt.block_on(c.list(ListKind::Projects)).is_err());
+    assert!(rt.block_on(c.list_entities(ListKind::Projects)).is_err());
     assert!(t.elapsed() < Duration::from_secs(3));
 }
 
@@ -209,7 +209,7 @@ fn client_errors_are_typed_not_retried_and_never_show_the_token() {
         },
     );
     let bad = client(&e.base, "WRONG-TOKEN-VALUE", fast_policy());
-    let err = e.rt.block_on(bad.list(ListKind::Projects)).unwrap_err();
+    let err = e.rt.block_on(bad.list_entities(ListKind::Projects)).unwrap_err();
     assert!(matches!(err, ApiError::Unauthorized { .. }), "{err:?}");
     assert_eq!(e.stats()["api_requests"].as_u64(), Some(1), "401 is not retried");
     assert!(err.to_string().contains("bsmount auth"), "{err}");

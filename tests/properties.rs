@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bsmount::api::model::Page;
-use bsmount::api::{ApiError, BaseSpaceApi, ContentMeta, Entity, FileInfo, ListKind, Pieces, User};
+use bsmount::api::{ApiError, BaseSpaceApi, ContentMeta, Entity, EntityItem, FileInfo, ListKind, Listed, Pieces, User};
 use bsmount::read::{Handle, ReadOptions, Reader, BLOCK_SIZE};
 use bsmount::tree::names;
 use bsmount::tree::RemoteFile;
@@ -44,8 +44,11 @@ impl BaseSpaceApi for FakeApi {
     fn current_user(&self) -> BoxFuture<'_, Result<(User, Value), ApiError>> {
         async { Ok((User::default(), Value::Null)) }.boxed()
     }
-    fn list(&self, _kind: ListKind) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
-        async { Ok(vec![]) }.boxed()
+    fn list_entities(&self, _kind: ListKind) -> BoxFuture<'_, Result<Listed<EntityItem>, ApiError>> {
+        async { Ok(Listed::default()) }.boxed()
+    }
+    fn list_files(&self, _kind: ListKind) -> BoxFuture<'_, Result<Listed<FileInfo>, ApiError>> {
+        async { Ok(Listed::default()) }.boxed()
     }
     fn content_meta(&self, file_id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>> {
         let url = format!("fake://{file_id}");
@@ -63,6 +66,7 @@ impl BaseSpaceApi for FakeApi {
         url: &str,
         start: u64,
         len: u64,
+        _etag: Option<&str>,
         pieces: Pieces,
     ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, ApiError>> {
         let id: u64 = url.trim_start_matches("fake://").parse().unwrap();
@@ -106,6 +110,7 @@ fn handle(id: u64, size: u64) -> Handle {
         id: id.to_string(),
         size,
         version: format!("v{id}-1"),
+        has_etag: false,
     })
 }
 
@@ -303,6 +308,7 @@ fn a_plain_md5_etag_is_verified_on_sequential_reads() {
             id: "0".into(),
             size,
             version: etag,
+            has_etag: true,
         });
         let result = rt.block_on(async {
             // Reads issued together complete in any order, as the kernel's readahead does.

@@ -228,8 +228,11 @@ fn a_broken_server_breaks_only_what_it_breaks() {
     let projects: BTreeSet<String> = std::fs::read_dir(m.path("Projects"))
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
-        .filter(|n| !n.starts_with(".id."))
+        .filter(|n| !n.starts_with(".id.") && n != ".error")
         .collect();
+    // What was skipped is said in the directory's `.error`.
+    let skipped = std::fs::read_to_string(m.path("Projects/.error")).unwrap();
+    assert!(skipped.contains("without Id"), "{skipped}");
     let long = format!("{}~8", "x".repeat(253));
     let expected: BTreeSet<String> = [
         "Good",

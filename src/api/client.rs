@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
-use futures::{FutureExt, StreamExt};
+use futures::FutureExt;
 use rand::Rng;
 use reqwest::header::{HeaderMap, CONTENT_RANGE, RETRY_AFTER};
 use reqwest::StatusCode;
@@ -20,7 +20,7 @@ use serde_json::Value;
 
 use super::config::Credentials;
 use super::error::ApiError;
-use super::model::{ContentMeta, Envelope, Page, User};
+use super::model::{ContentMeta, Envelope, ListItem, Listed, RawPage, User};
 use super::{redact_url, BaseSpaceApi, ListKind, Pieces};
 
 /// Largest `Limit` BaseSpace accepts for most lists.
@@ -29,7 +29,18 @@ pub const MAX_LIMIT: u64 = 1024;
 pub const MAX_FILES_LIMIT: u64 = 1000;
 /// Pages fetched at once after the first; enough to list 100k files in a few round trips
 /// without looking like a burst to the service.
-const PAGE_CONCURRENCY: usize = 8;
+const PAGE_CONCURRENCY: u64 = 8;
+/// Most entries one listing may hold. A MiSeq run folder has ~20,000 files and the largest
+/// runs a few hundred thousand; a server claiming more is cut off here (and the cut is
+/// named in the directory's `.error`) rather than costing unbounded memory.
+pub const MAX_LIST_ENTRIES: u64 = 1_000_000;
+/// Largest JSON body accepted: a 1,000-item page is about 1 MB, so this is far beyond any
+/// honest answer and still bounds what a broken server can make us hold.
+pub const MAX_JSON_BODY: u64 = 32 << 20;
+/// Of an error response only this much is read (for its `ErrorCode` and message).
+const MAX_ERROR_BODY: u64 = 64 << 10;
+/// Malformed items named in a listing's `.error`, at most.
+const MAX_SKIPPED_NAMED: usize = 20;
 
 /// How hard to try before giving up.
 #[derive(Debug, Clone)]
@@ -187,6 +198,19 @@ impl HttpClient {
 
     /// GET an API path and return the JSON body (envelope or v2).
     pub async fn get_json(&self, path_and_query: &str) -> Result<Value, ApiError> {
+        self.get_parsed(path_and_query, |b| {
+            serde_json::from_slice::<Value>(b).map_err(|e| format!("invalid JSON: {e}"))
+        })
+        .await
+    }
+
+    /// GET an API path and parse its body with `parse` (a parse failure is retried like a
+    /// broken connection). The body is read up to [`MAX_JSON_BODY`], never further.
+    async fn get_parsed<T: Send + 'static>(
+        &self,
+        path_and_query: &str,
+        parse: fn(&[u8]) -> Result<T, String>,
+    ) -> Result<T, ApiError> {
         let url = self.url(path_and_query);
         let shown = redact_url(&url);
         let http = self.http.clone();
@@ -205,15 +229,16 @@ impl HttpClient {
                     .map_err(|e| transport(&shown, &e))?;
                 let status = resp.status();
                 let retry_after = retry_after(resp.headers());
-                let body = resp.bytes().await.map_err(|e| transport(&shown, &e))?;
                 if status.is_success() {
-                    return serde_json::from_slice::<Value>(&body).map_err(|e| {
+                    let body = read_body(resp, MAX_JSON_BODY, &shown, true).await?;
+                    return parse(&body).map_err(|message| {
                         Attempt::from(ApiError::Malformed {
                             target: shown.clone(),
-                            message: format!("invalid JSON: {e}"),
+                            message,
                         })
                     });
                 }
+                let body = read_body(resp, MAX_ERROR_BODY, &shown, false).await?;
                 Err(Attempt {
                     error: status_error(status, &body),
                     retry_after,
@@ -227,12 +252,14 @@ impl HttpClient {
     /// `projects/{id}` (also samples, appresults, runs, appsessions: `kind` is the plural
     /// path segment), typed view and raw JSON.
     pub async fn entity(&self, kind: &str, id: &str) -> Result<(super::Entity, Value), ApiError> {
-        self.typed(format!("v1pre3/{kind}/{id}"), super::Entity::parse).await
+        self.typed(format!("v1pre3/{kind}/{}", super::segment(id)), super::Entity::parse)
+            .await
     }
 
     /// `files/{id}`, typed view and raw JSON.
     pub async fn file(&self, id: &str) -> Result<(super::FileInfo, Value), ApiError> {
-        self.typed(format!("v1pre3/files/{id}"), super::FileInfo::parse).await
+        self.typed(format!("v1pre3/files/{}", super::segment(id)), super::FileInfo::parse)
+            .await
     }
 
     /// One resource's `Response`, parsed by `parse`, and the raw JSON.
@@ -258,8 +285,25 @@ impl HttpClient {
         })
     }
 
-    /// Fetches every item of a list.
-    pub async fn list_all(&self, kind: &ListKind) -> Result<Vec<Value>, ApiError> {
+    /// Fetches every item of a list, typed.
+    ///
+    /// Bounded whatever the server claims: memory grows with the items that arrive, never
+    /// with `TotalCount`; paging stops at an empty or short page, at a page that brings no
+    /// new Id, or at [`MAX_LIST_ENTRIES`]; and all pages together answer within the retry
+    /// policy's deadline.
+    pub async fn list_typed<T: ListItem>(&self, kind: &ListKind) -> Result<Listed<T>, ApiError> {
+        let deadline = self.policy.deadline;
+        match tokio::time::timeout(deadline, self.list_pages(kind)).await {
+            Ok(r) => r,
+            Err(_) => Err(ApiError::Deadline {
+                target: kind.href(),
+                elapsed: deadline,
+                last: "the listing was not complete".into(),
+            }),
+        }
+    }
+
+    async fn list_pages<T: ListItem>(&self, kind: &ListKind) -> Result<Listed<T>, ApiError> {
         let (path, extra, v2, max) = kind.request();
         let page_url = |offset: u64, limit: u64| -> String {
             let sep = if path.contains('?') { '&' } else { '?' };
@@ -269,107 +313,113 @@ impl HttpClient {
                 format!("{path}{sep}{extra}Offset={offset}&Limit={limit}&SortBy=Id&SortDir=Asc")
             }
         };
-        let first = Page::from_body(self.get_json(&page_url(0, max)).await?).map_err(|m| ApiError::Malformed {
-            target: path.clone(),
-            message: m,
-        })?;
-        let total = first.paging.total_count.unwrap_or(first.items.len() as u64);
+        let mut out = Listed::default();
+        let mut seen = std::collections::HashSet::new();
+        let first = self.get_parsed(&page_url(0, max), RawPage::parse).await?;
         let got = first.items.len() as u64;
-        let mut items = first.items;
-        if got == 0 || got >= total {
-            return Ok(items);
-        }
         // The server may cap pages below what we asked: page by what it actually returned.
-        let step = got.min(max);
-        let offsets: Vec<u64> = (1..).map(|k| k * step).take_while(|o| *o < total).collect();
-        let pages: Vec<Result<(u64, Page), ApiError>> = futures::stream::iter(offsets)
-            .map(|off| {
-                let url = page_url(off, step);
-                let path = path.clone();
-                async move {
-                    let body = self.get_json(&url).await?;
-                    Page::from_body(body)
-                        .map(|p| (off, p))
-                        .map_err(|m| ApiError::Malformed {
-                            target: path,
-                            message: m,
-                        })
-                }
-            })
-            .buffered(PAGE_CONCURRENCY)
-            .collect()
+        let step = got.clamp(1, max);
+        let claimed = first.paging.total_count.unwrap_or(got);
+        let total = claimed.min(MAX_LIST_ENTRIES);
+        absorb(&mut out, &mut seen, first);
+        let mut next = step;
+        let mut more = got > 0 && got < total;
+        while more && next < total {
+            let offsets: Vec<u64> = (0..PAGE_CONCURRENCY)
+                .map(|k| next + k * step)
+                .take_while(|o| *o < total)
+                .collect();
+            next = offsets.last().map_or(total, |o| o + step);
+            let pages = futures::future::join_all(offsets.iter().map(|off| {
+                let url = page_url(*off, step);
+                async move { self.get_parsed(&url, RawPage::parse).await }
+            }))
             .await;
-        for page in pages {
-            let (mut off, page) = page?;
-            let n = page.items.len() as u64;
-            items.extend(page.items);
-            // A short page that is not the last: fetch the gap sequentially.
-            let mut filled = n;
-            while filled < step && off + filled < total {
-                off += filled;
-                let want = step - filled;
-                let p =
-                    Page::from_body(self.get_json(&page_url(off, want)).await?).map_err(|m| ApiError::Malformed {
-                        target: path.clone(),
-                        message: m,
-                    })?;
-                if p.items.is_empty() {
-                    break;
-                }
-                filled = p.items.len() as u64;
-                items.extend(p.items);
-                if filled >= want {
+            for page in pages {
+                let page = page?;
+                let n = page.items.len() as u64;
+                let new = absorb(&mut out, &mut seen, page);
+                if n < step || new == 0 || out.items.len() as u64 >= MAX_LIST_ENTRIES {
+                    more = false;
                     break;
                 }
             }
         }
-        // Items created or deleted during paging can shift pages: keep the first of each Id.
-        let mut seen = std::collections::HashSet::new();
-        items.retain(|v| match v.get("Id") {
-            Some(id) => seen.insert(id.to_string()),
-            None => true,
-        });
-        Ok(items)
+        if claimed > MAX_LIST_ENTRIES && out.items.len() as u64 >= MAX_LIST_ENTRIES {
+            out.items.truncate(MAX_LIST_ENTRIES as usize);
+            out.skipped.push(format!(
+                "{}: the server claims {claimed} entries; only the first {MAX_LIST_ENTRIES} are shown",
+                kind.href()
+            ));
+        }
+        Ok(out)
     }
 
     /// Ranged GET on a presigned URL into one buffer.
     pub async fn get_range(&self, url: &str, start: u64, len: u64) -> Result<Bytes, ApiError> {
-        let mut bufs = self.get_range_pieces(url, start, len, Pieces::whole()).await?;
+        let mut bufs = self.get_range_pieces(url, start, len, None, Pieces::whole()).await?;
         Ok(bufs.pop().map(Bytes::from).unwrap_or_default())
     }
 
-    /// Ranged GET on a presigned URL, cut into `pieces`; checks the status, `Content-Range`
-    /// and length.
+    /// Ranged GET on a presigned URL, cut into `pieces`; checks the status, `Content-Range`,
+    /// length and, given `etag`, the version (`If-Match` and the response's `ETag`).
     pub async fn get_range_pieces(
         &self,
         url: &str,
         start: u64,
         len: u64,
+        etag: Option<&str>,
         pieces: Pieces,
     ) -> Result<Vec<Vec<u8>>, ApiError> {
         let shown = redact_url(url);
+        // Content comes from presigned http(s) URLs only; anything else is refused at once
+        // (not retried: no later attempt would make `file://` readable).
+        if !(url.starts_with("https://") || url.starts_with("http://")) {
+            return Err(ApiError::Malformed {
+                target: shown,
+                message: "content URL is not http(s)".into(),
+            });
+        }
         let http = self.http.clone();
         let stats = self.stats.clone();
         let url = url.to_string();
+        let etag = etag.map(|e| e.trim_matches('"').to_string());
         self.retrying(&shown, move || {
-            let (http, url, stats, pieces) = (http.clone(), url.clone(), stats.clone(), pieces.clone());
+            let (http, url, stats, pieces, etag) =
+                (http.clone(), url.clone(), stats.clone(), pieces.clone(), etag.clone());
             async move {
                 stats.content_requests.fetch_add(1, Ordering::Relaxed);
                 let shown = redact_url(&url);
                 let end = start + len - 1;
-                let resp = http
+                let mut req = http
                     .get(&url)
-                    .header(reqwest::header::RANGE, format!("bytes={start}-{end}"))
-                    .send()
-                    .await
-                    .map_err(|e| transport(&shown, &e))?;
+                    .header(reqwest::header::RANGE, format!("bytes={start}-{end}"));
+                if let Some(e) = &etag {
+                    req = req.header(reqwest::header::IF_MATCH, format!("\"{e}\""));
+                }
+                let resp = req.send().await.map_err(|e| transport(&shown, &e))?;
                 let status = resp.status();
                 let retry_after = retry_after(resp.headers());
+                let got_etag = resp
+                    .headers()
+                    .get(reqwest::header::ETAG)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| v.trim_start_matches("W/").trim_matches('"').to_string());
+                if let Some(expected) = &etag {
+                    let changed = status == StatusCode::PRECONDITION_FAILED
+                        || (status.is_success() && got_etag.as_ref().is_some_and(|g| g != expected));
+                    if changed {
+                        return Err(Attempt::from(ApiError::Changed {
+                            expected: expected.clone(),
+                            got: got_etag.unwrap_or_else(|| "unknown".into()),
+                        }));
+                    }
+                }
                 if status == StatusCode::FORBIDDEN {
                     return Err(Attempt::from(ApiError::UrlExpired));
                 }
                 if !status.is_success() {
-                    let body = resp.bytes().await.unwrap_or_default();
+                    let body = read_body(resp, MAX_ERROR_BODY, &shown, false).await?;
                     return Err(Attempt {
                         error: status_error(status, &body),
                         retry_after,
@@ -448,12 +498,16 @@ impl BaseSpaceApi for HttpClient {
         .boxed()
     }
 
-    fn list(&self, kind: ListKind) -> BoxFuture<'_, Result<Vec<Value>, ApiError>> {
-        async move { self.list_all(&kind).await }.boxed()
+    fn list_entities(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<super::EntityItem>, ApiError>> {
+        async move { self.list_typed(&kind).await }.boxed()
+    }
+
+    fn list_files(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<super::FileInfo>, ApiError>> {
+        async move { self.list_typed(&kind).await }.boxed()
     }
 
     fn content_meta(&self, file_id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>> {
-        let path = format!("v1pre3/files/{file_id}/content?redirect=meta");
+        let path = format!("v1pre3/files/{}/content?redirect=meta", super::segment(file_id));
         async move {
             let v = self.get_response(&path).await?;
             serde_json::from_value(v).map_err(|e| ApiError::Malformed {
@@ -469,10 +523,12 @@ impl BaseSpaceApi for HttpClient {
         url: &str,
         start: u64,
         len: u64,
+        etag: Option<&str>,
         pieces: Pieces,
     ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, ApiError>> {
         let url = url.to_string();
-        async move { self.get_range_pieces(&url, start, len, pieces).await }.boxed()
+        let etag = etag.map(str::to_string);
+        async move { self.get_range_pieces(&url, start, len, etag.as_deref(), pieces).await }.boxed()
     }
 
     fn counters(&self) -> Vec<(&'static str, u64)> {
@@ -485,6 +541,54 @@ impl BaseSpaceApi for HttpClient {
             ("errors", s.errors.load(Ordering::Relaxed)),
         ]
     }
+}
+
+/// Adds a page's items to a listing: each parsed on its own (a malformed one is skipped and
+/// named), each Id once. Returns how many new items it brought.
+fn absorb<T: ListItem>(out: &mut Listed<T>, seen: &mut std::collections::HashSet<String>, page: RawPage) -> usize {
+    let before = out.items.len();
+    for raw in page.items {
+        match T::from_raw(&raw) {
+            Ok(item) => {
+                if seen.insert(item.id().to_string()) {
+                    out.items.push(item);
+                }
+            }
+            Err(m) => {
+                if out.skipped.len() < MAX_SKIPPED_NAMED {
+                    out.skipped.push(format!("skipped a malformed item: {m}"));
+                }
+            }
+        }
+    }
+    out.items.len() - before
+}
+
+/// Reads a response body up to `limit` bytes. Past it: an error when the body is needed
+/// whole (`whole`), else what was read so far (an error body's first bytes say enough).
+async fn read_body(mut resp: reqwest::Response, limit: u64, shown: &str, whole: bool) -> Result<Bytes, Attempt> {
+    if whole && resp.content_length().is_some_and(|n| n > limit) {
+        return Err(Attempt::from(ApiError::TooLarge {
+            target: shown.to_string(),
+            limit,
+        }));
+    }
+    let mut buf = bytes::BytesMut::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| transport(shown, &e))? {
+        if buf.len() as u64 + chunk.len() as u64 > limit {
+            if whole {
+                return Err(Attempt::from(ApiError::TooLarge {
+                    target: shown.to_string(),
+                    limit,
+                }));
+            }
+            let room = limit as usize - buf.len();
+            buf.extend_from_slice(&chunk[..room]);
+            break;
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
 }
 
 fn with_attempts(e: ApiError, n: u32) -> ApiError {

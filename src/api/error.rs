@@ -51,6 +51,13 @@ pub enum ApiError {
     /// The body did not match what was asked (short read, wrong Content-Range, bad JSON).
     #[error("malformed response from {target}: {message}")]
     Malformed { target: String, message: String },
+    /// The file's bytes are no longer the version the mount listed (`If-Match` refused
+    /// with 412, or another ETag in the response): the file was replaced on BaseSpace.
+    #[error("the file changed on BaseSpace since it was listed (ETag {expected}, now {got}); re-open it")]
+    Changed { expected: String, got: String },
+    /// A response larger than the mount accepts for its kind.
+    #[error("response from {target} is larger than {limit} bytes; refused")]
+    TooLarge { target: String, limit: u64 },
     /// The whole retry budget ran out.
     #[error("gave up on {target} after {elapsed:?}: {last}")]
     Deadline {
@@ -97,6 +104,7 @@ impl ApiError {
         match self {
             ApiError::Unauthorized { .. } | ApiError::Forbidden { .. } => libc::EACCES,
             ApiError::NotFound { .. } | ApiError::Gone { .. } => libc::ENOENT,
+            ApiError::Changed { .. } => libc::ESTALE,
             _ => libc::EIO,
         }
     }

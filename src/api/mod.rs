@@ -8,6 +8,8 @@ pub mod auth;
 pub mod client;
 pub mod config;
 pub mod error;
+pub mod fake;
+pub mod faulty;
 pub mod model;
 
 use futures::future::BoxFuture;
@@ -17,7 +19,24 @@ use std::sync::Arc;
 pub use client::{HttpClient, RetryPolicy};
 pub use config::{Credentials, Token};
 pub use error::{ApiError, ConfigError};
-pub use model::{ContentMeta, Entity, FileInfo, User};
+pub use model::{ContentMeta, Entity, EntityItem, FileInfo, Listed, User};
+
+/// Characters left as they are in a URL path segment built from a server-given id; every
+/// other byte is percent-encoded, so an id such as `../../etc` stays one segment.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// One path segment for `id`: percent-encoded, and never `.` or `..` (which URL
+/// normalisation would resolve away even when encoded).
+pub fn segment(id: &str) -> String {
+    match id {
+        "" | "." | ".." => id.replace('.', "%2E"),
+        _ => percent_encoding::utf8_percent_encode(id, SEGMENT).to_string(),
+    }
+}
 
 /// The lists the mount reads.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -42,13 +61,35 @@ impl ListKind {
         match self {
             ListKind::Projects => ("v1pre3/users/current/projects".into(), String::new(), false, L),
             ListKind::Runs => ("v1pre3/users/current/runs".into(), String::new(), false, L),
-            ListKind::Samples(id) => (format!("v1pre3/projects/{id}/samples"), String::new(), false, L),
-            ListKind::AppResults(id) => (format!("v1pre3/projects/{id}/appresults"), String::new(), false, L),
-            ListKind::AppSessions(id) => ("v2/appsessions".into(), format!("output.projects={id}&"), true, L),
-            ListKind::AppSessionOutputs(id) => ("v2/datasets".into(), format!("appsessionids={id}&"), true, L),
-            ListKind::SampleFiles(id) => (format!("v1pre3/samples/{id}/files"), String::new(), false, F),
-            ListKind::AppResultFiles(id) => (format!("v1pre3/appresults/{id}/files"), String::new(), false, F),
-            ListKind::RunFiles(id) => (format!("v1pre3/runs/{id}/files"), String::new(), false, F),
+            ListKind::Samples(id) => (
+                format!("v1pre3/projects/{}/samples", segment(id)),
+                String::new(),
+                false,
+                L,
+            ),
+            ListKind::AppResults(id) => (
+                format!("v1pre3/projects/{}/appresults", segment(id)),
+                String::new(),
+                false,
+                L,
+            ),
+            ListKind::AppSessions(id) => (
+                "v2/appsessions".into(),
+                format!("output.projects={}&", segment(id)),
+                true,
+                L,
+            ),
+            ListKind::AppSessionOutputs(id) => {
+                ("v2/datasets".into(), format!("appsessionids={}&", segment(id)), true, L)
+            }
+            ListKind::SampleFiles(id) => (format!("v1pre3/samples/{}/files", segment(id)), String::new(), false, F),
+            ListKind::AppResultFiles(id) => (
+                format!("v1pre3/appresults/{}/files", segment(id)),
+                String::new(),
+                false,
+                F,
+            ),
+            ListKind::RunFiles(id) => (format!("v1pre3/runs/{}/files", segment(id)), String::new(), false, F),
         }
     }
 
@@ -86,18 +127,23 @@ impl Pieces {
 pub trait BaseSpaceApi: Send + Sync + 'static {
     /// `users/current`: typed view and raw JSON.
     fn current_user(&self) -> BoxFuture<'_, Result<(User, Value), ApiError>>;
-    /// Every item of a list, all pages.
-    fn list(&self, kind: ListKind) -> BoxFuture<'_, Result<Vec<Value>, ApiError>>;
+    /// Every entity of a list (projects, runs, samples, appresults, appsessions, datasets),
+    /// all pages, deduplicated by Id; malformed items are skipped and named in `skipped`.
+    fn list_entities(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<EntityItem>, ApiError>>;
+    /// Every file of a files list, likewise.
+    fn list_files(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<FileInfo>, ApiError>>;
     /// `files/{id}/content?redirect=meta`: the presigned URL and when it expires.
     fn content_meta(&self, file_id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>>;
     /// Exactly `len` bytes at `start` of a presigned URL, or an error; never fewer bytes.
-    /// The body arrives cut into `pieces` (see [`Pieces`]), so a fetch of many cache blocks
-    /// lands in the block buffers directly.
+    /// With `etag`, the bytes must be of that version (`If-Match`, and the response's ETag
+    /// compared): otherwise [`ApiError::Changed`]. The body arrives cut into `pieces` (see
+    /// [`Pieces`]), so a fetch of many cache blocks lands in the block buffers directly.
     fn get_range(
         &self,
         url: &str,
         start: u64,
         len: u64,
+        etag: Option<&str>,
         pieces: Pieces,
     ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, ApiError>>;
     /// Request counters, for `bsmount status` (name, value).
@@ -143,6 +189,16 @@ mod tests {
         let r = redact_url(u);
         assert!(!r.contains("SIGVALUE") && !r.contains("TOKVALUE"), "{r}");
         assert!(r.contains("Expires=5") && r.contains("a=b"));
+    }
+
+    #[test]
+    fn ids_become_one_url_segment() {
+        assert_eq!(segment("123"), "123");
+        assert_eq!(segment("ds.ab-1_x"), "ds.ab-1_x");
+        assert_eq!(segment("../../etc"), "..%2F..%2Fetc");
+        assert_eq!(segment(".."), "%2E%2E");
+        let (path, ..) = ListKind::SampleFiles("../../../../etc".into()).request();
+        assert_eq!(path, "v1pre3/samples/..%2F..%2F..%2F..%2Fetc/files");
     }
 
     #[test]

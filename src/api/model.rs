@@ -99,6 +99,120 @@ impl Page {
     }
 }
 
+/// One page of a list as it arrives: items still as raw JSON text, so each is parsed on
+/// its own (a malformed item is skipped, not the page) and an entity's text can be kept
+/// for its `.json` without a `Value` tree per item.
+#[derive(Debug)]
+pub struct RawPage {
+    pub items: Vec<Box<serde_json::value::RawValue>>,
+    pub paging: Paging,
+}
+
+impl RawPage {
+    /// Parses a v1pre3 (`Response.Items`) or v2 (`Items` + `Paging`) list body.
+    pub fn parse(body: &[u8]) -> Result<RawPage, String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct V1 {
+            #[serde(default)]
+            items: Option<Vec<Box<serde_json::value::RawValue>>>,
+            #[serde(default, deserialize_with = "de_u64_lenient")]
+            displayed_count: Option<u64>,
+            #[serde(default, deserialize_with = "de_u64_lenient")]
+            total_count: Option<u64>,
+            #[serde(default, deserialize_with = "de_u64_lenient")]
+            offset: Option<u64>,
+            #[serde(default, deserialize_with = "de_u64_lenient")]
+            limit: Option<u64>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Body {
+            #[serde(default)]
+            response: Option<V1>,
+            #[serde(default)]
+            items: Option<Vec<Box<serde_json::value::RawValue>>>,
+            #[serde(default)]
+            paging: Option<Paging>,
+        }
+        let b: Body = serde_json::from_slice(body).map_err(|e| format!("invalid JSON list body: {e}"))?;
+        match (b.response, b.paging) {
+            (Some(r), _) => Ok(RawPage {
+                items: r.items.unwrap_or_default(),
+                paging: Paging {
+                    displayed_count: r.displayed_count,
+                    total_count: r.total_count,
+                    offset: r.offset,
+                    limit: r.limit,
+                    ..Paging::default()
+                },
+            }),
+            (None, Some(paging)) => Ok(RawPage {
+                items: b.items.unwrap_or_default(),
+                paging,
+            }),
+            (None, None) => Err("neither a v1pre3 Response nor a v2 Paging object".into()),
+        }
+    }
+}
+
+/// An item of a listing, parsed from its raw JSON text.
+pub trait ListItem: Sized + Send + 'static {
+    fn from_raw(raw: &serde_json::value::RawValue) -> Result<Self, String>;
+    /// The Id a listing is deduplicated by.
+    fn id(&self) -> &str;
+}
+
+/// An entity as listed: the typed view and the JSON text BaseSpace sent (for `.json`).
+#[derive(Debug, Clone)]
+pub struct EntityItem {
+    pub entity: Entity,
+    pub raw: std::sync::Arc<str>,
+}
+
+impl ListItem for EntityItem {
+    fn from_raw(raw: &serde_json::value::RawValue) -> Result<Self, String> {
+        let entity: Entity = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        if entity.id.is_empty() {
+            return Err(format!("entity without Id: {}", truncate(raw.get(), 120)));
+        }
+        Ok(EntityItem {
+            entity,
+            raw: std::sync::Arc::from(raw.get()),
+        })
+    }
+    fn id(&self) -> &str {
+        &self.entity.id
+    }
+}
+
+impl ListItem for FileInfo {
+    fn from_raw(raw: &serde_json::value::RawValue) -> Result<Self, String> {
+        let f: FileInfo = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        f.check().map_err(|m| format!("{m}: {}", truncate(raw.get(), 120)))?;
+        Ok(f)
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A list's items, and what was skipped as malformed (shown in the directory's `.error`).
+#[derive(Debug, Clone)]
+pub struct Listed<T> {
+    pub items: Vec<T>,
+    pub skipped: Vec<String>,
+}
+
+impl<T> Default for Listed<T> {
+    fn default() -> Self {
+        Listed {
+            items: Vec::new(),
+            skipped: Vec::new(),
+        }
+    }
+}
+
 /// A reference to an entity (`{"Id","Href","Name"}`), as nested in other objects.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -176,10 +290,21 @@ pub struct FileInfo {
 impl FileInfo {
     pub fn parse(v: &Value) -> Result<FileInfo, String> {
         let f = FileInfo::deserialize(v).map_err(|e| e.to_string())?;
-        if f.id.is_empty() {
-            return Err(format!("file without Id: {}", truncate(&v.to_string(), 120)));
-        }
+        f.check()
+            .map_err(|m| format!("{m}: {}", truncate(&v.to_string(), 120)))?;
         Ok(f)
+    }
+
+    /// What a file must have to be served: an Id, and a size a file system can show
+    /// (`st_size` is signed: 2^63 and above would read as negative).
+    fn check(&self) -> Result<(), String> {
+        if self.id.is_empty() {
+            return Err("file without Id".into());
+        }
+        if self.size.is_some_and(|s| s > i64::MAX as u64) {
+            return Err(format!("file {} has an impossible Size", self.id));
+        }
+        Ok(())
     }
 
     /// Path inside its container; falls back to the name.
@@ -342,6 +467,31 @@ mod tests {
         assert!(parse_date("0001-01-01T00:00:00.0000000Z").is_some());
         assert!(parse_date("yesterday").is_none());
         assert!(parse_date("2018-13-01T00:00:00Z").is_none());
+    }
+
+    #[test]
+    fn raw_pages_of_both_versions_parse_and_keep_item_text() {
+        let v1 = br#"{"Response":{"Items":[{"Id":"1","Name":"a"},{"Name":"no id"}],"DisplayedCount":2,"TotalCount":9,"Offset":0,"Limit":2},"ResponseStatus":{},"Notifications":[]}"#;
+        let p = RawPage::parse(v1).unwrap();
+        assert_eq!((p.items.len(), p.paging.total_count), (2, Some(9)));
+        let e = EntityItem::from_raw(&p.items[0]).unwrap();
+        assert_eq!(&*e.raw, r#"{"Id":"1","Name":"a"}"#);
+        assert!(
+            EntityItem::from_raw(&p.items[1]).is_err(),
+            "an item without Id is refused alone"
+        );
+        let v2 = br#"{"Items":[{"Id":"ds.1","Name":"x"}],"Paging":{"DisplayedCount":1,"TotalCount":1}}"#;
+        assert_eq!(RawPage::parse(v2).unwrap().items.len(), 1);
+        assert!(RawPage::parse(b"{\"Other\":1}").is_err());
+        assert!(RawPage::parse(b"[1,2").is_err());
+    }
+
+    #[test]
+    fn impossible_file_sizes_are_refused() {
+        let ok = serde_json::json!({"Id": "1", "Name": "x", "Size": i64::MAX});
+        assert!(FileInfo::parse(&ok).is_ok());
+        let bad = serde_json::json!({"Id": "1", "Name": "x", "Size": (i64::MAX as u64) + 1});
+        assert!(FileInfo::parse(&bad).is_err());
     }
 
     #[test]

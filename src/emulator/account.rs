@@ -35,12 +35,20 @@ pub struct FileEntry {
     pub content_type: &'static str,
     pub created: SystemTime,
     pub parent: ContainerRef,
-    pub etag: String,
+    /// S3's ETag of the bytes, computed on first need (see [`FileEntry::etag`]).
+    pub etag: OnceLock<String>,
     /// md5 of the bytes, computed on first need (manifest).
     pub md5: OnceLock<String>,
 }
 
 impl FileEntry {
+    /// The ETag S3 gives these bytes: their md5 up to [`SMALL_FILE_ETAG_LIMIT`], above it
+    /// the multipart form `md5(md5(part 1) ‖ …)-N` with BaseSpace's 8 MiB parts. Real
+    /// values, so a client can verify what it read, and they change whenever the bytes do.
+    pub fn etag(&self) -> &str {
+        self.etag.get_or_init(|| etag_for(&self.content, self.size))
+    }
+
     /// The file name: last component of the path.
     pub fn name(&self) -> &str {
         self.path.rsplit('/').next().unwrap_or(&self.path)
@@ -282,7 +290,6 @@ impl AccountBuilder {
         created: Option<SystemTime>,
     ) -> u64 {
         let id = self.id("file", FILE_BASE, &format!("{}/{path}", parent.id));
-        let etag = etag_for(id, size, &content);
         let created = created.unwrap_or_else(|| self.when(id));
         let entry = FileEntry {
             id,
@@ -292,7 +299,7 @@ impl AccountBuilder {
             content,
             created,
             parent,
-            etag,
+            etag: OnceLock::new(),
             md5: OnceLock::new(),
         };
         self.acct.files.insert(id, Arc::new(entry));
@@ -307,28 +314,35 @@ impl AccountBuilder {
     }
 }
 
-/// Below this size the ETag is the md5 of the bytes (computed now, like S3's single-part
-/// uploads); above it an opaque multipart-style `<hash>-<parts>`, like S3 multipart uploads.
+/// Up to this size the ETag is the md5 of the bytes (S3's single-part uploads); above it
+/// the multipart form, as BaseSpace's uploaders (8 MiB parts) produce.
 const SMALL_FILE_ETAG_LIMIT: u64 = 8 << 20;
+/// Part size of the emulated multipart uploads: what BaseSpace's recorded ETags show
+/// (a 48,526,491-byte file with `-6`).
+pub const UPLOAD_PART_SIZE: u64 = 8 << 20;
 
-fn etag_for(id: u64, size: u64, content: &Content) -> String {
+fn etag_for(content: &Content, size: u64) -> String {
     use md5::{Digest, Md5};
-    if size <= SMALL_FILE_ETAG_LIMIT {
-        if let Ok(b) = read_all(content, size) {
-            return hex::encode(Md5::digest(&b));
+    let mut outer = Md5::new();
+    let mut whole = Md5::new();
+    let mut buf = vec![0u8; UPLOAD_PART_SIZE.min(size.max(1)) as usize];
+    let (mut off, mut parts) = (0u64, 0u64);
+    while off < size {
+        let n = UPLOAD_PART_SIZE.min(size - off) as usize;
+        if fill(content, off, &mut buf[..n]).is_err() {
+            // Unreadable now (a file removed under a rescan): an ETag no bytes will match.
+            return format!("{:032x}-1", size);
         }
+        whole.update(&buf[..n]);
+        outer.update(Md5::digest(&buf[..n]));
+        off += n as u64;
+        parts += 1;
     }
-    let mut h = Md5::new();
-    h.update(id.to_le_bytes());
-    h.update(size.to_le_bytes());
-    let parts = size.div_ceil(25 << 20).max(1);
-    format!("{}-{parts}", hex::encode(h.finalize()))
-}
-
-fn read_all(content: &Content, size: u64) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; size as usize];
-    fill(content, 0, &mut buf)?;
-    Ok(buf)
+    if size <= SMALL_FILE_ETAG_LIMIT {
+        hex::encode(whole.finalize())
+    } else {
+        format!("{}-{parts}", hex::encode(outer.finalize()))
+    }
 }
 
 /// Fills `buf` with the bytes at `offset` of a file's content.
@@ -429,7 +443,7 @@ impl Account {
                 .zip(&ids)
                 .map(|(f, id)| (id.as_str(), f.path.as_str()))
                 .collect();
-            for (i, p) in names::files_layout(&pairs).flatten() {
+            for (i, p) in names::flatten(&names::plan_files(&pairs)) {
                 out.push((format!("{prefix}/Files/{p}"), files[i].clone()));
             }
         };

@@ -362,7 +362,7 @@ pub fn file(f: &FileEntry, full: bool) -> Value {
         "IsArchived": false,
         "DateCreated": d(f.created),
         "DateModified": d(f.created),
-        "ETag": f.etag
+        "ETag": f.etag()
     });
     let m = v.as_object_mut().unwrap();
     if full {

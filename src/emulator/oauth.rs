@@ -8,13 +8,19 @@ use axum::http::{Method, StatusCode};
 use axum::response::Response;
 use serde_json::{json, Value};
 
-use super::server::{json_response, Query, Shared};
+use super::http::{json_response, Query};
 
 /// Polls answered `authorization_pending` before the emulated user approves.
 const PENDING_POLLS: u32 = 1;
 
+/// Device codes handed out and not yet redeemed: code → (polls so far, scope).
+#[derive(Default)]
+pub struct DeviceFlow {
+    devices: parking_lot::Mutex<std::collections::HashMap<String, (u32, String)>>,
+}
+
 /// Scopes granted to tokens (what `bs whoami` shows for a default token).
-pub fn scopes_of(_s: &Shared) -> Value {
+pub fn scopes() -> Value {
     json!(["BROWSE GLOBAL", "READ GLOBAL"])
 }
 
@@ -25,62 +31,65 @@ fn oauth_error(code: &str, description: &str) -> Response {
     )
 }
 
-pub fn handle(s: &Shared, endpoint: &str, method: &Method, p: &Query) -> Response {
-    if method != Method::POST {
-        return json_response(
-            StatusCode::METHOD_NOT_ALLOWED,
-            &json!({"error": "invalid_request", "error_description": "use POST"}),
-        );
-    }
-    match endpoint {
-        "deviceauthorization" => {
-            if p.get("response_type") != Some("device_code") {
-                return oauth_error("unsupported_response_type", "response_type must be device_code");
-            }
-            if p.get("client_id").is_none_or(str::is_empty) {
-                return oauth_error("invalid_client", "client_id is required");
-            }
-            let device_code = super::random_token();
-            let user_code: String = device_code.chars().take(5).collect();
-            let scope = p.get("scope").unwrap_or("browse global, read global").to_string();
-            s.devices.lock().insert(device_code.clone(), (0, scope));
-            let uri = format!("{}/oauth/device", s.base_url);
-            json_response(
-                StatusCode::OK,
-                &json!({
-                    "verification_uri": uri,
-                    "verification_with_code_uri": format!("{uri}?code={user_code}"),
-                    "user_code": user_code,
-                    "expires_in": 1800,
-                    "device_code": device_code,
-                    "interval": 1
-                }),
-            )
+impl DeviceFlow {
+    /// Answers `POST v1pre3/oauthv2/<endpoint>`; an approved device gets `token`.
+    pub fn handle(&self, token: &str, base_url: &str, endpoint: &str, method: &Method, p: &Query) -> Response {
+        if method != Method::POST {
+            return json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                &json!({"error": "invalid_request", "error_description": "use POST"}),
+            );
         }
-        "token" => {
-            if p.get("grant_type") != Some("device") {
-                return oauth_error("unsupported_grant_type", "grant_type must be device");
+        match endpoint {
+            "deviceauthorization" => {
+                if p.get("response_type") != Some("device_code") {
+                    return oauth_error("unsupported_response_type", "response_type must be device_code");
+                }
+                if p.get("client_id").is_none_or(str::is_empty) {
+                    return oauth_error("invalid_client", "client_id is required");
+                }
+                let device_code = super::random_token();
+                let user_code: String = device_code.chars().take(5).collect();
+                let scope = p.get("scope").unwrap_or("browse global, read global").to_string();
+                self.devices.lock().insert(device_code.clone(), (0, scope));
+                let uri = format!("{}/oauth/device", base_url);
+                json_response(
+                    StatusCode::OK,
+                    &json!({
+                        "verification_uri": uri,
+                        "verification_with_code_uri": format!("{uri}?code={user_code}"),
+                        "user_code": user_code,
+                        "expires_in": 1800,
+                        "device_code": device_code,
+                        "interval": 1
+                    }),
+                )
             }
-            let Some(code) = p.get("code").or(p.get("device_code")) else {
-                return oauth_error("invalid_request", "code is required");
-            };
-            let mut devices = s.devices.lock();
-            let Some(entry) = devices.get_mut(code) else {
-                return oauth_error("invalid_grant", "unknown or expired device code");
-            };
-            if entry.0 < PENDING_POLLS {
-                entry.0 += 1;
-                return oauth_error("authorization_pending", "The user has not yet approved this device");
+            "token" => {
+                if p.get("grant_type") != Some("device") {
+                    return oauth_error("unsupported_grant_type", "grant_type must be device");
+                }
+                let Some(code) = p.get("code").or(p.get("device_code")) else {
+                    return oauth_error("invalid_request", "code is required");
+                };
+                let mut devices = self.devices.lock();
+                let Some(entry) = devices.get_mut(code) else {
+                    return oauth_error("invalid_grant", "unknown or expired device code");
+                };
+                if entry.0 < PENDING_POLLS {
+                    entry.0 += 1;
+                    return oauth_error("authorization_pending", "The user has not yet approved this device");
+                }
+                devices.remove(code);
+                json_response(
+                    StatusCode::OK,
+                    &json!({"access_token": token, "expires_in": 31_536_000}),
+                )
             }
-            devices.remove(code);
-            json_response(
-                StatusCode::OK,
-                &json!({"access_token": s.token, "expires_in": 31_536_000}),
-            )
+            _ => json_response(
+                StatusCode::NOT_FOUND,
+                &json!({"error": "invalid_request", "error_description": "unknown OAuth endpoint"}),
+            ),
         }
-        _ => json_response(
-            StatusCode::NOT_FOUND,
-            &json!({"error": "invalid_request", "error_description": "unknown OAuth endpoint"}),
-        ),
     }
 }

@@ -26,6 +26,7 @@ use sha2::Sha256;
 
 use super::account::{fill, Account, ContainerKind, FileEntry};
 use super::faults::{Fault, Faults};
+use super::http::{json_response, Query};
 use super::json;
 use crate::api::model::format_date;
 
@@ -64,7 +65,7 @@ pub struct Shared {
     /// Rebuilds the account from its source (`POST /_emulator/rescan`).
     pub rescan: Option<super::Rescan>,
     /// OAuth device codes handed out → polls so far.
-    pub devices: parking_lot::Mutex<std::collections::HashMap<String, (u32, String)>>,
+    pub devices: super::oauth::DeviceFlow,
     /// `true` while an outage is emulated: requests hang until it ends.
     pub outage: tokio::sync::watch::Sender<bool>,
     secret: [u8; 32],
@@ -148,22 +149,6 @@ impl Shared {
     }
 }
 
-/// Query parameters with lower-cased names (BaseSpace ignores case).
-pub struct Query(pub Vec<(String, String)>);
-
-impl Query {
-    pub fn parse(q: Option<&str>) -> Self {
-        Query(
-            url::form_urlencoded::parse(q.unwrap_or("").as_bytes())
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.into_owned()))
-                .collect(),
-        )
-    }
-    pub fn get(&self, k: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
-    }
-}
-
 /// The single entry point.
 pub async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
     let path = req.uri().path().to_string();
@@ -207,7 +192,7 @@ pub async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
             .unwrap_or_default();
         let mut params = Query::parse(std::str::from_utf8(&body).ok());
         params.0.extend(query.0);
-        return super::oauth::handle(&s, endpoint, &method, &params);
+        return s.devices.handle(&s.token, &s.base_url, endpoint, &method, &params);
     }
     if !authorized(&s, &headers, &query) {
         s.stats.unauthorized.fetch_add(1, Ordering::Relaxed);
@@ -271,16 +256,6 @@ fn with_retry_after(mut r: Response) -> Response {
     r.headers_mut()
         .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
     r
-}
-
-pub fn json_response(status: StatusCode, v: &Value) -> Response {
-    Response::builder()
-        .status(status)
-        .header(header::CONTENT_TYPE, "application/json; charset=utf-8")
-        .header(header::CACHE_CONTROL, "no-cache, no-store, must-revalidate")
-        .header("X-BaseSpace-Source", "emulator")
-        .body(Body::from(serde_json::to_vec(v).unwrap_or_default()))
-        .expect("valid response")
 }
 
 pub fn ok(v: Value) -> Response {
@@ -474,7 +449,7 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
     match segs.as_slice() {
         ["v1pre3", "users", "current"] => ok(json::user(a)),
         ["v1pre3", "oauthv2", "token", "current"] => ok(json!({
-            "Scopes": super::oauth::scopes_of(s),
+            "Scopes": super::oauth::scopes(),
             "DateCreated": format_date(super::account::base_time()),
             "UserResourceOwner": json::owner(a),
             "Application": {"Id": "1", "Name": "bsmount emulator"},
@@ -632,6 +607,8 @@ fn s3_error(code: &str, message: &str) -> Response {
     );
     let status = if code == "InvalidRange" {
         StatusCode::RANGE_NOT_SATISFIABLE
+    } else if code == "PreconditionFailed" {
+        StatusCode::PRECONDITION_FAILED
     } else if code == "NoSuchKey" {
         StatusCode::NOT_FOUND
     } else {
@@ -705,6 +682,19 @@ fn parse_range(h: Option<&HeaderValue>, size: u64) -> Result<Option<(u64, u64)>,
 }
 
 fn serve_bytes(s: &Arc<Shared>, f: &Arc<FileEntry>, method: &Method, headers: &HeaderMap) -> Response {
+    // `If-Match` as S3 answers it: 412 unless one of the listed ETags (or `*`) is current.
+    if let Some(im) = headers.get(header::IF_MATCH).and_then(|v| v.to_str().ok()) {
+        let current = im
+            .split(',')
+            .map(str::trim)
+            .any(|t| t == "*" || t.trim_start_matches("W/").trim_matches('"') == f.etag());
+        if !current {
+            return s3_error(
+                "PreconditionFailed",
+                "At least one of the pre-conditions you specified did not hold",
+            );
+        }
+    }
     let range = match parse_range(headers.get(header::RANGE), f.size) {
         Ok(r) => r,
         Err(()) => {
@@ -726,7 +716,7 @@ fn serve_bytes(s: &Arc<Shared>, f: &Arc<FileEntry>, method: &Method, headers: &H
         .header(header::CONTENT_TYPE, f.content_type)
         .header(header::CONTENT_LENGTH, len)
         .header(header::ACCEPT_RANGES, "bytes")
-        .header(header::ETAG, format!("\"{}\"", f.etag))
+        .header(header::ETAG, format!("\"{}\"", f.etag()))
         .header(header::LAST_MODIFIED, httpdate(f.created));
     if status == StatusCode::PARTIAL_CONTENT {
         b = b.header(header::CONTENT_RANGE, format!("bytes {start}-{end}/{}", f.size));
@@ -916,7 +906,7 @@ fn introspect(s: &Shared, rest: &str, q: &Query) -> Response {
                 .files
                 .iter()
                 .map(|(p, f)| {
-                    let mut v = json!({"path": p, "id": f.id.to_string(), "size": f.size, "etag": f.etag});
+                    let mut v = json!({"path": p, "id": f.id.to_string(), "size": f.size, "etag": f.etag()});
                     if with_md5 {
                         v["md5"] = json!(acct.md5(f).unwrap_or_default());
                     }

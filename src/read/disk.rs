@@ -27,6 +27,7 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+use super::cache::{BlockKey, CacheLevel};
 use super::pool::BufPool;
 
 const MAGIC: &[u8; 8] = b"BSMBLK01";
@@ -91,6 +92,44 @@ impl std::fmt::Debug for DiskCache {
 /// The key of a block, as stored in its file.
 pub fn block_key(file: &str, version: &str, index: u64) -> String {
     format!("{file}\0{version}\0{index}")
+}
+
+fn key_of(k: &BlockKey) -> String {
+    block_key(&k.object.file, &k.object.version, k.index)
+}
+
+/// The local disk level: blocking file I/O moved off the async threads.
+impl CacheLevel for Arc<DiskCache> {
+    fn name(&self) -> &'static str {
+        "disk"
+    }
+
+    fn contains(&self, key: &BlockKey) -> bool {
+        self.has_key(&key_of(key))
+    }
+
+    fn get<'a>(
+        &'a self,
+        key: &'a BlockKey,
+        len: usize,
+        pool: &'a Arc<BufPool>,
+    ) -> futures::future::BoxFuture<'a, Option<Bytes>> {
+        let (me, k, pool) = (self.clone(), key_of(key), pool.clone());
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || me.load(&k, len, &pool))
+                .await
+                .ok()
+                .flatten()
+        })
+    }
+
+    fn put(&self, key: &BlockKey, data: Bytes) {
+        self.store(key_of(key), data);
+    }
+
+    fn discard(&self, key: &BlockKey) {
+        self.forget(&file_name(&key_of(key)));
+    }
 }
 
 fn file_name(key: &str) -> String {
@@ -163,6 +202,7 @@ impl DiskCache {
             stats: DiskStats::default(),
             _lock: lock,
         });
+
         cache.trim();
         Ok(cache)
     }
@@ -172,7 +212,7 @@ impl DiskCache {
     }
 
     /// Whether a block is on disk (by the index; it may still fail its checks on loading).
-    pub fn contains(&self, key: &str) -> bool {
+    pub fn has_key(&self, key: &str) -> bool {
         self.index.lock().lru.contains(&file_name(key))
     }
 
@@ -211,7 +251,7 @@ impl DiskCache {
     /// Writes a block in the background unless it is already on disk (a part refetched
     /// for one bad block) or too many writes are already pending.
     pub fn store(self: &Arc<Self>, key: String, data: Bytes) {
-        if self.contains(&key) {
+        if self.has_key(&key) {
             return;
         }
         if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_WRITES {
@@ -354,10 +394,10 @@ mod tests {
             ));
         }
         let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
-        assert!(c.contains(&k1) && c.contains(&k2), "kept across reopening");
+        assert!(c.has_key(&k1) && c.has_key(&k2), "kept across reopening");
         assert_eq!(&c.load(&k1, data.len(), &pool()).unwrap()[..], &data[..]);
         assert!(c.load(&k1, data.len() - 1, &pool()).is_none(), "wrong length refused");
-        assert!(!c.contains(&k1), "and deleted");
+        assert!(!c.has_key(&k1), "and deleted");
         // Flip one data byte of k2: the checksum catches it.
         let p = c.path(&file_name(&k2));
         let mut raw = fs::read(&p).unwrap();
@@ -383,7 +423,7 @@ mod tests {
         assert!(c.load(&k(0), 1000, &pool()).is_some());
         c.write(&k(3), &block).unwrap();
         assert!(c.bytes() <= 3500);
-        assert!(c.contains(&k(0)) && !c.contains(&k(1)) && c.contains(&k(2)) && c.contains(&k(3)));
+        assert!(c.has_key(&k(0)) && !c.has_key(&k(1)) && c.has_key(&k(2)) && c.has_key(&k(3)));
         let on_disk: u64 = walk(dir.path());
         assert_eq!(on_disk, c.bytes(), "the index matches the files");
         drop(c);

@@ -1,18 +1,26 @@
-//! Reading file bytes: presigned URLs, ranged GETs, a block cache and prefetch.
+//! Reading file bytes, in layers that a read walks down and never back up:
 //!
-//! Files are cut into fixed [`BLOCK_SIZE`] blocks keyed by (file id, version, index) and
-//! kept in an LRU with a byte budget. A read fetches only the blocks it touches, so random
-//! access (samtools, tabix, IGV) costs one small round trip. Each open handle watches its
-//! own offsets: once reads are sequential it prefetches ahead with a window that doubles up
-//! to [`MAX_WINDOW_BLOCKS`], in parts of up to [`PART_BLOCKS`] blocks fetched in parallel
-//! under one global connection limit. Blocks being fetched are shared, so two readers of the
-//! same bytes cause one request. Every body is checked (status, Content-Range, length)
-//! by the client; a read either returns the right bytes or fails with EIO, never a guess.
+//! 1. [`prefetch`]: the handle's policy. Is it sequential, what to fetch ahead.
+//! 2. [`cache`]: the levels. Memory ([`cache::MemoryCache`], an LRU whose byte budget
+//!    includes fetches in flight), then each [`cache::CacheLevel`] below (the local disk
+//!    tier [`disk`]; later a directory shared by many hosts).
+//! 3. [`source`]: presigned URLs and ranged GETs of the exact version listed.
+//!
+//! Files are cut into fixed [`BLOCK_SIZE`] blocks keyed by (file id, version, index). A
+//! read fetches only the blocks it touches, so random access (samtools, tabix, IGV) costs
+//! one small round trip; a sequential handle prefetches ahead in parts of up to
+//! [`PART_BLOCKS`] blocks under one global connection limit. Blocks being fetched are
+//! shared, so two readers of the same bytes cause one request.
+//!
+//! Bytes are never guessed: every body is checked (status, Content-Range, length, ETag),
+//! a whole file read in order is checked against its ETag ([`verify`]), and a handle that
+//! saw wrong or changed bytes fails every later read (EIO, or ESTALE for a file replaced
+//! on BaseSpace) with nothing wrong left in any cache.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, Shared};
@@ -20,13 +28,19 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
-use crate::api::{ApiError, BaseSpaceApi, Pieces};
+use crate::api::{ApiError, BaseSpaceApi};
 use crate::tree::RemoteFile;
 
+pub mod cache;
 pub mod disk;
 mod pool;
-use disk::DiskCache;
+pub mod prefetch;
+pub mod source;
+pub mod verify;
+use cache::{BlockKey, CacheLevel, MemoryCache, ObjectId};
 use pool::BufPool;
+use source::ContentSource;
+use verify::{Verdict, Verifier};
 
 /// Cache granularity: large enough to keep request counts sane, small enough that a 4 KiB
 /// random read fetches at most 1 MiB (plus one more block if it straddles a boundary).
@@ -42,17 +56,13 @@ pub const MAX_WINDOW_BLOCKS: u64 = 128;
 const POOL_BLOCKS: u64 = 32;
 /// Granularity of in-flight memory accounting.
 const MEM_UNIT: u64 = 64 << 10;
-/// First prefetch window once a handle reads sequentially.
-const INITIAL_WINDOW_BLOCKS: u64 = 4;
-/// Reads within this distance of where the handle left off still count as sequential:
-/// the kernel issues readahead requests concurrently and slightly out of order.
-const SEQ_TOLERANCE: u64 = 8 << 20;
-/// Renew a presigned URL this long before it expires (or at half its lifetime if that is
-/// shorter), so a long sequential read never sends a request with a URL about to lapse.
-const URL_MARGIN: Duration = Duration::from_secs(60);
-/// Renewals of one part's URL before giving up: a URL refused right after renewal means
-/// something else is wrong (clock skew, revoked access).
-const MAX_URL_RENEWALS: u32 = 3;
+/// How long a failed read is remembered: the kernel re-issues a failed readahead at once
+/// as a synchronous read of the same pages, which then fails at once instead of waiting
+/// out the I/O timeout a second time.
+const FAILURE_MEMORY: Duration = Duration::from_secs(5);
+/// File versions remembered as verified whole (their pages may stay in the kernel's cache
+/// across opens).
+const VERIFIED_KEPT: usize = 65_536;
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum ReadError {
@@ -76,8 +86,17 @@ impl ReadError {
     pub fn errno(&self) -> i32 {
         match self {
             ReadError::Api(ApiError::Unauthorized { .. } | ApiError::Forbidden { .. }) => libc::EACCES,
+            ReadError::Api(ApiError::Changed { .. }) => libc::ESTALE,
             _ => libc::EIO,
         }
+    }
+
+    /// Errors that stay with the handle: its bytes are wrong or of another version.
+    fn is_sticky(&self) -> bool {
+        matches!(
+            self,
+            ReadError::Corrupt { .. } | ReadError::Api(ApiError::Changed { .. })
+        )
     }
 }
 
@@ -88,7 +107,7 @@ pub struct ReadOptions {
     /// Ranged GETs in flight at once, over all files.
     pub max_connections: usize,
     /// The persistent tier under `--cache-dir`, if any.
-    pub disk: Option<Arc<DiskCache>>,
+    pub disk: Option<Arc<disk::DiskCache>>,
 }
 
 impl Default for ReadOptions {
@@ -98,74 +117,6 @@ impl Default for ReadOptions {
             max_connections: 32,
             disk: None,
         }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct BlockKey {
-    file: Arc<str>,
-    version: Arc<str>,
-    index: u64,
-}
-
-/// LRU of blocks under a byte budget.
-///
-/// The budget covers cached blocks *and* parts being fetched: `inflight` counts the bytes
-/// reserved by fetches, and the cache evicts so that `cached + inflight <= budget`.
-struct BlockCache {
-    lru: Mutex<(lru::LruCache<BlockKey, Bytes>, u64)>,
-    budget: u64,
-    inflight: AtomicU64,
-}
-
-impl BlockCache {
-    fn get(&self, k: &BlockKey) -> Option<Bytes> {
-        self.lru.lock().0.get(k).cloned()
-    }
-    fn put(&self, k: BlockKey, v: Bytes) {
-        let mut g = self.lru.lock();
-        let (lru, bytes) = &mut *g;
-        if let Some(old) = lru.put(k, v.clone()) {
-            *bytes -= old.len() as u64;
-        }
-        *bytes += v.len() as u64;
-        Self::evict(
-            lru,
-            bytes,
-            self.budget.saturating_sub(self.inflight.load(Ordering::Relaxed)),
-        );
-    }
-
-    fn evict(lru: &mut lru::LruCache<BlockKey, Bytes>, bytes: &mut u64, limit: u64) {
-        while *bytes > limit {
-            match lru.pop_lru() {
-                Some((_, b)) => *bytes -= b.len() as u64,
-                None => break,
-            }
-        }
-    }
-
-    /// Makes room for a fetch of `n` bytes.
-    fn reserve(&self, n: u64) {
-        let inflight = self.inflight.fetch_add(n, Ordering::Relaxed) + n;
-        let mut g = self.lru.lock();
-        let (lru, bytes) = &mut *g;
-        Self::evict(lru, bytes, self.budget.saturating_sub(inflight));
-    }
-
-    /// Moves blocks to the cold end: first to go when room is needed.
-    fn demote(&self, keys: impl Iterator<Item = BlockKey>) {
-        let mut g = self.lru.lock();
-        for k in keys {
-            g.0.demote(&k);
-        }
-    }
-
-    fn release(&self, n: u64) {
-        self.inflight.fetch_sub(n, Ordering::Relaxed);
-    }
-    fn bytes(&self) -> u64 {
-        self.lru.lock().1
     }
 }
 
@@ -204,188 +155,92 @@ impl Block {
 
 /// The read path shared by all open files.
 pub struct Reader {
-    api: Arc<dyn BaseSpaceApi>,
-    cache: BlockCache,
-    urls: Mutex<HashMap<String, (String, Option<SystemTime>)>>,
+    memory: MemoryCache,
+    /// Cache levels below memory, fastest first.
+    levels: Vec<Arc<dyn CacheLevel>>,
+    disk: Option<Arc<disk::DiskCache>>,
+    source: ContentSource,
     /// Blocks being fetched, each with the id of the part fetching it.
     inflight: Mutex<HashMap<BlockKey, (u64, BlockFut)>>,
     next_part: AtomicU64,
-    conns: Arc<Semaphore>,
     /// Bytes that fetches may hold at once, in [`MEM_UNIT`]s: half the budget.
     mem: Arc<Semaphore>,
     mem_units: usize,
     pool: Arc<BufPool>,
-    disk: Option<Arc<DiskCache>>,
     /// Handles reading sequentially now: they share the cache for what they prefetch.
     prefetching: Arc<AtomicU64>,
-    pub stats: ReadStats,
+    /// File versions whose bytes were verified whole.
+    verified: Mutex<lru::LruCache<ObjectId, ()>>,
+    pub stats: Arc<ReadStats>,
 }
 
 /// Per-open-file state: where the reader is and how far ahead we fetch.
 #[derive(Debug)]
 pub struct Handle {
     pub file: RemoteFile,
-    key_file: Arc<str>,
-    key_version: Arc<str>,
-    state: Mutex<HandleState>,
+    object: ObjectId,
+    window: Mutex<prefetch::Window>,
     verify: Mutex<Option<Verifier>>,
+    failure: Mutex<Option<Failure>>,
 }
 
-/// Largest out-of-order backlog kept while hashing a sequential read; beyond it the handle
-/// gives up verifying (the read itself goes on).
-const VERIFY_BACKLOG: u64 = 64 << 20;
-
-/// md5 of a whole file read sequentially, checked against a plain (single-part) S3 ETag.
-/// Reads may complete out of order (the kernel issues readahead concurrently), so pieces
-/// ahead of the hash position wait in a small backlog.
-struct Verifier {
-    expected: [u8; 16],
-    hasher: md5::Md5,
-    pos: u64,
-    pending: std::collections::BTreeMap<u64, Bytes>,
-    pending_bytes: u64,
-}
-
-impl std::fmt::Debug for Verifier {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Verifier").field("pos", &self.pos).finish()
-    }
-}
-
-/// The md5 a version string promises, if it is a plain 32-hex-digit ETag.
-fn plain_md5(version: &str) -> Option<[u8; 16]> {
-    let v = version.trim_matches('"');
-    let mut out = [0u8; 16];
-    (v.len() == 32).then_some(())?;
-    hex::decode_to_slice(v, &mut out).ok()?;
-    Some(out)
-}
-
-enum Verdict {
-    Pending,
-    Abandoned,
-    Good,
-    Bad(String),
-}
-
-impl Verifier {
-    fn feed(&mut self, offset: u64, data: &Bytes, size: u64) -> Verdict {
-        use md5::Digest;
-        if offset > self.pos {
-            self.pending_bytes += data.len() as u64;
-            self.pending.insert(offset, data.clone());
-            if self.pending_bytes > VERIFY_BACKLOG {
-                return Verdict::Abandoned;
-            }
-            return Verdict::Pending;
-        }
-        let mut cur = Some((offset, data.clone()));
-        while let Some((off, d)) = cur.take() {
-            let end = off + d.len() as u64;
-            if end > self.pos {
-                self.hasher.update(&d[(self.pos - off) as usize..]);
-                self.pos = end;
-            }
-            if let Some((&k, _)) = self.pending.first_key_value() {
-                if k <= self.pos {
-                    let (k, v) = self.pending.pop_first().expect("non-empty");
-                    self.pending_bytes -= v.len() as u64;
-                    cur = Some((k, v));
-                }
-            }
-        }
-        if self.pos < size {
-            return Verdict::Pending;
-        }
-        let got: [u8; 16] = self.hasher.clone().finalize().into();
-        if got == self.expected {
-            Verdict::Good
-        } else {
-            Verdict::Bad(hex::encode(got))
-        }
-    }
-}
-
-#[derive(Debug, Default)]
-struct HandleState {
-    /// End of the last read; `None` before the first.
-    next: Option<u64>,
-    window: u64,
-    /// Prefetch has been started up to this block (exclusive).
-    prefetched_to: u64,
-    /// Prefetch parts started by this handle and maybe still running: blocks `[first, end)`.
-    prefetches: Vec<(u64, u64, tokio::task::AbortHandle)>,
-    /// Present while this handle reads sequentially: counts it among the prefetching handles.
-    prefetching: Option<Prefetching>,
-}
-
-/// One handle's share of [`Reader::prefetching`], given back when dropped.
+/// A read of this handle that failed.
 #[derive(Debug)]
-struct Prefetching(Arc<AtomicU64>);
-
-impl Prefetching {
-    fn join(count: &Arc<AtomicU64>) -> Prefetching {
-        count.fetch_add(1, Ordering::Relaxed);
-        Prefetching(count.clone())
-    }
-}
-
-impl Drop for Prefetching {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
-impl HandleState {
-    /// Cancels the prefetches that do not cover blocks `keep` (`[b0, b1]`).
-    fn cancel_prefetches(&mut self, keep: Option<(u64, u64)>) {
-        self.prefetches.retain(|(first, end, task)| {
-            if task.is_finished() {
-                return false;
-            }
-            if keep.is_some_and(|(b0, b1)| *first <= b1 && b0 < *end) {
-                return true;
-            }
-            task.abort();
-            false
-        });
-    }
+struct Failure {
+    error: ReadError,
+    at: Instant,
+    blocks: (u64, u64),
 }
 
 /// A closed file's prefetches are of no use to anyone.
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.state.get_mut().cancel_prefetches(None);
+        self.window.get_mut().cancel(None);
     }
 }
 
 impl Handle {
     pub fn new(file: RemoteFile) -> Self {
-        let key_file = Arc::from(file.id.as_str());
-        let key_version = Arc::from(file.version.as_str());
-        let verify = plain_md5(&file.version)
-            .filter(|_| file.size > 0)
-            .map(|expected| Verifier {
-                expected,
-                hasher: md5::Digest::new(),
-                pos: 0,
-                pending: Default::default(),
-                pending_bytes: 0,
-            });
+        let object = ObjectId {
+            file: Arc::from(file.id.as_str()),
+            version: Arc::from(file.version.as_str()),
+        };
+        let verify = file.etag().and_then(|e| Verifier::new(e, file.size));
         Handle {
             file,
-            key_file,
-            key_version,
-            state: Mutex::new(HandleState::default()),
+            object,
+            window: Mutex::new(prefetch::Window::default()),
             verify: Mutex::new(verify),
+            failure: Mutex::new(None),
         }
     }
+
     fn key(&self, index: u64) -> BlockKey {
         BlockKey {
-            file: self.key_file.clone(),
-            version: self.key_version.clone(),
+            object: self.object.clone(),
             index,
         }
+    }
+
+    /// A read of blocks `b0..=b1` that must fail at once: the handle saw wrong or changed
+    /// bytes, or these blocks failed a moment ago.
+    fn failed(&self, b0: u64, b1: u64) -> Option<ReadError> {
+        let f = self.failure.lock();
+        let f = f.as_ref()?;
+        let recent = f.at.elapsed() < FAILURE_MEMORY && f.blocks.0 <= b1 && b0 <= f.blocks.1;
+        (f.error.is_sticky() || recent).then(|| f.error.clone())
+    }
+
+    fn record_failure(&self, b0: u64, b1: u64, error: &ReadError) {
+        let mut f = self.failure.lock();
+        if f.as_ref().is_some_and(|f| f.error.is_sticky()) {
+            return;
+        }
+        *f = Some(Failure {
+            error: error.clone(),
+            at: Instant::now(),
+            blocks: (b0, b1),
+        });
     }
 }
 
@@ -416,7 +271,7 @@ impl Drop for PartGuard {
         if self.tx.is_some() {
             self.reader.stats.prefetch_cancelled.fetch_add(1, Ordering::Relaxed);
         }
-        self.reader.cache.release(self.reserved);
+        self.reader.memory.release(self.reserved);
         let mut inflight = self.reader.inflight.lock();
         for k in &self.keys {
             // Only our own entry: a cancelled part's blocks may already be fetched anew.
@@ -430,25 +285,29 @@ impl Drop for PartGuard {
 impl Reader {
     pub fn new(api: Arc<dyn BaseSpaceApi>, opts: ReadOptions) -> Arc<Self> {
         let budget = opts.cache_bytes.max(2 * PART_BLOCKS * BLOCK_SIZE);
-        let cache = BlockCache {
-            lru: Mutex::new((lru::LruCache::unbounded(), 0)),
-            budget,
-            inflight: AtomicU64::new(0),
-        };
         let mem_units = (budget / 2 / MEM_UNIT) as usize;
+        let pool = BufPool::new(BLOCK_SIZE as usize, POOL_BLOCKS.min(budget / 8 / BLOCK_SIZE) as usize);
+        let stats = Arc::new(ReadStats::default());
+        let levels: Vec<Arc<dyn CacheLevel>> = opts
+            .disk
+            .iter()
+            .map(|d| Arc::new(d.clone()) as Arc<dyn CacheLevel>)
+            .collect();
         Arc::new(Reader {
-            api,
-            cache,
-            urls: Mutex::new(HashMap::new()),
+            memory: MemoryCache::new(budget),
+            levels,
+            disk: opts.disk,
+            source: ContentSource::new(api, opts.max_connections, pool.clone(), stats.clone()),
             inflight: Mutex::new(HashMap::new()),
             next_part: AtomicU64::new(0),
-            conns: Arc::new(Semaphore::new(opts.max_connections.max(1))),
             mem: Arc::new(Semaphore::new(mem_units)),
             mem_units,
-            pool: BufPool::new(BLOCK_SIZE as usize, POOL_BLOCKS.min(budget / 8 / BLOCK_SIZE) as usize),
-            disk: opts.disk,
+            pool,
             prefetching: Arc::new(AtomicU64::new(0)),
-            stats: ReadStats::default(),
+            verified: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(VERIFIED_KEPT).expect("non-zero"),
+            )),
+            stats,
         })
     }
 
@@ -457,18 +316,18 @@ impl Reader {
     /// Beyond that, blocks fetched for one reader are evicted for another before being read,
     /// and fetched twice (16 readers over-fetched 50% before this).
     fn window_cap(&self) -> u64 {
-        let share = self.cache.budget / BLOCK_SIZE / 2 / self.prefetching.load(Ordering::Relaxed).max(1);
+        let share = self.memory.budget / BLOCK_SIZE / 2 / self.prefetching.load(Ordering::Relaxed).max(1);
         share.clamp(1, MAX_WINDOW_BLOCKS)
     }
 
     /// The persistent tier, if mounted with one.
-    pub fn disk(&self) -> Option<&Arc<DiskCache>> {
+    pub fn disk(&self) -> Option<&Arc<disk::DiskCache>> {
         self.disk.as_ref()
     }
 
     /// Bytes currently held by the block cache.
     pub fn cached_bytes(&self) -> u64 {
-        self.cache.bytes()
+        self.memory.bytes()
     }
 
     /// Blocks currently being fetched (0 when idle: nothing is left behind).
@@ -483,7 +342,19 @@ impl Reader {
 
     /// Bytes reserved by fetches in progress.
     pub fn inflight_bytes(&self) -> u64 {
-        self.cache.inflight.load(Ordering::Relaxed)
+        self.memory.inflight_bytes()
+    }
+
+    /// Whether the kernel may keep this file's pages across opens: only bytes that were
+    /// verified whole, or that no ETag could verify anyway. Everything else is read
+    /// through the mount again at each open, so a page that turned out wrong never stays.
+    pub fn may_keep_cache(&self, file: &RemoteFile) -> bool {
+        let verifiable = file.etag().is_some_and(|e| Verifier::can_verify(e, file.size));
+        !verifiable
+            || self.verified.lock().contains(&ObjectId {
+                file: Arc::from(file.id.as_str()),
+                version: Arc::from(file.version.as_str()),
+            })
     }
 
     /// Reads up to `size` bytes at `offset`: fewer only at end of file.
@@ -494,51 +365,38 @@ impl Reader {
         }
         let end = (offset + size as u64).min(fsize);
         let (b0, b1) = (offset / BLOCK_SIZE, (end - 1) / BLOCK_SIZE);
+        if let Some(e) = h.failed(b0, b1) {
+            return Err(e);
+        }
+        let r = self.read_blocks(h, offset, end, b0, b1).await;
+        if let Err(e) = &r {
+            self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
+            h.record_failure(b0, b1, e);
+        }
+        r
+    }
+
+    async fn read_blocks(
+        self: &Arc<Self>,
+        h: &Handle,
+        offset: u64,
+        end: u64,
+        b0: u64,
+        b1: u64,
+    ) -> Result<Bytes, ReadError> {
+        let fsize = h.file.size;
         let last_block = (fsize - 1) / BLOCK_SIZE;
-        // Sequential? Then grow the window and decide what to prefetch.
-        let (prefetch, sequential) = {
-            let mut st = h.state.lock();
-            let sequential = st
-                .next
-                .is_some_and(|n| offset + SEQ_TOLERANCE >= n && offset <= n + SEQ_TOLERANCE);
-            if sequential {
-                if st.prefetching.is_none() {
-                    st.prefetching = Some(Prefetching::join(&self.prefetching));
-                }
-                st.window = if st.window == 0 {
-                    INITIAL_WINDOW_BLOCKS
-                } else {
-                    st.window * 2
-                }
-                .min(self.window_cap());
-            } else {
-                st.window = 0;
-                st.prefetched_to = 0;
-                st.prefetching = None;
-                // A seek: what was prefetched for the old position is no longer useful.
-                st.cancel_prefetches(Some((b0, b1)));
-            }
-            st.next = Some(st.next.map_or(end, |n| if sequential { n.max(end) } else { end }));
-            let from = st.prefetched_to.max(b1 + 1);
-            let to = (b1 + 1 + st.window).min(last_block + 1);
-            // Whole parts only: a window sliding one block per read would otherwise send
-            // a 1 MiB request per read, paying a round trip for each.
-            let worth = from < to && (to - from >= PART_BLOCKS.min(st.window) || to == last_block + 1);
-            if st.window > 0 && worth {
-                st.prefetched_to = to;
-                (Some((from, to)), sequential)
-            } else {
-                (None, sequential)
-            }
-        };
-        let part = if prefetch.is_some() { PART_BLOCKS } else { 1 };
+        let plan = h
+            .window
+            .lock()
+            .on_read(offset, end, b0, b1, last_block, || self.window_cap(), &self.prefetching);
+        let part = if plan.prefetch.is_some() { PART_BLOCKS } else { 1 };
         let (needed, _) = self.blocks(h, b0, b1 + 1, part, false);
-        if let Some((from, to)) = prefetch {
+        if let Some((from, to)) = plan.prefetch {
             // Started, not awaited. What did not fit in memory is tried again on the next read.
             let (_, stopped) = self.blocks(h, from, to, PART_BLOCKS, true);
             if let Some(stopped) = stopped {
-                let mut st = h.state.lock();
-                st.prefetched_to = st.prefetched_to.min(stopped);
+                h.window.lock().stopped_at(stopped);
             }
         }
         let mut out = BytesMut::with_capacity(if b0 == b1 { 0 } else { (end - offset) as usize });
@@ -550,8 +408,7 @@ impl Reader {
                 r => r,
             };
             let block = block.inspect_err(|e| {
-                self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
-                tracing::error!(file = %h.file.id, offset, size, error = %e, "read failed");
+                tracing::error!(file = %h.file.id, offset, size = end - offset, error = %e, "read failed");
             })?;
             let bstart = idx * BLOCK_SIZE;
             let lo = offset.max(bstart) - bstart;
@@ -580,11 +437,11 @@ impl Reader {
             )));
         }
         self.check(h, offset, &out)?;
-        if sequential {
+        if plan.sequential {
             // Read through: the page cache has these bytes now, and the blocks prefetched
             // ahead (for this and other readers) are worth more than the ones behind.
             let done = if end == fsize { b1 + 1 } else { end / BLOCK_SIZE };
-            self.cache.demote((b0..done).map(|i| h.key(i)));
+            self.memory.demote((b0..done).map(|i| h.key(i)));
         }
         Ok(out)
     }
@@ -605,12 +462,12 @@ impl Reader {
         )))
     }
 
-    /// Feeds a sequential handle's hash; at end of file a wrong md5 fails the read and
-    /// drops the file's cached blocks, so a retry fetches afresh.
+    /// Feeds a sequential handle's hash; the read that completes a file whose bytes do not
+    /// match its ETag fails, and every cached block of that version is dropped.
     fn check(&self, h: &Handle, offset: u64, data: &Bytes) -> Result<(), ReadError> {
         let mut g = h.verify.lock();
         let Some(v) = g.as_mut() else { return Ok(()) };
-        match v.feed(offset, data, h.file.size) {
+        match v.feed(offset, data) {
             Verdict::Pending => Ok(()),
             Verdict::Abandoned => {
                 *g = None;
@@ -618,12 +475,13 @@ impl Reader {
             }
             Verdict::Good => {
                 self.stats.files_verified.fetch_add(1, Ordering::Relaxed);
+                self.verified.lock().put(h.object.clone(), ());
                 *g = None;
                 Ok(())
             }
             Verdict::Bad(got) => {
                 *g = None;
-                self.purge(&h.key_file);
+                self.purge(h);
                 self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
                 let e = ReadError::Corrupt {
                     file: h.file.id.clone(),
@@ -636,18 +494,16 @@ impl Reader {
         }
     }
 
-    /// Drops every cached block of a file.
-    fn purge(&self, file: &Arc<str>) {
-        let mut g = self.cache.lru.lock();
-        let (lru, bytes) = &mut *g;
-        let keys: Vec<BlockKey> = lru
-            .iter()
-            .filter(|(k, _)| &k.file == file)
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
-            if let Some(b) = lru.pop(&k) {
-                *bytes -= b.len() as u64;
+    /// Drops every cached block of a handle's file version, in every level.
+    fn purge(&self, h: &Handle) {
+        self.memory.purge(&h.object);
+        let blocks = h.file.size.div_ceil(BLOCK_SIZE);
+        for l in &self.levels {
+            for i in 0..blocks {
+                let k = h.key(i);
+                if l.contains(&k) {
+                    l.discard(&k);
+                }
             }
         }
     }
@@ -671,7 +527,7 @@ impl Reader {
             let inflight = self.inflight.lock();
             for i in from..to {
                 let k = h.key(i);
-                if let Some(b) = self.cache.get(&k) {
+                if let Some(b) = self.memory.get(&k) {
                     self.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
                     out.push((i, Block::Ready(b)));
                 } else if let Some((_, f)) = inflight.get(&k) {
@@ -683,21 +539,19 @@ impl Reader {
                 }
             }
         }
-        // Group consecutive missing blocks into parts, each read wholly from the disk
-        // cache or wholly from the network.
-        let mut groups: Vec<(u64, u64, bool)> = Vec::new();
+        // Group consecutive missing blocks into parts, each read wholly from one level
+        // (the first that holds the block) or wholly from the source (`None`).
+        let mut groups: Vec<(u64, u64, Option<usize>)> = Vec::new();
         for i in missing {
-            let on_disk = self
-                .disk
-                .as_ref()
-                .is_some_and(|d| d.contains(&disk::block_key(&h.file.id, &h.file.version, i)));
+            let k = h.key(i);
+            let level = self.levels.iter().position(|l| l.contains(&k));
             match groups.last_mut() {
-                Some((s, n, d)) if *s + *n == i && *n < part && *d == on_disk => *n += 1,
-                _ => groups.push((i, 1, on_disk)),
+                Some((s, n, l)) if *s + *n == i && *n < part && *l == level => *n += 1,
+                _ => groups.push((i, 1, level)),
             }
         }
         let mut stopped = None;
-        for (first, n, on_disk) in groups {
+        for (first, n, level) in groups {
             let permit = if prefetch {
                 match self.mem.clone().try_acquire_many_owned(self.units(h, first, n)) {
                     Ok(p) => Some(p),
@@ -709,12 +563,9 @@ impl Reader {
             } else {
                 None
             };
-            let (futs, task) = self.start_part(h, first, n, on_disk, permit);
+            let (futs, task) = self.start_part(h, first, n, level, permit);
             if prefetch {
-                let mut st = h.state.lock();
-                // Only running parts are kept: a long sequential read starts thousands.
-                st.prefetches.retain(|(_, _, t)| !t.is_finished());
-                st.prefetches.push((first, first + n, task));
+                h.window.lock().started(first, first + n, task);
             }
             out.extend(futs.into_iter().map(|(i, f)| (i, Block::Pending(f))));
         }
@@ -733,7 +584,7 @@ impl Reader {
         h: &Handle,
         first: u64,
         n: u64,
-        on_disk: bool,
+        level: Option<usize>,
         permit: Option<tokio::sync::OwnedSemaphorePermit>,
     ) -> (Vec<(u64, BlockFut)>, tokio::task::AbortHandle) {
         let units = self.units(h, first, n);
@@ -786,25 +637,23 @@ impl Reader {
                         .map_err(|e| ReadError::Internal(format!("memory limiter closed: {e}")))?,
                 };
                 guard.reserved = units as u64 * MEM_UNIT;
-                me.cache.reserve(guard.reserved);
-                let cached = match on_disk {
-                    true => me.load_part(&file, first, n).await,
-                    false => None,
+                me.memory.reserve(guard.reserved);
+                let from_level = match level {
+                    Some(l) => me.load_part(l, &file, &guard.keys).await.map(|b| (b, l)),
+                    None => None,
                 };
-                let blocks = match cached {
-                    Some(b) => b,
-                    None => {
-                        let b = me.fetch_part(&file, first, n).await?;
-                        if let Some(d) = &me.disk {
-                            for (j, x) in b.iter().enumerate() {
-                                d.store(disk::block_key(&file.id, &file.version, first + j as u64), x.clone());
-                            }
-                        }
-                        b
+                let (blocks, found_at) = match from_level {
+                    Some(x) => x,
+                    None => (me.source.fetch(&file, first, n).await?, me.levels.len()),
+                };
+                // On the way back up: every level above the one that had the bytes.
+                for l in &me.levels[..found_at] {
+                    for (k, b) in guard.keys.iter().zip(&blocks) {
+                        l.put(k, b.clone());
                     }
-                };
+                }
                 for (k, b) in guard.keys.iter().zip(blocks.iter()) {
-                    me.cache.put(k.clone(), b.clone());
+                    me.memory.put(k.clone(), b.clone());
                 }
                 drop(permit);
                 Ok(Arc::<[Bytes]>::from(blocks))
@@ -815,108 +664,15 @@ impl Reader {
         (out, task.abort_handle())
     }
 
-    /// Blocks `[first, first+n)` from the disk cache, or `None` if any is missing or fails
-    /// its checks (the part is then fetched from the network).
-    async fn load_part(self: &Arc<Self>, file: &RemoteFile, first: u64, n: u64) -> Option<Vec<Bytes>> {
-        let disk = self.disk.clone()?;
-        let pool = self.pool.clone();
-        let file = file.clone();
-        tokio::task::spawn_blocking(move || {
-            (first..first + n)
-                .map(|i| {
-                    let len = BLOCK_SIZE.min(file.size - i * BLOCK_SIZE) as usize;
-                    disk.load(&disk::block_key(&file.id, &file.version, i), len, &pool)
-                })
-                .collect()
-        })
-        .await
-        .ok()
-        .flatten()
-    }
-
-    /// One ranged GET for blocks `[first, first+n)`, renewing the URL once if it expired.
-    async fn fetch_part(&self, file: &RemoteFile, first: u64, n: u64) -> Result<Vec<Bytes>, ReadError> {
-        let start = first * BLOCK_SIZE;
-        let len = (n * BLOCK_SIZE).min(file.size - start);
-        let _permit = self
-            .conns
-            .acquire()
-            .await
-            .map_err(|e| ReadError::Internal(e.to_string()))?;
-        // A whole file in one GET is checked against a plain-md5 ETag right away.
-        let expected = plain_md5(&file.version).filter(|_| start == 0 && len == file.size);
-        let (mut renewals, mut corrupt) = (0, 0);
-        loop {
-            let url = self.url(&file.id, renewals > 0).await?;
-            let pool = self.pool.clone();
-            let pieces = Pieces {
-                size: BLOCK_SIZE as usize,
-                alloc: Arc::new(move |want| pool.take(want)),
-            };
-            match self.api.get_range(&url, start, len, pieces).await {
-                Ok(bufs) => {
-                    let b: Vec<Bytes> = bufs.into_iter().map(|v| self.pool.freeze(v)).collect();
-                    let got_len: u64 = b.iter().map(|x| x.len() as u64).sum();
-                    if b.len() as u64 != n || got_len != len {
-                        return Err(ReadError::Internal(format!(
-                            "asked {n} blocks ({len} bytes), got {} ({got_len} bytes)",
-                            b.len()
-                        )));
-                    }
-                    self.stats.parts_fetched.fetch_add(1, Ordering::Relaxed);
-                    self.stats.bytes_fetched.fetch_add(len, Ordering::Relaxed);
-                    if let Some(exp) = expected {
-                        use md5::Digest;
-                        let mut hasher = md5::Md5::new();
-                        b.iter().for_each(|x| hasher.update(x));
-                        let got: [u8; 16] = hasher.finalize().into();
-                        if got != exp {
-                            self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
-                            corrupt += 1;
-                            if corrupt < 2 {
-                                continue;
-                            }
-                            let (expected, got) = (hex::encode(exp), hex::encode(got));
-                            return Err(ReadError::Corrupt {
-                                file: file.id.clone(),
-                                expected,
-                                got,
-                            });
-                        }
-                        self.stats.files_verified.fetch_add(1, Ordering::Relaxed);
-                    }
-                    return Ok(b);
-                }
-                // Expired (or about to be, when retries took long): renew and go on.
-                Err(ApiError::UrlExpired) if renewals < MAX_URL_RENEWALS => {
-                    tracing::info!(file = %file.id, "presigned URL refused; renewing");
-                    self.stats.url_renewals.fetch_add(1, Ordering::Relaxed);
-                    renewals += 1;
-                }
-                Err(e) => return Err(e.into()),
-            }
+    /// The blocks `keys` from cache level `l`, or `None` if any is missing or fails its
+    /// checks (the part is then fetched from the source).
+    async fn load_part(&self, l: usize, file: &RemoteFile, keys: &[BlockKey]) -> Option<Vec<Bytes>> {
+        let level = &self.levels[l];
+        let mut out = Vec::with_capacity(keys.len());
+        for k in keys {
+            let len = BLOCK_SIZE.min(file.size - k.index * BLOCK_SIZE) as usize;
+            out.push(level.get(k, len, &self.pool).await?);
         }
-    }
-
-    /// The presigned URL of a file, resolved on first use and kept until shortly before it
-    /// expires (`force` re-resolves).
-    async fn url(&self, file_id: &str, force: bool) -> Result<String, ReadError> {
-        if !force {
-            if let Some((u, renew_at)) = self.urls.lock().get(file_id) {
-                if renew_at.is_none_or(|r| r > SystemTime::now()) {
-                    return Ok(u.clone());
-                }
-            }
-        }
-        let meta = self.api.content_meta(file_id).await?;
-        let now = SystemTime::now();
-        let renew_at = meta.expiry().map(|exp| {
-            let life = exp.duration_since(now).unwrap_or_default();
-            exp - URL_MARGIN.min(life / 2)
-        });
-        self.urls
-            .lock()
-            .insert(file_id.to_string(), (meta.href_content.clone(), renew_at));
-        Ok(meta.href_content)
+        Some(out)
     }
 }

@@ -1,21 +1,26 @@
-//! The virtual directory model: an inode table laid out like BaseMount.
+//! The inode table: BaseMount's layout ([`layout`]) made of lazily listed directories.
 //!
-//! ```text
-//! /README
-//! /Projects/<project>/{Samples,AppResults,AppSessions}/…
-//! /Projects/<p>/Samples/<s>/{Files/…, SampleProperties, .id, .type, .name, .href, .json}
-//! /Projects/<p>/AppResults/<a>/Files/…
-//! /Projects/<p>/AppSessions/<as>/{AppResults.<id>.<name> -> ../../AppResults/.id.<id>, …}
-//! /Runs/<run>/Files/<run folder>
-//! ```
-//! Every list directory also holds `.id.<ID>` symlinks to its entries.
+//! Identity and state are apart. An inode is a name in its parent; a re-listing merges the
+//! new items into the directory by name, and an entry keeps its inode while it is the same
+//! thing (the same entity, the same file id *and version*: a new version of a file gets a
+//! new inode, so kept page cache never mixes versions). Entries that the listing no longer
+//! has are freed, or kept as orphans while the kernel still holds them.
+//!
+//! Three kinds of entries live in a directory: `fixed` ones made from its layout row
+//! (hidden files, sub-directories), `listed` ones from the API listing that fills it, and
+//! `local` ones the mount made itself (they survive every refill).
+//!
+//! Memory follows what the kernel holds: every entry the kernel learns of (lookup,
+//! READDIRPLUS) is counted, and when it forgets a directory the directory's contents are
+//! dropped and listed again on the next look. A listed file costs a node of a few hundred
+//! bytes; hidden files and `.json` bodies are rendered when read, not stored.
 //!
 //! Laziness: a list directory is filled from the API the first time it is looked at, and
 //! again when its listing is older than the metadata TTL or after `refresh`. Entity
-//! directories and their hidden files are built from the list item that named them, so
-//! `ls -l` or `stat` never costs a request per entry. Inode numbers are stable for the life
-//! of the mount: an entry that survives a re-listing keeps its inode (keyed by entity id).
+//! directories and their hidden files come from the list item that named them, so
+//! `ls -l` or `stat` never costs a request per entry.
 
+pub mod layout;
 pub mod names;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -27,12 +32,16 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
-use crate::api::{ApiError, BaseSpaceApi, Entity, FileInfo, ListKind};
+use crate::api::{ApiError, BaseSpaceApi, EntityItem, FileInfo, ListKind, Listed};
+use layout::{EntityKind, Holds, Meta};
 
 pub type Ino = u64;
 pub const ROOT: Ino = 1;
 
-/// Errors of the tree layer, each with the errno it means.
+/// Nodes freed by one forget above which the allocator is asked to give memory back.
+const TRIM_AFTER_FREED: usize = 4096;
+
+/// Errors of the tree layer.
 #[derive(Debug, thiserror::Error)]
 pub enum TreeError {
     #[error("no such entry")]
@@ -41,6 +50,8 @@ pub enum TreeError {
     NotDir,
     #[error("is a directory")]
     IsDir,
+    #[error("an entry of that name exists")]
+    Exists,
     #[error("listing {what} failed: {source}")]
     Api { what: String, source: ApiError },
 }
@@ -51,10 +62,8 @@ impl TreeError {
             TreeError::NotFound => libc::ENOENT,
             TreeError::NotDir => libc::ENOTDIR,
             TreeError::IsDir => libc::EISDIR,
-            TreeError::Api { source, .. } => match source {
-                ApiError::Unauthorized { .. } | ApiError::Forbidden { .. } => libc::EACCES,
-                _ => libc::EIO,
-            },
+            TreeError::Exists => libc::EEXIST,
+            TreeError::Api { source, .. } => source.errno(),
         }
     }
 }
@@ -64,13 +73,23 @@ impl TreeError {
 pub struct RemoteFile {
     pub id: String,
     pub size: u64,
-    /// Identity of this version of the bytes (cache key); ETag if known, else date+size.
+    /// Identity of this version of the bytes (cache key): the ETag if known, else date+size.
     pub version: String,
+    /// `version` is BaseSpace's ETag (so it can be sent as `If-Match` and verified).
+    pub has_etag: bool,
 }
 
+impl RemoteFile {
+    /// The ETag the bytes must carry, if known.
+    pub fn etag(&self) -> Option<&str> {
+        self.has_etag.then_some(self.version.as_str())
+    }
+}
+
+/// What opening a file gives.
 #[derive(Debug, Clone)]
 pub enum FileContent {
-    /// Generated text (README, .json, .id …), served from memory.
+    /// Generated text (README, .json, .id …), rendered now.
     Static(Arc<[u8]>),
     Remote(RemoteFile),
     /// The mount's live figures, generated when opened.
@@ -93,37 +112,73 @@ pub struct Attr {
     pub mtime: SystemTime,
 }
 
-/// Where a directory's entries come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Source {
-    /// Children fixed at creation.
-    Fixed,
-    /// Children from an API list.
-    List(ListKind),
+/// An entity as its directory remembers it (for hidden files and re-listings).
+#[derive(Debug)]
+struct EntityData {
+    kind: EntityKind,
+    id: String,
+    name: String,
+    href: String,
+    /// The JSON BaseSpace sent, served pretty-printed as `.json`.
+    raw: Arc<str>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Dir {
-    source: Source,
-    /// Entries from the last listing (or all entries of a fixed directory).
-    children: BTreeMap<OsString, Ino>,
-    /// Entries that exist whatever the listing says (an appsession's hidden files).
-    extra: BTreeMap<OsString, Ino>,
+    entity: Option<Arc<EntityData>>,
+    /// The listing that fills `listed`, if any.
+    listing: Option<ListKind>,
+    /// `fixed` has been made from the layout row.
+    built: bool,
+    fixed: BTreeMap<OsString, Ino>,
+    listed: BTreeMap<OsString, Ino>,
+    local: BTreeMap<OsString, Ino>,
     filled_at: Option<Instant>,
-    /// Last error listing this directory, served as `.error`.
-    error: Option<Arc<[u8]>>,
+    /// `listed` holds a listing (maybe stale): served when a refill fails.
+    has_listing: bool,
+    /// Why the last listing failed, or what it skipped: served as `.error`.
+    error: Option<Arc<str>>,
+}
+
+impl Dir {
+    fn get(&self, name: &OsStr) -> Option<Ino> {
+        self.local
+            .get(name)
+            .or_else(|| self.fixed.get(name))
+            .or_else(|| self.listed.get(name))
+            .copied()
+    }
+}
+
+/// A listed file, compactly.
+#[derive(Debug)]
+struct FileNode {
+    id: Box<str>,
+    size: u64,
+    version: Box<str>,
+    has_etag: bool,
 }
 
 #[derive(Debug)]
 enum NodeKind {
-    Dir(Dir),
-    File(FileContent),
-    Symlink(String),
+    Dir(Box<Dir>),
+    File(FileNode),
+    /// Rendered from the parent directory's entity.
+    Meta(Meta),
+    /// The parent directory's `.error`.
+    Error,
+    Text(Arc<[u8]>),
+    Stats,
+    Symlink(Box<str>),
 }
 
 #[derive(Debug)]
 struct Node {
     parent: Ino,
+    /// References the kernel holds (lookups and READDIRPLUS entries not yet forgotten).
+    lookups: u64,
+    /// No longer in its parent: freed when the kernel forgets it.
+    orphan: bool,
     mtime: SystemTime,
     kind: NodeKind,
 }
@@ -140,10 +195,9 @@ pub struct Tree {
     api: Arc<dyn BaseSpaceApi>,
     opts: TreeOptions,
     nodes: RwLock<HashMap<Ino, Node>>,
-    /// Stable identity ("sample:123", "file:456", "meta:<parent>:.json") → inode.
-    keys: Mutex<HashMap<String, Ino>>,
     next_ino: AtomicU64,
-    /// One fill at a time per directory; concurrent lookers wait for it.
+    /// One fill at a time per directory; concurrent lookers wait for it. Entries leave
+    /// when the fill ends.
     fill_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
     /// Directory fills performed (for tests and status).
     pub fills: AtomicU64,
@@ -164,229 +218,268 @@ fn readme(server: &str) -> String {
     )
 }
 
+fn dir_node(parent: Ino, mtime: SystemTime, d: Dir) -> Node {
+    Node {
+        parent,
+        lookups: 0,
+        orphan: false,
+        mtime,
+        kind: NodeKind::Dir(Box::new(d)),
+    }
+}
+
+fn leaf(parent: Ino, mtime: SystemTime, kind: NodeKind) -> Node {
+    Node {
+        parent,
+        lookups: 0,
+        orphan: false,
+        mtime,
+        kind,
+    }
+}
+
 impl Tree {
-    /// A tree whose root shows `Projects/`, `Runs/` and `README`. `user` is `users/current`.
+    /// A tree whose root is the user's directory: `Projects/`, `Runs/`, `README`,
+    /// `.bsmount/stats` and the hidden files of `users/current`.
     pub fn new(api: Arc<dyn BaseSpaceApi>, server: &str, user: &Value, opts: TreeOptions) -> Arc<Tree> {
         let t = Tree {
             api,
             opts,
             nodes: RwLock::new(HashMap::new()),
-            keys: Mutex::new(HashMap::new()),
             next_ino: AtomicU64::new(ROOT + 1),
             fill_locks: Mutex::new(HashMap::new()),
             fills: AtomicU64::new(0),
         };
         let now = SystemTime::now();
-        t.nodes.write().insert(
-            ROOT,
-            Node {
-                parent: ROOT,
-                mtime: now,
-                kind: NodeKind::Dir(fixed_dir()),
-            },
-        );
-        let mut children: BTreeMap<OsString, Ino> = BTreeMap::new();
-        children.insert(
-            "Projects".into(),
-            t.make_dir(ROOT, "dir:Projects", now, Source::List(ListKind::Projects)),
-        );
-        children.insert(
-            "Runs".into(),
-            t.make_dir(ROOT, "dir:Runs", now, Source::List(ListKind::Runs)),
-        );
-        children.insert("README".into(), t.make_static(ROOT, "meta:README", now, readme(server)));
-        let ctl = t.make_dir(ROOT, "dir:.bsmount", now, Source::Fixed);
-        let stats = t.put("meta:.bsmount/stats", ctl, now, NodeKind::File(FileContent::Stats));
-        t.set_children(ctl, BTreeMap::from([(OsString::from("stats"), stats)]));
-        children.insert(".bsmount".into(), ctl);
-        let uid = user.get("Id").and_then(|v| v.as_str()).unwrap_or("").to_string();
-        for (name, ino) in t.hidden_files(
-            ROOT,
-            &uid,
-            "users",
-            user.get("Name").and_then(|v| v.as_str()).unwrap_or(""),
-            "v1pre3/users/current",
-            user,
-            now,
-        ) {
-            children.insert(name, ino);
+        let s = |k: &str| user.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let user_entity = EntityData {
+            kind: EntityKind::User,
+            id: s("Id"),
+            name: s("Name"),
+            href: "v1pre3/users/current".into(),
+            raw: Arc::from(user.to_string()),
+        };
+        {
+            let mut nodes = t.nodes.write();
+            nodes.insert(
+                ROOT,
+                dir_node(
+                    ROOT,
+                    now,
+                    Dir {
+                        entity: Some(Arc::new(user_entity)),
+                        ..Dir::default()
+                    },
+                ),
+            );
+            t.build_fixed(&mut nodes, ROOT);
+            let readme = t.insert(
+                &mut nodes,
+                leaf(ROOT, now, NodeKind::Text(Arc::from(readme(server).into_bytes()))),
+            );
+            let ctl = t.insert(&mut nodes, dir_node(ROOT, now, Dir::default()));
+            let stats = t.insert(&mut nodes, leaf(ctl, now, NodeKind::Stats));
+            if let Some(d) = dir_mut(&mut nodes, ctl) {
+                d.built = true;
+                d.fixed.insert("stats".into(), stats);
+            }
+            let root = dir_mut(&mut nodes, ROOT).expect("root");
+            root.fixed.insert("README".into(), readme);
+            root.fixed.insert(".bsmount".into(), ctl);
         }
-        t.set_children(ROOT, children);
         Arc::new(t)
     }
 
-    fn alloc(&self, key: &str) -> Ino {
-        let mut keys = self.keys.lock();
-        *keys
-            .entry(key.to_string())
-            .or_insert_with(|| self.next_ino.fetch_add(1, Ordering::Relaxed))
-    }
-
-    fn put(&self, key: &str, parent: Ino, mtime: SystemTime, kind: NodeKind) -> Ino {
-        let ino = self.alloc(key);
-        let mut nodes = self.nodes.write();
-        match (nodes.get_mut(&ino), kind) {
-            // A directory that survives a re-listing keeps its cached children.
-            (
-                Some(Node {
-                    kind: NodeKind::Dir(old),
-                    mtime: m,
-                    parent: p,
-                }),
-                NodeKind::Dir(new),
-            ) if old.source == new.source => {
-                *m = mtime;
-                *p = parent;
-            }
-            (_, kind) => {
-                nodes.insert(ino, Node { parent, mtime, kind });
-            }
-        }
+    fn insert(&self, nodes: &mut HashMap<Ino, Node>, n: Node) -> Ino {
+        let ino = self.next_ino.fetch_add(1, Ordering::Relaxed);
+        nodes.insert(ino, n);
         ino
     }
 
-    fn make_dir(&self, parent: Ino, key: &str, mtime: SystemTime, source: Source) -> Ino {
-        self.put(
-            key,
-            parent,
-            mtime,
-            NodeKind::Dir(Dir {
-                source,
-                children: BTreeMap::new(),
-                extra: BTreeMap::new(),
-                filled_at: None,
-                error: None,
-            }),
-        )
-    }
-
-    fn make_static(&self, parent: Ino, key: &str, mtime: SystemTime, text: String) -> Ino {
-        self.put(
-            key,
-            parent,
-            mtime,
-            NodeKind::File(FileContent::Static(Arc::from(text.into_bytes()))),
-        )
-    }
-
-    fn set_children(&self, ino: Ino, children: BTreeMap<OsString, Ino>) {
-        if let Some(Node {
-            kind: NodeKind::Dir(d), ..
-        }) = self.nodes.write().get_mut(&ino)
-        {
-            d.children = children;
-            d.filled_at = Some(Instant::now());
-            d.error = None;
+    /// Makes a directory's entries from its layout row, once.
+    fn build_fixed(&self, nodes: &mut HashMap<Ino, Node>, dir: Ino) {
+        let Some(n) = nodes.get(&dir) else { return };
+        let mtime = n.mtime;
+        let NodeKind::Dir(d) = &n.kind else { return };
+        if d.built {
+            return;
         }
-    }
-
-    /// `.id .type .name .href .json` for an entity directory.
-    #[allow(clippy::too_many_arguments)]
-    fn hidden_files(
-        &self,
-        dir: Ino,
-        id: &str,
-        typ: &str,
-        name: &str,
-        href: &str,
-        json: &Value,
-        mtime: SystemTime,
-    ) -> Vec<(OsString, Ino)> {
-        let pretty = serde_json::to_string_pretty(json).unwrap_or_default() + "\n";
-        [
-            (".id", format!("{id}\n")),
-            (".type", format!("{typ}\n")),
-            (".name", format!("{name}\n")),
-            (".href", format!("{href}\n")),
-            (".json", pretty),
-        ]
-        .into_iter()
-        .map(|(n, text)| {
-            (
-                OsString::from(n),
-                self.make_static(dir, &format!("meta:{dir}:{n}"), mtime, text),
-            )
-        })
-        .collect()
+        let mut fixed = BTreeMap::new();
+        if let Some(e) = d.entity.clone() {
+            let row = layout::row(e.kind);
+            for (name, m) in layout::HIDDEN.iter().chain(row.files) {
+                fixed.insert(
+                    OsString::from(*name),
+                    self.insert(nodes, leaf(dir, mtime, NodeKind::Meta(*m))),
+                );
+            }
+            for (name, list) in row.dirs {
+                let sub = Dir {
+                    listing: Some(list(e.id.clone())),
+                    built: true,
+                    ..Dir::default()
+                };
+                fixed.insert(OsString::from(*name), self.insert(nodes, dir_node(dir, mtime, sub)));
+            }
+        }
+        if let Some(d) = dir_mut(nodes, dir) {
+            d.fixed.extend(fixed);
+            d.built = true;
+        }
     }
 
     /// Attributes of an inode.
     pub fn getattr(&self, ino: Ino) -> Result<Attr, TreeError> {
         let nodes = self.nodes.read();
-        let n = nodes.get(&ino).ok_or(TreeError::NotFound)?;
-        Ok(attr_of(ino, n))
+        attr_of(&nodes, ino).ok_or(TreeError::NotFound)
     }
 
     /// Symlink target.
     pub fn readlink(&self, ino: Ino) -> Result<String, TreeError> {
         match self.nodes.read().get(&ino).map(|n| &n.kind) {
-            Some(NodeKind::Symlink(t)) => Ok(t.clone()),
-            Some(_) => Err(TreeError::NotFound),
-            None => Err(TreeError::NotFound),
+            Some(NodeKind::Symlink(t)) => Ok(t.to_string()),
+            _ => Err(TreeError::NotFound),
         }
     }
 
     /// What a file holds (for open).
     pub fn content(&self, ino: Ino) -> Result<FileContent, TreeError> {
-        match self.nodes.read().get(&ino).map(|n| &n.kind) {
-            Some(NodeKind::File(c)) => Ok(c.clone()),
-            Some(NodeKind::Dir(_)) => Err(TreeError::IsDir),
-            _ => Err(TreeError::NotFound),
+        let nodes = self.nodes.read();
+        let n = nodes.get(&ino).ok_or(TreeError::NotFound)?;
+        match &n.kind {
+            NodeKind::File(f) => Ok(FileContent::Remote(RemoteFile {
+                id: f.id.to_string(),
+                size: f.size,
+                version: f.version.to_string(),
+                has_etag: f.has_etag,
+            })),
+            NodeKind::Stats => Ok(FileContent::Stats),
+            NodeKind::Dir(_) => Err(TreeError::IsDir),
+            NodeKind::Symlink(_) => Err(TreeError::NotFound),
+            _ => Ok(FileContent::Static(
+                render(&nodes, n).unwrap_or_else(|| Arc::from(&b""[..])),
+            )),
         }
     }
 
-    /// Finds `name` in directory `parent`, listing it first if needed.
+    /// Finds `name` in directory `parent`, listing it first if needed, and counts the
+    /// kernel's reference to it (given back by [`Tree::forget`]).
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr, TreeError> {
         if name == ".error" {
-            if let Some(a) = self.error_file(parent) {
-                return Ok(a);
+            // Readable even while the listing it explains keeps failing.
+            let mut nodes = self.nodes.write();
+            if let Some(ino) = dir_ref(&nodes, parent).and_then(|d| d.fixed.get(name).copied()) {
+                return remember(&mut nodes, ino);
             }
         }
         self.ensure_filled(parent).await?;
-        let nodes = self.nodes.read();
-        let NodeKind::Dir(d) = &nodes.get(&parent).ok_or(TreeError::NotFound)?.kind else {
-            return Err(TreeError::NotDir);
-        };
-        let ino = *d
-            .children
-            .get(name)
-            .or_else(|| d.extra.get(name))
-            .ok_or(TreeError::NotFound)?;
-        nodes.get(&ino).map(|n| attr_of(ino, n)).ok_or(TreeError::NotFound)
+        let mut nodes = self.nodes.write();
+        let d = dir_ref(&nodes, parent).ok_or(TreeError::NotDir)?;
+        let ino = d.get(name).ok_or(TreeError::NotFound)?;
+        remember(&mut nodes, ino)
     }
 
-    /// `.error` of a directory whose last listing failed, as a file.
-    fn error_file(&self, dir: Ino) -> Option<Attr> {
-        let text = match &self.nodes.read().get(&dir)?.kind {
-            NodeKind::Dir(d) => d.error.clone()?,
-            _ => return None,
+    /// Counts a reference the kernel took without a lookup (a READDIRPLUS entry).
+    pub fn remember(&self, ino: Ino) {
+        let _ = remember(&mut self.nodes.write(), ino);
+    }
+
+    /// The kernel dropped `n` references to `ino`. At zero a directory's contents are
+    /// freed (listed again when next looked at), and an orphan is freed whole.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        if ino == ROOT {
+            return;
+        }
+        let freed = {
+            let mut nodes = self.nodes.write();
+            let Some(node) = nodes.get_mut(&ino) else { return };
+            node.lookups = node.lookups.saturating_sub(n);
+            if node.lookups > 0 {
+                return;
+            }
+            if node.orphan {
+                free_subtree(&mut nodes, vec![ino])
+            } else if let NodeKind::Dir(d) = &mut node.kind {
+                // Only what can be made again is dropped: a listing (listed again on the
+                // next look) and an entity's layout entries. A folder inside `Files/` is
+                // part of its `Files/` listing and goes when that one is forgotten.
+                let mut kids: Vec<Ino> = Vec::new();
+                if d.listing.is_some() {
+                    kids.extend(std::mem::take(&mut d.listed).into_values());
+                    kids.extend(d.fixed.remove(OsStr::new(".error")));
+                    d.filled_at = None;
+                    d.has_listing = false;
+                    d.error = None;
+                }
+                if d.entity.is_some() {
+                    kids.extend(std::mem::take(&mut d.fixed).into_values());
+                    d.built = false;
+                }
+                free_subtree(&mut nodes, kids)
+            } else {
+                0
+            }
         };
-        let ino = self.put(
-            &format!("meta:{dir}:.error"),
-            dir,
-            SystemTime::now(),
-            NodeKind::File(FileContent::Static(text)),
-        );
-        self.getattr(ino).ok()
+        if freed >= TRIM_AFTER_FREED {
+            trim_heap();
+        }
     }
 
     /// Entries of a directory (without `.` and `..`).
     pub async fn readdir(&self, ino: Ino) -> Result<Vec<(OsString, Attr)>, TreeError> {
         self.ensure_filled(ino).await?;
         let nodes = self.nodes.read();
-        let NodeKind::Dir(d) = &nodes.get(&ino).ok_or(TreeError::NotFound)?.kind else {
-            return Err(TreeError::NotDir);
-        };
-        Ok(d.extra
-            .iter()
-            .chain(&d.children)
-            .filter_map(|(name, c)| nodes.get(c).map(|n| (name.clone(), attr_of(*c, n))))
-            .collect())
+        let d = dir_ref(&nodes, ino).ok_or(TreeError::NotDir)?;
+        let mut out = Vec::with_capacity(d.local.len() + d.fixed.len() + d.listed.len());
+        let shadowed = |name: &OsStr| d.local.contains_key(name) || d.fixed.contains_key(name);
+        for (name, c) in d.local.iter().chain(&d.fixed) {
+            out.extend(attr_of(&nodes, *c).map(|a| (name.clone(), a)));
+        }
+        for (name, c) in &d.listed {
+            if !shadowed(name) {
+                out.extend(attr_of(&nodes, *c).map(|a| (name.clone(), a)));
+            }
+        }
+        Ok(out)
     }
 
     /// Parent inode (for `..`).
     pub fn parent(&self, ino: Ino) -> Ino {
         self.nodes.read().get(&ino).map(|n| n.parent).unwrap_or(ROOT)
+    }
+
+    /// Number of inodes held (for tests and status).
+    pub fn len(&self) -> usize {
+        self.nodes.read().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds an entry the mount made itself (an upload in progress, say): it stays through
+    /// every refill until removed. `content` is what it reads as.
+    pub fn add_local(&self, parent: Ino, name: &OsStr, content: Arc<[u8]>) -> Result<Attr, TreeError> {
+        let mut nodes = self.nodes.write();
+        let d = dir_ref(&nodes, parent).ok_or(TreeError::NotDir)?;
+        if d.get(name).is_some() {
+            return Err(TreeError::Exists);
+        }
+        let ino = self.insert(&mut nodes, leaf(parent, SystemTime::now(), NodeKind::Text(content)));
+        dir_mut(&mut nodes, parent)
+            .expect("checked above")
+            .local
+            .insert(name.to_os_string(), ino);
+        attr_of(&nodes, ino).ok_or(TreeError::NotFound)
+    }
+
+    /// Removes a local entry.
+    pub fn remove_local(&self, parent: Ino, name: &OsStr) -> Result<(), TreeError> {
+        let mut nodes = self.nodes.write();
+        let d = dir_mut(&mut nodes, parent).ok_or(TreeError::NotDir)?;
+        let ino = d.local.remove(name).ok_or(TreeError::NotFound)?;
+        free_subtree(&mut nodes, vec![ino]);
+        Ok(())
     }
 
     /// Marks `ino` and every listed directory below it stale, so the next look re-lists.
@@ -398,59 +491,74 @@ impl Tree {
             if !seen.insert(i) {
                 continue;
             }
-            if let Some(Node {
-                kind: NodeKind::Dir(d), ..
-            }) = nodes.get_mut(&i)
-            {
-                if d.source != Source::Fixed {
-                    d.filled_at = None;
-                }
-                stack.extend(d.children.values().copied());
+            if let Some(d) = dir_mut(&mut nodes, i) {
+                d.filled_at = None;
+                stack.extend(d.fixed.values().chain(d.listed.values()).copied());
             }
         }
     }
 
     async fn ensure_filled(&self, ino: Ino) -> Result<(), TreeError> {
-        let fresh = |t: &Tree| -> Result<Option<ListKind>, TreeError> {
-            let nodes = t.nodes.read();
-            match &nodes.get(&ino).ok_or(TreeError::NotFound)?.kind {
-                NodeKind::Dir(d) => match &d.source {
-                    Source::Fixed => Ok(None),
-                    Source::List(k) => match d.filled_at {
-                        Some(at) if at.elapsed() < t.opts.metadata_ttl => Ok(None),
-                        _ => Ok(Some(k.clone())),
-                    },
-                },
-                _ => Err(TreeError::NotDir),
+        let stale = |t: &Tree| -> Result<Option<ListKind>, TreeError> {
+            let check = |d: &Dir| match (&d.listing, d.filled_at) {
+                (Some(_), Some(at)) if at.elapsed() < t.opts.metadata_ttl => None,
+                (Some(k), _) => Some(k.clone()),
+                (None, _) => None,
+            };
+            {
+                let nodes = t.nodes.read();
+                match nodes.get(&ino).map(|n| &n.kind) {
+                    None => return Err(TreeError::NotFound),
+                    Some(NodeKind::Dir(d)) if d.built => return Ok(check(d)),
+                    Some(NodeKind::Dir(_)) => {}
+                    Some(_) => return Err(TreeError::NotDir),
+                }
             }
+            let mut nodes = t.nodes.write();
+            t.build_fixed(&mut nodes, ino);
+            dir_ref(&nodes, ino).map(check).ok_or(TreeError::NotFound)
         };
-        if fresh(self)?.is_none() {
+        if stale(self)?.is_none() {
             return Ok(());
         }
         let lock = self.fill_locks.lock().entry(ino).or_default().clone();
         let _guard = lock.lock().await;
-        let Some(kind) = fresh(self)? else {
-            return Ok(());
-        }; // filled while we waited
+        let result = match stale(self)? {
+            None => Ok(()), // filled while we waited
+            Some(kind) => self.fill(ino, kind).await,
+        };
+        self.fill_locks.lock().remove(&ino);
+        result
+    }
+
+    async fn fill(&self, ino: Ino, kind: ListKind) -> Result<(), TreeError> {
         self.fills.fetch_add(1, Ordering::Relaxed);
-        match self.api.list(kind.clone()).await {
-            Ok(items) => {
-                let children = self.build_children(ino, &kind, &items);
-                self.set_children(ino, children);
-                Ok(())
+        let listed = match layout::holds(&kind) {
+            Holds::Files => self.api.list_files(kind.clone()).await.map(Listing::Files),
+            Holds::Entities(k) => self
+                .api
+                .list_entities(kind.clone())
+                .await
+                .map(|l| Listing::Entities(k, l)),
+            Holds::Outputs => self.api.list_entities(kind.clone()).await.map(Listing::Outputs),
+        };
+        match listed {
+            Ok(l) => {
+                let large = l.len() >= TRIM_AFTER_FREED;
+                let r = self.install(ino, &kind, l);
+                if large {
+                    // A large listing's parsing (pages, plan, names) is freed by now.
+                    trim_heap();
+                }
+                r
             }
             Err(e) => {
-                let code = e.error_code().map(|c| format!(" [{c}]")).unwrap_or_default();
-                tracing::warn!(href = %kind.href(), error = %e, "listing failed{code}");
-                let msg: Arc<[u8]> = Arc::from(format!("{}: {e}\n", kind.href()).into_bytes());
                 let mut nodes = self.nodes.write();
-                if let Some(Node {
-                    kind: NodeKind::Dir(d), ..
-                }) = nodes.get_mut(&ino)
-                {
-                    d.error = Some(msg);
-                    if d.filled_at.is_some() {
+                self.set_error(&mut nodes, ino, Some(&format!("{}: {e}\n", kind.href())));
+                if let Some(d) = dir_mut(&mut nodes, ino) {
+                    if d.has_listing {
                         // Keep serving the stale listing; retry after another TTL.
+                        tracing::warn!(href = %kind.href(), error = %e, "listing failed; serving the previous listing");
                         d.filled_at = Some(Instant::now());
                         return Ok(());
                     }
@@ -463,121 +571,173 @@ impl Tree {
         }
     }
 
-    /// Builds the entries of a listed directory from the API items.
-    fn build_children(&self, dir: Ino, kind: &ListKind, items: &[Value]) -> BTreeMap<OsString, Ino> {
-        match kind {
-            ListKind::SampleFiles(id) | ListKind::AppResultFiles(id) | ListKind::RunFiles(id) => {
-                self.build_files(dir, id, items)
+    /// Merges a fetched listing into directory `ino`.
+    fn install(&self, ino: Ino, kind: &ListKind, l: Listing) -> Result<(), TreeError> {
+        let mut nodes = self.nodes.write();
+        if dir_ref(&nodes, ino).is_none() {
+            return Err(TreeError::NotFound); // forgotten and freed meanwhile
+        }
+        let skipped = match l {
+            Listing::Files(files) => self.apply_files(&mut nodes, ino, files),
+            Listing::Entities(k, items) => self.apply_entities(&mut nodes, ino, k, items),
+            Listing::Outputs(items) => self.apply_outputs(&mut nodes, ino, items),
+        };
+        for s in &skipped {
+            tracing::warn!(href = %kind.href(), "{s}");
+        }
+        let error = (!skipped.is_empty()).then(|| skipped.join("\n") + "\n");
+        self.set_error(&mut nodes, ino, error.as_deref());
+        if let Some(d) = dir_mut(&mut nodes, ino) {
+            d.filled_at = Some(Instant::now());
+            d.has_listing = true;
+        }
+        Ok(())
+    }
+
+    /// Sets (or clears) a directory's `.error`.
+    fn set_error(&self, nodes: &mut HashMap<Ino, Node>, dir: Ino, text: Option<&str>) {
+        let Some(d) = dir_mut(nodes, dir) else { return };
+        d.error = text.map(Arc::from);
+        let has = d.fixed.contains_key(OsStr::new(".error"));
+        match (text.is_some(), has) {
+            (true, false) => {
+                let ino = self.insert(nodes, leaf(dir, SystemTime::now(), NodeKind::Error));
+                if let Some(d) = dir_mut(nodes, dir) {
+                    d.fixed.insert(".error".into(), ino);
+                }
             }
-            ListKind::AppSessionOutputs(_) => self.build_outputs(dir, items),
-            _ => self.build_entities(dir, kind, items),
+            (false, true) => {
+                let gone = d.fixed.remove(OsStr::new(".error"));
+                free_subtree(nodes, gone.into_iter().collect());
+            }
+            _ => {}
         }
     }
 
-    fn build_entities(&self, dir: Ino, kind: &ListKind, items: &[Value]) -> BTreeMap<OsString, Ino> {
-        let mut ents: Vec<(Entity, &Value)> = Vec::new();
-        for v in items {
-            match Entity::parse(v) {
-                Ok(e) => ents.push((e, v)),
-                Err(e) => tracing::warn!(href = %kind.href(), "skipping malformed item: {e}"),
-            }
-        }
-        let display: Vec<String> = {
-            let pairs: Vec<(&str, &str)> = ents
-                .iter()
-                .map(|(e, _)| (e.id.as_str(), e.name.as_deref().unwrap_or("")))
-                .collect();
-            let reserved: HashSet<String> = ents.iter().map(|(e, _)| format!(".id.{}", e.id)).collect();
-            names::disambiguate(&pairs, &reserved)
+    /// Merges a listing of entities into `dir`: an entity directory and an `.id.<ID>` link
+    /// each. Items whose Id cannot be a file name are skipped (and named), never the list.
+    fn apply_entities(
+        &self,
+        nodes: &mut HashMap<Ino, Node>,
+        dir: Ino,
+        kind: EntityKind,
+        listed: Listed<EntityItem>,
+    ) -> Vec<String> {
+        let mut skipped = listed.skipped;
+        let items: Vec<EntityItem> = listed
+            .items
+            .into_iter()
+            .filter(|i| {
+                let ok = names::safe_id(&i.entity.id);
+                if !ok {
+                    skipped.push(format!("skipped an item with an unusable Id {:?}", i.entity.id));
+                }
+                ok
+            })
+            .collect();
+        let reserved: HashSet<String> = items.iter().map(|i| format!(".id.{}", i.entity.id)).collect();
+        let pairs: Vec<(&str, &str)> = items
+            .iter()
+            .map(|i| (i.entity.id.as_str(), i.entity.name.as_deref().unwrap_or("")))
+            .collect();
+        let display = names::disambiguate(&pairs, &reserved);
+        let row = layout::row(kind);
+        let mut old = match dir_mut(nodes, dir) {
+            Some(d) => std::mem::take(&mut d.listed),
+            None => return skipped,
         };
-        let (typ, singular) = match kind {
-            ListKind::Projects => ("projects", "project"),
-            ListKind::Runs => ("runs", "run"),
-            ListKind::Samples(_) => ("samples", "sample"),
-            ListKind::AppResults(_) => ("appresults", "appresult"),
-            _ => ("appsessions", "appsession"),
-        };
-        let mut children = BTreeMap::new();
-        for ((e, raw), name) in ents.iter().zip(display) {
+        let mut new = BTreeMap::new();
+        for (item, name) in items.into_iter().zip(display) {
+            let e = &item.entity;
             let mtime = e.mtime();
-            let source = match kind {
-                ListKind::AppSessions(_) => Source::List(ListKind::AppSessionOutputs(e.id.clone())),
-                _ => Source::Fixed,
-            };
-            let ino = self.make_dir(dir, &format!("{singular}:{}", e.id), mtime, source);
-            let href = e.href.clone().unwrap_or_else(|| format!("v1pre3/{typ}/{}", e.id));
-            let mut kids: BTreeMap<OsString, Ino> = self
-                .hidden_files(ino, &e.id, typ, e.name.as_deref().unwrap_or(""), &href, raw, mtime)
-                .into_iter()
-                .collect();
-            let sub = |t: &Tree, n: &str, k: ListKind| {
-                (
-                    OsString::from(n),
-                    t.make_dir(ino, &format!("{singular}:{}:{n}", e.id), mtime, Source::List(k)),
-                )
-            };
-            match kind {
-                ListKind::Projects => {
-                    kids.extend([
-                        sub(self, "Samples", ListKind::Samples(e.id.clone())),
-                        sub(self, "AppResults", ListKind::AppResults(e.id.clone())),
-                        sub(self, "AppSessions", ListKind::AppSessions(e.id.clone())),
-                    ]);
-                }
-                ListKind::Samples(_) => {
-                    kids.extend([sub(self, "Files", ListKind::SampleFiles(e.id.clone()))]);
-                    let props = sample_properties(raw);
-                    kids.insert(
-                        "SampleProperties".into(),
-                        self.make_static(ino, &format!("meta:{ino}:SampleProperties"), mtime, props),
-                    );
-                }
-                ListKind::AppResults(_) => kids.extend([sub(self, "Files", ListKind::AppResultFiles(e.id.clone()))]),
-                ListKind::Runs => kids.extend([sub(self, "Files", ListKind::RunFiles(e.id.clone()))]),
-                ListKind::AppSessions(_) => {
-                    // An appsession directory is itself listed (what the session produced);
-                    // its hidden files stay whatever that listing says.
-                    if let Some(Node {
-                        kind: NodeKind::Dir(d), ..
-                    }) = self.nodes.write().get_mut(&ino)
-                    {
-                        d.extra = std::mem::take(&mut kids);
+            let data = Arc::new(EntityData {
+                kind,
+                id: e.id.clone(),
+                name: e.name.clone().unwrap_or_default(),
+                href: e
+                    .href
+                    .clone()
+                    .unwrap_or_else(|| format!("v1pre3/{}/{}", row.type_name, e.id)),
+                raw: item.raw.clone(),
+            });
+            let name = OsString::from(name);
+            let same = old.get(&name).copied().filter(|i| {
+                dir_ref(nodes, *i)
+                    .and_then(|d| d.entity.as_ref())
+                    .is_some_and(|x| x.kind == kind && x.id == e.id)
+            });
+            let ino = match same {
+                Some(ino) => {
+                    old.remove(&name);
+                    let n = nodes.get_mut(&ino).expect("checked");
+                    n.mtime = mtime;
+                    if let NodeKind::Dir(d) = &mut n.kind {
+                        d.entity = Some(data);
                     }
+                    ino
                 }
-                _ => {}
-            }
-            if !kids.is_empty() {
-                self.set_children(ino, kids);
-            }
-            children.insert(OsString::from(&name), ino);
-            children.insert(
-                OsString::from(format!(".id.{}", e.id)),
-                self.symlink(dir, &e.id, &name, mtime),
-            );
-        }
-        children
-    }
-
-    fn symlink(&self, dir: Ino, id: &str, target: &str, mtime: SystemTime) -> Ino {
-        self.put(
-            &format!("link:{dir}:{id}"),
-            dir,
-            mtime,
-            NodeKind::Symlink(target.to_string()),
-        )
-    }
-
-    fn build_outputs(&self, dir: Ino, items: &[Value]) -> BTreeMap<OsString, Ino> {
-        let mut children = BTreeMap::new();
-        for v in items {
-            let Ok(e) = Entity::parse(v) else { continue };
-            let Some((kind, id)) = e.v1pre3_id.as_deref().and_then(|x| x.split_once('.')) else {
-                continue;
+                None => {
+                    let d = Dir {
+                        entity: Some(data),
+                        listing: row.listing.map(|l| l(e.id.clone())),
+                        ..Dir::default()
+                    };
+                    self.insert(nodes, dir_node(dir, mtime, d))
+                }
             };
-            let (label, list) = match kind {
-                "sample" => ("Samples", "Samples"),
-                "appresult" => ("AppResults", "AppResults"),
-                _ => continue,
+            let link = OsString::from(format!(".id.{}", e.id));
+            let target = name.to_string_lossy();
+            let link_ino = self.link(nodes, &mut old, &link, dir, &target, mtime);
+            new.insert(name, ino);
+            new.insert(link, link_ino);
+        }
+        self.finish_listing(nodes, dir, old, new);
+        skipped
+    }
+
+    /// A symlink `name` → `target` in `dir`, reusing the old one if it is the same.
+    fn link(
+        &self,
+        nodes: &mut HashMap<Ino, Node>,
+        old: &mut BTreeMap<OsString, Ino>,
+        name: &OsStr,
+        dir: Ino,
+        target: &str,
+        mtime: SystemTime,
+    ) -> Ino {
+        let same = old
+            .get(name)
+            .copied()
+            .filter(|i| matches!(nodes.get(i).map(|n| &n.kind), Some(NodeKind::Symlink(t)) if &**t == target));
+        match same {
+            Some(ino) => {
+                old.remove(name);
+                ino
+            }
+            None => self.insert(nodes, leaf(dir, mtime, NodeKind::Symlink(target.into()))),
+        }
+    }
+
+    /// Links to what an appsession produced. Targets are built from the layout and a
+    /// checked id, never from a server string: `../../Samples/.id.<ID>` stays inside the
+    /// project whatever the server sent.
+    fn apply_outputs(&self, nodes: &mut HashMap<Ino, Node>, dir: Ino, listed: Listed<EntityItem>) -> Vec<String> {
+        let mut skipped = listed.skipped;
+        let mut old = match dir_mut(nodes, dir) {
+            Some(d) => std::mem::take(&mut d.listed),
+            None => return skipped,
+        };
+        let mut new = BTreeMap::new();
+        for item in listed.items {
+            let e = &item.entity;
+            let Some(v1) = e.v1pre3_id.as_deref() else { continue };
+            let parsed = v1
+                .split_once('.')
+                .and_then(|(k, id)| Some((layout::output_kind(k)?, id)))
+                .filter(|(_, id)| names::safe_id(id));
+            let Some(((label, list), id)) = parsed else {
+                skipped.push(format!("skipped an output with an unusable V1pre3Id {v1:?}"));
+                continue;
             };
             let name = names::sanitize(&format!("{label}.{id}.{}", e.name.as_deref().unwrap_or("")));
             let name = if name.len() > names::NAME_MAX {
@@ -585,101 +745,247 @@ impl Tree {
             } else {
                 name
             };
+            let name = OsString::from(name);
             let target = format!("../../{list}/.id.{id}");
-            let ino = self.put(
-                &format!("link:{dir}:{kind}.{id}"),
-                dir,
-                e.mtime(),
-                NodeKind::Symlink(target),
-            );
-            children.insert(OsString::from(name), ino);
+            let ino = self.link(nodes, &mut old, &name, dir, &target, e.mtime());
+            new.insert(name, ino);
         }
-        children
+        self.finish_listing(nodes, dir, old, new);
+        skipped
     }
 
-    fn build_files(&self, dir: Ino, container: &str, items: &[Value]) -> BTreeMap<OsString, Ino> {
-        let mut files: Vec<FileInfo> = Vec::new();
-        for v in items {
-            match FileInfo::parse(v) {
-                Ok(f) => files.push(f),
-                Err(e) => tracing::warn!(container, "skipping malformed file item: {e}"),
+    /// Merges a files listing into a `Files/` directory: folders from each file's `Path`,
+    /// planned flat (any depth, no recursion), merged level by level.
+    fn apply_files(&self, nodes: &mut HashMap<Ino, Node>, dir: Ino, listed: Listed<FileInfo>) -> Vec<String> {
+        let files = listed.items;
+        let pairs: Vec<(&str, &str)> = files.iter().map(|f| (f.id.as_str(), f.rel_path())).collect();
+        let plan = names::plan_files(&pairs);
+        let mtimes: Vec<SystemTime> = files.iter().map(FileInfo::mtime).collect();
+        // Every folder's mtime is the newest of the files below it; folders come after
+        // their parents in the plan, so one backward pass carries them up.
+        let mut folder_mtime = vec![UNIX_EPOCH; plan.len()];
+        for (d, p) in plan.iter().enumerate() {
+            folder_mtime[d] = p.files.values().map(|i| mtimes[*i]).max().unwrap_or(UNIX_EPOCH);
+        }
+        for d in (1..plan.len()).rev() {
+            let p = plan[d].parent;
+            folder_mtime[p] = folder_mtime[p].max(folder_mtime[d]);
+        }
+        let mut stack = vec![(0usize, dir)];
+        while let Some((d, ino)) = stack.pop() {
+            let mut old = match dir_mut(nodes, ino) {
+                Some(x) => std::mem::take(&mut x.listed),
+                None => continue,
+            };
+            let mut new = BTreeMap::new();
+            for (name, &sub) in &plan[d].dirs {
+                let name = OsString::from(name);
+                let same = old
+                    .get(&name)
+                    .copied()
+                    .filter(|i| dir_ref(nodes, *i).is_some_and(|x| x.entity.is_none() && x.listing.is_none()));
+                let child = match same {
+                    Some(c) => {
+                        old.remove(&name);
+                        if let Some(n) = nodes.get_mut(&c) {
+                            n.mtime = folder_mtime[sub];
+                        }
+                        c
+                    }
+                    None => self.insert(
+                        nodes,
+                        dir_node(
+                            ino,
+                            folder_mtime[sub],
+                            Dir {
+                                built: true,
+                                ..Dir::default()
+                            },
+                        ),
+                    ),
+                };
+                new.insert(name, child);
+                stack.push((sub, child));
+            }
+            for (name, &i) in &plan[d].files {
+                let f = &files[i];
+                let size = f.size.unwrap_or(0);
+                let (version, has_etag) = match &f.etag {
+                    Some(e) if !e.is_empty() => (e.trim_matches('"').to_string(), true),
+                    _ => (format!("{}-{size}", f.date_modified.as_deref().unwrap_or("")), false),
+                };
+                let name = OsString::from(name);
+                let same = old.get(&name).copied().filter(|c| {
+                    matches!(nodes.get(c).map(|n| &n.kind),
+                        Some(NodeKind::File(x)) if *x.id == *f.id && *x.version == *version)
+                });
+                let child = match same {
+                    Some(c) => {
+                        old.remove(&name);
+                        c
+                    }
+                    None => self.insert(
+                        nodes,
+                        leaf(
+                            ino,
+                            mtimes[i],
+                            NodeKind::File(FileNode {
+                                id: f.id.as_str().into(),
+                                size,
+                                version: version.into(),
+                                has_etag,
+                            }),
+                        ),
+                    ),
+                };
+                new.insert(name, child);
+            }
+            self.finish_listing(nodes, ino, old, new);
+        }
+        listed.skipped
+    }
+
+    /// Installs a directory's new listed entries; what the old listing had and the new one
+    /// does not is freed, or orphaned while the kernel still holds it.
+    fn finish_listing(
+        &self,
+        nodes: &mut HashMap<Ino, Node>,
+        dir: Ino,
+        old: BTreeMap<OsString, Ino>,
+        new: BTreeMap<OsString, Ino>,
+    ) {
+        if let Some(d) = dir_mut(nodes, dir) {
+            d.listed = new;
+        }
+        free_subtree(nodes, old.into_values().collect());
+    }
+}
+
+/// What a fill fetched.
+enum Listing {
+    Files(Listed<FileInfo>),
+    Entities(EntityKind, Listed<EntityItem>),
+    Outputs(Listed<EntityItem>),
+}
+
+impl Listing {
+    fn len(&self) -> usize {
+        match self {
+            Listing::Files(l) => l.items.len(),
+            Listing::Entities(_, l) | Listing::Outputs(l) => l.items.len(),
+        }
+    }
+}
+
+fn dir_ref(nodes: &HashMap<Ino, Node>, ino: Ino) -> Option<&Dir> {
+    match &nodes.get(&ino)?.kind {
+        NodeKind::Dir(d) => Some(d),
+        _ => None,
+    }
+}
+
+fn dir_mut(nodes: &mut HashMap<Ino, Node>, ino: Ino) -> Option<&mut Dir> {
+    match &mut nodes.get_mut(&ino)?.kind {
+        NodeKind::Dir(d) => Some(d),
+        _ => None,
+    }
+}
+
+fn remember(nodes: &mut HashMap<Ino, Node>, ino: Ino) -> Result<Attr, TreeError> {
+    let attr = attr_of(nodes, ino).ok_or(TreeError::NotFound)?;
+    if let Some(n) = nodes.get_mut(&ino) {
+        n.lookups += 1;
+    }
+    Ok(attr)
+}
+
+/// Frees nodes and everything below them, without recursion. A node the kernel still
+/// holds is kept as an orphan (with what is below it) until it is forgotten. Returns how
+/// many nodes were freed.
+fn free_subtree(nodes: &mut HashMap<Ino, Node>, mut stack: Vec<Ino>) -> usize {
+    let mut freed = 0;
+    while let Some(i) = stack.pop() {
+        if i == ROOT {
+            continue;
+        }
+        match nodes.get_mut(&i) {
+            Some(n) if n.lookups > 0 => n.orphan = true,
+            Some(_) => {
+                let n = nodes.remove(&i).expect("present");
+                freed += 1;
+                if let NodeKind::Dir(d) = n.kind {
+                    let d = *d;
+                    stack.extend(
+                        d.fixed
+                            .into_values()
+                            .chain(d.listed.into_values())
+                            .chain(d.local.into_values()),
+                    );
+                }
+            }
+            None => {}
+        }
+    }
+    freed
+}
+
+/// Gives freed heap memory back to the system (glibc keeps it otherwise).
+fn trim_heap() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+/// The bytes of a generated file.
+fn render(nodes: &HashMap<Ino, Node>, n: &Node) -> Option<Arc<[u8]>> {
+    let text = match &n.kind {
+        NodeKind::Text(t) => return Some(t.clone()),
+        NodeKind::Error => dir_ref(nodes, n.parent)?.error.as_deref().unwrap_or("").to_string(),
+        NodeKind::Meta(m) => {
+            let e = dir_ref(nodes, n.parent)?.entity.as_ref()?;
+            match m {
+                Meta::Id => format!("{}\n", e.id),
+                Meta::Type => format!("{}\n", layout::row(e.kind).type_name),
+                Meta::Name => format!("{}\n", e.name),
+                Meta::Href => format!("{}\n", e.href),
+                Meta::Json => pretty(&e.raw),
+                Meta::SampleProperties => sample_properties(&e.raw),
             }
         }
-        let pairs: Vec<(&str, &str)> = files.iter().map(|f| (f.id.as_str(), f.rel_path())).collect();
-        let layout = names::files_layout(&pairs);
-        // Dates parsed once: every folder's mtime is the newest of the files below it.
-        let mtimes: Vec<SystemTime> = files.iter().map(FileInfo::mtime).collect();
-        self.folder(dir, &format!("{container}:"), &layout, &files, &mtimes)
-    }
+        _ => return None,
+    };
+    Some(Arc::from(text.into_bytes()))
+}
 
-    fn folder(
-        &self,
-        dir: Ino,
-        prefix: &str,
-        layout: &names::FolderLayout,
-        files: &[FileInfo],
-        mtimes: &[SystemTime],
-    ) -> BTreeMap<OsString, Ino> {
-        let mut children = BTreeMap::new();
-        for (name, idx) in &layout.files {
-            let f = &files[*idx];
-            let size = f.size.unwrap_or(0);
-            let version = f
-                .etag
-                .clone()
-                .unwrap_or_else(|| format!("{}-{size}", f.date_modified.as_deref().unwrap_or("")));
-            // A new version of a file gets a new inode, so kept page cache never mixes versions.
-            let key = format!("file:{}:{version}", f.id);
-            let content = FileContent::Remote(RemoteFile {
-                id: f.id.clone(),
-                size,
-                version,
-            });
-            children.insert(
-                OsString::from(name),
-                self.put(&key, dir, mtimes[*idx], NodeKind::File(content)),
-            );
-        }
-        for (name, sub) in &layout.dirs {
-            let p = format!("{prefix}{name}/");
-            let mtime = sub.indices().map(|i| mtimes[i]).max().unwrap_or(UNIX_EPOCH);
-            let ino = self.make_dir(dir, &format!("folder:{p}"), mtime, Source::Fixed);
-            let kids = self.folder(ino, &p, sub, files, mtimes);
-            self.set_children(ino, kids);
-            children.insert(OsString::from(name), ino);
-        }
-        children
+fn pretty(raw: &str) -> String {
+    match serde_json::from_str::<Value>(raw) {
+        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
+        Err(_) => format!("{raw}\n"),
     }
 }
 
-fn fixed_dir() -> Dir {
-    Dir {
-        source: Source::Fixed,
-        children: BTreeMap::new(),
-        extra: BTreeMap::new(),
-        filled_at: None,
-        error: None,
-    }
-}
-
-fn attr_of(ino: Ino, n: &Node) -> Attr {
+fn attr_of(nodes: &HashMap<Ino, Node>, ino: Ino) -> Option<Attr> {
+    let n = nodes.get(&ino)?;
     let (kind, size) = match &n.kind {
         NodeKind::Dir(_) => (Kind::Dir, 0),
-        NodeKind::File(FileContent::Static(b)) => (Kind::File, b.len() as u64),
-        NodeKind::File(FileContent::Remote(r)) => (Kind::File, r.size),
-        NodeKind::File(FileContent::Stats) => (Kind::File, 0),
+        NodeKind::File(f) => (Kind::File, f.size),
+        NodeKind::Stats => (Kind::File, 0),
         NodeKind::Symlink(t) => (Kind::Symlink, t.len() as u64),
+        _ => (Kind::File, render(nodes, n).map_or(0, |b| b.len() as u64)),
     };
-    Attr {
+    Some(Attr {
         ino,
         kind,
         size,
         mtime: n.mtime,
-    }
+    })
 }
 
 /// `Key: value` lines of a sample, as BaseMount's `SampleProperties`.
-fn sample_properties(v: &Value) -> String {
+fn sample_properties(raw: &str) -> String {
+    let v: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
     let mut out = String::new();
     for k in [
         "Name",
@@ -706,3 +1012,6 @@ fn sample_properties(v: &Value) -> String {
     }
     out
 }
+
+#[cfg(test)]
+pub(crate) mod tests;

@@ -10,10 +10,26 @@
 //!
 //! The emulator's manifest uses these same functions, so tests can compare paths exactly.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Linux NAME_MAX.
 pub const NAME_MAX: usize = 255;
+
+/// Longest id used in a name or link target.
+const ID_MAX: usize = 128;
+
+/// Whether a server-given id may become part of a file name, a link target or a URL
+/// segment: BaseSpace ids are digits (v1) or `ds.`-style tokens (v2). Anything with `/`,
+/// NUL, spaces, or equal to `.`/`..` is refused, so an id can never steer a path.
+pub fn safe_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= ID_MAX
+        && id != "."
+        && id != ".."
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
+}
 
 /// Makes one path component out of an arbitrary name.
 pub fn sanitize(raw: &str) -> String {
@@ -83,45 +99,50 @@ pub fn disambiguate(entries: &[(&str, &str)], reserved: &HashSet<String>) -> Vec
             pending.push(i);
         }
     }
+    // Each base remembers the next suffix to try, so 20,000 entries of one name cost
+    // 20,000 tries, not 200 million.
+    let mut next: HashMap<String, u64> = HashMap::new();
     for i in pending {
-        let mut n = 2;
+        let n = next.entry(bases[i].clone()).or_insert(2);
         loop {
             let cand = fit(&bases[i], &format!(" ({n})"));
+            *n += 1;
             if taken.insert(cand.clone()) {
                 out[i] = cand;
                 break;
             }
-            n += 1;
         }
     }
     out
 }
 
-/// A folder of a `Files/` view: sub-folders and files by display name.
+/// One folder of a `Files/` view, in a flat plan: folders refer to each other by index,
+/// so a `Path` thousands of levels deep costs no recursion to build, walk or drop.
 #[derive(Debug, Default, Clone)]
-pub struct FolderLayout {
-    pub dirs: BTreeMap<String, FolderLayout>,
-    /// display name → index into the input list
+pub struct PlanDir {
+    /// Display name (empty for the `Files/` folder itself, index 0).
+    pub name: String,
+    /// Index of the enclosing folder (0 for index 0).
+    pub parent: usize,
+    /// Sub-folders: display name → index.
+    pub dirs: BTreeMap<String, usize>,
+    /// Files: display name → index into the input list.
     pub files: BTreeMap<String, usize>,
 }
 
-/// Builds the folder tree of a `Files/` directory from `(file id, API Path)` pairs.
-/// Folders come from '/' in the Path; a file that collides with a folder name or another
-/// file is disambiguated like any duplicate (folders keep the bare name).
-pub fn files_layout(files: &[(&str, &str)]) -> FolderLayout {
-    #[derive(Default)]
-    struct Raw<'a> {
-        dirs: BTreeMap<String, Raw<'a>>,
-        files: Vec<(usize, &'a str, String)>, // (index, id, sanitized leaf)
-    }
-    let mut root = Raw::default();
-    for (i, (id, path)) in files.iter().enumerate() {
+/// Plans the folders of a `Files/` directory from `(file id, API Path)` pairs. Folders
+/// come from '/' in the Path; a file that collides with a folder name or another file is
+/// disambiguated like any duplicate (folders keep the bare name).
+pub fn plan_files(files: &[(&str, &str)]) -> Vec<PlanDir> {
+    let mut plan = vec![PlanDir::default()];
+    let mut leaves: Vec<Vec<(usize, &str)>> = vec![Vec::new()];
+    for (i, (_, path)) in files.iter().enumerate() {
         let comps: Vec<&str> = path.split('/').filter(|c| !c.is_empty()).collect();
         let (leaf, dirs) = match comps.split_last() {
             Some((l, d)) => (*l, d),
             None => ("", &[][..]),
         };
-        let mut node = &mut root;
+        let mut cur = 0;
         for d in dirs {
             let name = sanitize(d);
             let name = if name.len() > NAME_MAX {
@@ -129,46 +150,45 @@ pub fn files_layout(files: &[(&str, &str)]) -> FolderLayout {
             } else {
                 name
             };
-            node = node.dirs.entry(name).or_default();
+            cur = match plan[cur].dirs.get(&name) {
+                Some(&j) => j,
+                None => {
+                    let j = plan.len();
+                    plan[cur].dirs.insert(name.clone(), j);
+                    plan.push(PlanDir {
+                        name,
+                        parent: cur,
+                        ..PlanDir::default()
+                    });
+                    leaves.push(Vec::new());
+                    j
+                }
+            };
         }
-        node.files.push((i, id, leaf.to_string()));
+        leaves[cur].push((i, leaf));
     }
-    fn finish(raw: Raw<'_>) -> FolderLayout {
-        let reserved: HashSet<String> = raw.dirs.keys().cloned().collect();
-        let entries: Vec<(&str, &str)> = raw.files.iter().map(|(_, id, leaf)| (*id, leaf.as_str())).collect();
+    for (d, ls) in leaves.into_iter().enumerate() {
+        let reserved: HashSet<String> = plan[d].dirs.keys().cloned().collect();
+        let entries: Vec<(&str, &str)> = ls.iter().map(|(i, leaf)| (files[*i].0, *leaf)).collect();
         let names = disambiguate(&entries, &reserved);
-        let files = raw.files.iter().zip(names).map(|((i, _, _), n)| (n, *i)).collect();
-        let dirs = raw.dirs.into_iter().map(|(k, v)| (k, finish(v))).collect();
-        FolderLayout { dirs, files }
+        plan[d].files = ls.iter().zip(names).map(|((i, _), n)| (n, *i)).collect();
     }
-    finish(root)
+    plan
 }
 
-impl FolderLayout {
-    /// Every file as (input index, display path relative to the Files/ folder).
-    /// Indices of every file in this folder and below.
-    pub fn indices(&self) -> Box<dyn Iterator<Item = usize> + '_> {
-        Box::new(
-            self.files
-                .values()
-                .copied()
-                .chain(self.dirs.values().flat_map(|d| d.indices())),
-        )
-    }
-
-    pub fn flatten(&self) -> Vec<(usize, String)> {
-        let mut out = Vec::new();
-        fn walk(l: &FolderLayout, prefix: &str, out: &mut Vec<(usize, String)>) {
-            for (name, i) in &l.files {
-                out.push((*i, format!("{prefix}{name}")));
-            }
-            for (name, sub) in &l.dirs {
-                walk(sub, &format!("{prefix}{name}/"), out);
-            }
+/// Every file of a plan as (input index, display path relative to the `Files/` folder).
+pub fn flatten(plan: &[PlanDir]) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut stack = vec![(0usize, String::new())];
+    while let Some((d, prefix)) = stack.pop() {
+        for (name, i) in &plan[d].files {
+            out.push((*i, format!("{prefix}{name}")));
         }
-        walk(self, "", &mut out);
-        out
+        for (name, j) in &plan[d].dirs {
+            stack.push((*j, format!("{prefix}{name}/")));
+        }
     }
+    out
 }
 
 #[cfg(test)]
@@ -214,11 +234,41 @@ mod tests {
             ("3", "RunInfo.xml"),
             ("4", "RunInfo.xml"),
         ];
-        let l = files_layout(&files);
-        let flat: BTreeMap<usize, String> = l.flatten().into_iter().collect();
+        let flat: BTreeMap<usize, String> = flatten(&plan_files(&files)).into_iter().collect();
         assert_eq!(flat[&0], "Data/Intensities/a.bcl");
         assert_eq!(flat[&1], "Data (2)");
         assert_eq!(flat[&2], "RunInfo.xml");
         assert_eq!(flat[&3], "RunInfo.xml (2)");
+    }
+
+    #[test]
+    fn many_duplicates_are_named_in_linear_time() {
+        let ids: Vec<String> = (0..20_000).map(|i| i.to_string()).collect();
+        let e: Vec<(&str, &str)> = ids.iter().map(|i| (i.as_str(), "same.txt")).collect();
+        let t = std::time::Instant::now();
+        let n = disambiguate(&e, &HashSet::new());
+        assert_eq!(n.iter().collect::<HashSet<_>>().len(), 20_000);
+        assert_eq!(n[19_999], "same.txt (20000)");
+        // Quadratic naming took 24 s here; linear takes milliseconds even unoptimised.
+        assert!(t.elapsed() < std::time::Duration::from_secs(5), "{:?}", t.elapsed());
+    }
+
+    #[test]
+    fn a_path_thousands_of_levels_deep_is_planned_without_recursion() {
+        let deep = "d/".repeat(10_000) + "leaf.txt";
+        let plan = plan_files(&[("1", deep.as_str())]);
+        assert_eq!(plan.len(), 10_001);
+        let flat = flatten(&plan);
+        assert_eq!(flat[0].1, deep);
+    }
+
+    #[test]
+    fn only_plain_ids_are_safe() {
+        for ok in ["123", "ds.0a1b", "sample-1_x"] {
+            assert!(safe_id(ok), "{ok}");
+        }
+        for bad in ["", ".", "..", "../../etc", "a/b", "x\0y", "a b", &"9".repeat(200)] {
+            assert!(!safe_id(bad), "{bad:?}");
+        }
     }
 }

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod fuse;
+pub mod hostile;
 
 use bsmount::emulator::{self, Account, EmulatorOptions, NetProfile};
 use serde_json::Value;

@@ -1,0 +1,213 @@
+//! The filesystem core: every operation the mount answers, as async functions returning
+//! typed replies or an [`FsError`], with no kernel in sight. [`crate::fs`] adapts it to
+//! fuser (spawn, reply, log); the tests here drive it directly, so lookup, readdir, open,
+//! read, release, forget and every errno are checked without `/dev/fuse`.
+
+pub mod error;
+
+use std::collections::HashMap;
+use std::ffi::{OsStr, OsString};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+
+pub use error::FsError;
+
+use crate::read::{Handle, Reader};
+use crate::stats::MountStats;
+use crate::tree::{Attr, FileContent, Ino, Kind, Tree};
+
+/// How long the kernel may cache entries and attributes. Listings have their own TTL in
+/// the tree; this only spares repeated lookups of the same name in a burst (`ls -l`).
+pub const KERNEL_TTL: Duration = Duration::from_secs(1);
+
+/// What the kernel should do with a file's cached pages at open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Keep them: the bytes are immutable (a new version is a new inode) and verified.
+    Keep,
+    /// Drop them: read through the mount again (not yet verified).
+    Refresh,
+    /// Bypass the page cache (generated now, size unknown to stat).
+    Direct,
+}
+
+/// An open file or directory handle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Opened {
+    pub fh: u64,
+    pub cache: CacheMode,
+}
+
+/// A directory's entries as listed at opendir, `.` and `..` first.
+pub type DirSnapshot = Arc<[(OsString, Attr)]>;
+
+/// What an open handle refers to.
+enum Open {
+    Static(Arc<[u8]>),
+    Remote(Arc<Handle>),
+    /// Every readdir of the handle is served from this snapshot by offset, so reading a
+    /// 100,000-entry directory in page-sized pieces stays linear, and entries keep stable
+    /// offsets while it is read.
+    Dir(DirSnapshot),
+}
+
+pub struct FsCore {
+    tree: Arc<Tree>,
+    reader: Arc<Reader>,
+    stats: Arc<MountStats>,
+    handles: Mutex<HashMap<u64, Open>>,
+    next_fh: AtomicU64,
+}
+
+fn bad_handle() -> FsError {
+    FsError::quiet(libc::EBADF, "no such open handle")
+}
+
+impl FsCore {
+    pub fn new(tree: Arc<Tree>, reader: Arc<Reader>, stats: Arc<MountStats>) -> Arc<FsCore> {
+        Arc::new(FsCore {
+            tree,
+            reader,
+            stats,
+            handles: Mutex::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+        })
+    }
+
+    pub fn tree(&self) -> &Arc<Tree> {
+        &self.tree
+    }
+
+    fn add(&self, o: Open) -> u64 {
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.lock().insert(fh, o);
+        fh
+    }
+
+    /// Finds `name` in `parent`; the kernel holds a reference to the entry until `forget`.
+    pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr, FsError> {
+        Ok(self.tree.lookup(parent, name).await?)
+    }
+
+    /// The kernel took a reference without a lookup (an entry of READDIRPLUS).
+    pub fn remember(&self, ino: Ino) {
+        self.tree.remember(ino);
+    }
+
+    /// The kernel dropped `n` references.
+    pub fn forget(&self, ino: Ino, n: u64) {
+        self.tree.forget(ino, n);
+    }
+
+    pub fn getattr(&self, ino: Ino) -> Result<Attr, FsError> {
+        Ok(self.tree.getattr(ino)?)
+    }
+
+    pub fn readlink(&self, ino: Ino) -> Result<String, FsError> {
+        Ok(self.tree.readlink(ino)?)
+    }
+
+    /// Opens a file for reading; anything else is refused (the mount is read-only).
+    pub fn open(&self, ino: Ino, write: bool) -> Result<Opened, FsError> {
+        if write {
+            return Err(FsError::quiet(libc::EROFS, "read-only filesystem"));
+        }
+        let (open, cache) = match self.tree.content(ino)? {
+            FileContent::Static(b) => (Open::Static(b), CacheMode::Keep),
+            FileContent::Remote(r) => {
+                let cache = match self.reader.may_keep_cache(&r) {
+                    true => CacheMode::Keep,
+                    false => CacheMode::Refresh,
+                };
+                (Open::Remote(Arc::new(Handle::new(r))), cache)
+            }
+            FileContent::Stats => {
+                let text = serde_json::to_string_pretty(&self.stats.snapshot()).unwrap_or_default() + "\n";
+                (Open::Static(Arc::from(text.into_bytes())), CacheMode::Direct)
+            }
+        };
+        Ok(Opened {
+            fh: self.add(open),
+            cache,
+        })
+    }
+
+    /// Up to `size` bytes at `offset` of an open file (fewer only at its end).
+    pub async fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Bytes, FsError> {
+        let handle = match self.handles.lock().get(&fh) {
+            Some(Open::Static(b)) => {
+                let start = (offset as usize).min(b.len());
+                let end = (start + size as usize).min(b.len());
+                return Ok(Bytes::copy_from_slice(&b[start..end]));
+            }
+            Some(Open::Remote(h)) => h.clone(),
+            Some(Open::Dir(_)) => return Err(FsError::quiet(libc::EISDIR, "is a directory")),
+            None => return Err(bad_handle()),
+        };
+        self.stats.reads_in_flight.fetch_add(1, Ordering::Relaxed);
+        let r = self.reader.read(&handle, offset, size).await;
+        self.stats.reads_in_flight.fetch_sub(1, Ordering::Relaxed);
+        let b = r?;
+        self.stats.bytes_served.fetch_add(b.len() as u64, Ordering::Relaxed);
+        Ok(b)
+    }
+
+    pub fn release(&self, fh: u64) {
+        self.handles.lock().remove(&fh);
+    }
+
+    /// Lists a directory (from the API if its listing is stale) into a snapshot.
+    pub async fn opendir(&self, ino: Ino) -> Result<u64, FsError> {
+        let entries = self.tree.readdir(ino).await?;
+        let dots = [(".", ino), ("..", self.tree.parent(ino))]
+            .into_iter()
+            .filter_map(|(name, i)| Some((OsString::from(name), self.tree.getattr(i).ok()?)));
+        let all: DirSnapshot = dots.chain(entries).collect();
+        Ok(self.add(Open::Dir(all)))
+    }
+
+    /// The snapshot of an open directory; entry `i` has offset `i + 1`.
+    pub fn readdir(&self, fh: u64) -> Result<DirSnapshot, FsError> {
+        match self.handles.lock().get(&fh) {
+            Some(Open::Dir(e)) => Ok(e.clone()),
+            Some(_) => Err(FsError::quiet(libc::ENOTDIR, "not a directory handle")),
+            None => Err(bad_handle()),
+        }
+    }
+
+    pub fn releasedir(&self, fh: u64) {
+        self.release(fh);
+    }
+
+    /// `bsmount refresh`: re-list a directory (a file: the directory holding it) and
+    /// everything below on the next look.
+    pub fn refresh(&self, ino: Ino) -> Result<Ino, FsError> {
+        let dir = match self.tree.getattr(ino)? {
+            a if a.kind == Kind::Dir => ino,
+            _ => self.tree.parent(ino),
+        };
+        self.tree.refresh(dir);
+        Ok(dir)
+    }
+
+    /// `access(2)`: everything exists is readable; nothing is writable.
+    pub fn access(&self, ino: Ino, write: bool) -> Result<(), FsError> {
+        self.tree.getattr(ino)?;
+        if write {
+            return Err(FsError::quiet(libc::EROFS, "read-only filesystem"));
+        }
+        Ok(())
+    }
+
+    /// Handles open now (for tests and status).
+    pub fn open_handles(&self) -> usize {
+        self.handles.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,277 @@
+//! The filesystem core driven directly, as the kernel would through the adapter: no
+//! `/dev/fuse`, the in-crate fake API (the emulator's account model) underneath.
+
+use std::ffi::OsStr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use super::*;
+use crate::api::fake::FakeApi;
+use crate::api::faulty::Faulty;
+use crate::api::BaseSpaceApi;
+use crate::emulator::account::{Account, AccountBuilder, Content};
+use crate::read::{ReadOptions, Reader};
+use crate::stats::MountStats;
+use crate::tree::tests::{rt, tree_over};
+use crate::tree::ROOT;
+
+fn pattern(n: usize, seed: u8) -> Vec<u8> {
+    (0..n).map(|i| ((i * 31) as u8) ^ seed).collect()
+}
+
+/// Project P, sample S with `big.bin` (20 MiB + 7: a multipart ETag) and `small.txt`.
+fn account(seed: u8) -> Account {
+    let mut b = AccountBuilder::stable("Tester");
+    let p = b.project("P");
+    let s = b.sample(p, "S", None);
+    let big = pattern((20 << 20) + 7, seed);
+    b.file(s, "big.bin", big.len() as u64, Content::Memory(Bytes::from(big)), None);
+    b.file(s, "small.txt", 5, Content::Memory(Bytes::from_static(b"hello")), None);
+    b.build()
+}
+
+fn core_over(api: Arc<dyn BaseSpaceApi>) -> Arc<FsCore> {
+    let tree = tree_over(api.clone());
+    let reader = Reader::new(
+        api.clone(),
+        ReadOptions {
+            cache_bytes: 64 << 20,
+            ..ReadOptions::default()
+        },
+    );
+    let stats = Arc::new(MountStats::new(
+        "http://fake",
+        "/mnt",
+        api,
+        reader.clone(),
+        tree.clone(),
+    ));
+    FsCore::new(tree, reader, stats)
+}
+
+async fn path(c: &FsCore, p: &str) -> Result<Attr, FsError> {
+    let mut a = c.getattr(ROOT)?;
+    for part in p.split('/') {
+        a = c.lookup(a.ino, OsStr::new(part)).await?;
+    }
+    Ok(a)
+}
+
+/// Reads a whole file in 1 MiB requests, in order, as `cat` through the kernel does.
+async fn read_all(c: &FsCore, fh: u64, size: u64) -> Result<Vec<u8>, FsError> {
+    let mut out = Vec::new();
+    while (out.len() as u64) < size {
+        let b = c.read(fh, out.len() as u64, 1 << 20).await?;
+        if b.is_empty() {
+            break;
+        }
+        out.extend_from_slice(&b);
+    }
+    Ok(out)
+}
+
+#[test]
+fn lookup_open_read_release_returns_the_exact_bytes() {
+    let c = core_over(FakeApi::new(account(1)));
+    rt().block_on(async {
+        let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
+        assert_eq!(a.size, (20 << 20) + 7);
+        let o = c.open(a.ino, false).unwrap();
+        assert_eq!(
+            o.cache,
+            CacheMode::Refresh,
+            "not verified yet: pages not kept across opens"
+        );
+        assert_eq!(read_all(&c, o.fh, a.size).await.unwrap(), pattern((20 << 20) + 7, 1));
+        let tail = c.read(o.fh, a.size - 3, 100).await.unwrap();
+        assert_eq!(&tail[..], &pattern((20 << 20) + 7, 1)[(20 << 20) + 4..]);
+        assert!(c.read(o.fh, a.size, 10).await.unwrap().is_empty());
+        c.release(o.fh);
+        assert_eq!(c.open_handles(), 0);
+        // Verified whole (multipart ETag, 8 MiB parts): now its pages may stay.
+        let again = c.open(a.ino, false).unwrap();
+        assert_eq!(again.cache, CacheMode::Keep);
+    });
+}
+
+#[test]
+fn writes_are_refused_as_a_read_only_filesystem() {
+    let c = core_over(FakeApi::new(account(1)));
+    rt().block_on(async {
+        let a = path(&c, "Projects/P/Samples/S/Files/small.txt").await.unwrap();
+        assert_eq!(c.open(a.ino, true).unwrap_err().errno, libc::EROFS);
+        assert_eq!(c.access(a.ino, true).unwrap_err().errno, libc::EROFS);
+        assert!(c.access(a.ino, false).is_ok());
+    });
+}
+
+#[test]
+fn errors_reach_the_kernel_as_errnos() {
+    let c = core_over(FakeApi::new(account(1)));
+    rt().block_on(async {
+        assert_eq!(path(&c, "Projects/nope").await.unwrap_err().errno, libc::ENOENT);
+        let f = path(&c, "README").await.unwrap();
+        assert_eq!(c.lookup(f.ino, OsStr::new("x")).await.unwrap_err().errno, libc::ENOTDIR);
+        assert_eq!(c.open(ROOT, false).unwrap_err().errno, libc::EISDIR);
+        assert_eq!(c.read(12345, 0, 1).await.unwrap_err().errno, libc::EBADF);
+        let o = c.open(f.ino, false).unwrap();
+        assert_eq!(c.readdir(o.fh).unwrap_err().errno, libc::ENOTDIR);
+        assert_eq!(c.getattr(987_654).unwrap_err().errno, libc::ENOENT);
+    });
+}
+
+#[test]
+fn opendir_snapshots_entries_with_dots_first() {
+    let c = core_over(FakeApi::new(account(1)));
+    rt().block_on(async {
+        let d = path(&c, "Projects/P/Samples/S/Files").await.unwrap();
+        let fh = c.opendir(d.ino).await.unwrap();
+        let e = c.readdir(fh).unwrap();
+        let names: Vec<_> = e.iter().map(|(n, _)| n.to_string_lossy().into_owned()).collect();
+        assert_eq!(names, [".", "..", "big.bin", "small.txt"]);
+        assert_eq!(e[0].1.ino, d.ino);
+        c.releasedir(fh);
+        assert_eq!(c.readdir(fh).unwrap_err().errno, libc::EBADF);
+    });
+}
+
+#[test]
+fn readdir_across_a_refill_shows_the_new_listing() {
+    let api = FakeApi::new(account(1));
+    let c = core_over(api.clone());
+    rt().block_on(async {
+        let d = path(&c, "Projects/P/Samples/S/Files").await.unwrap();
+        let before = c.readdir(c.opendir(d.ino).await.unwrap()).unwrap();
+        let mut b = AccountBuilder::stable("Tester");
+        let p = b.project("P");
+        let s = b.sample(p, "S", None);
+        b.file(s, "small.txt", 5, Content::Memory(Bytes::from_static(b"hello")), None);
+        b.file(s, "new.txt", 2, Content::Memory(Bytes::from_static(b"hi")), None);
+        api.replace(b.build());
+        c.refresh(d.ino).unwrap();
+        let after = c.readdir(c.opendir(d.ino).await.unwrap()).unwrap();
+        let names = |e: &DirSnapshot| {
+            e.iter()
+                .map(|(n, _)| n.to_string_lossy().into_owned())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(names(&before), [".", "..", "big.bin", "small.txt"]);
+        assert_eq!(names(&after), [".", "..", "new.txt", "small.txt"]);
+        let small = |e: &DirSnapshot| e.iter().find(|(n, _)| n == "small.txt").unwrap().1.ino;
+        assert_eq!(small(&before), small(&after), "unchanged entries keep their inode");
+    });
+}
+
+#[test]
+fn refreshing_a_file_refreshes_its_directory() {
+    let c = core_over(FakeApi::new(account(1)));
+    rt().block_on(async {
+        let f = path(&c, "Projects/P/Samples/S/Files/small.txt").await.unwrap();
+        let d = path(&c, "Projects/P/Samples/S/Files").await.unwrap();
+        assert_eq!(c.refresh(f.ino).unwrap(), d.ino);
+        let fills = c.tree().fills.load(Ordering::Relaxed);
+        c.opendir(d.ino).await.unwrap();
+        assert_eq!(c.tree().fills.load(Ordering::Relaxed), fills + 1);
+    });
+}
+
+#[test]
+fn the_stats_file_is_generated_at_open_and_bypasses_the_page_cache() {
+    let c = core_over(FakeApi::new(account(1)));
+    rt().block_on(async {
+        let s = path(&c, ".bsmount/stats").await.unwrap();
+        let o = c.open(s.ino, false).unwrap();
+        assert_eq!(o.cache, CacheMode::Direct);
+        let b = c.read(o.fh, 0, 1 << 20).await.unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+        assert!(v["inodes"].as_u64().unwrap() > 5, "{v}");
+    });
+}
+
+#[test]
+fn wrong_bytes_fail_the_read_that_completes_the_file_and_every_read_after() {
+    let faulty = Faulty::new(FakeApi::new(account(1)));
+    faulty.corrupt_ranges.store(true, Ordering::Relaxed);
+    let c = core_over(faulty.clone());
+    rt().block_on(async {
+        let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
+        let o = c.open(a.ino, false).unwrap();
+        let e = read_all(&c, o.fh, a.size).await.unwrap_err();
+        assert_eq!(e.errno, libc::EIO);
+        // The kernel re-reads the failed pages: they fail again, whatever the source says now.
+        faulty.corrupt_ranges.store(false, Ordering::Relaxed);
+        assert_eq!(c.read(o.fh, a.size - 7, 7).await.unwrap_err().errno, libc::EIO);
+        assert_eq!(c.read(o.fh, 0, 10).await.unwrap_err().errno, libc::EIO);
+        c.release(o.fh);
+        // Nothing wrong stayed cached: a new open reads the right bytes and is verified.
+        let o = c.open(a.ino, false).unwrap();
+        assert_eq!(o.cache, CacheMode::Refresh);
+        assert_eq!(read_all(&c, o.fh, a.size).await.unwrap(), pattern((20 << 20) + 7, 1));
+    });
+}
+
+#[test]
+fn a_small_file_with_wrong_bytes_is_refused_at_once() {
+    let faulty = Faulty::new(FakeApi::new(account(1)));
+    faulty.corrupt_ranges.store(true, Ordering::Relaxed);
+    let c = core_over(faulty);
+    rt().block_on(async {
+        let a = path(&c, "Projects/P/Samples/S/Files/small.txt").await.unwrap();
+        let o = c.open(a.ino, false).unwrap();
+        assert_eq!(c.read(o.fh, 0, 4096).await.unwrap_err().errno, libc::EIO);
+    });
+}
+
+#[test]
+fn a_file_replaced_under_an_open_handle_reads_as_stale() {
+    let api = FakeApi::new(account(1));
+    let c = core_over(api.clone());
+    rt().block_on(async {
+        let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
+        let o = c.open(a.ino, false).unwrap();
+        let first = c.read(o.fh, 0, 1 << 20).await.unwrap();
+        assert_eq!(&first[..], &pattern(1 << 20, 1)[..]);
+        api.replace(account(2)); // same ids and paths, other bytes
+        let e = c.read(o.fh, 15 << 20, 1 << 20).await.unwrap_err();
+        assert_eq!(e.errno, libc::ESTALE);
+        assert_eq!(
+            c.read(o.fh, 0, 1 << 20).await.unwrap_err().errno,
+            libc::ESTALE,
+            "stays stale"
+        );
+    });
+}
+
+#[test]
+fn a_failed_read_retried_at_once_fails_at_once() {
+    let faulty = Faulty::new(FakeApi::new(account(1)));
+    let c = core_over(faulty.clone());
+    rt().block_on(async {
+        let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
+        let o = c.open(a.ino, false).unwrap();
+        faulty.fail_ranges.store(1, Ordering::Relaxed);
+        assert_eq!(c.read(o.fh, 4 << 20, 4096).await.unwrap_err().errno, libc::EIO);
+        let ranges = faulty.counters();
+        // The kernel's retry of the same pages: no second wait, no second request.
+        assert_eq!(c.read(o.fh, 4 << 20, 4096).await.unwrap_err().errno, libc::EIO);
+        assert_eq!(faulty.counters(), ranges);
+        // Other blocks are unaffected.
+        assert_eq!(c.read(o.fh, 0, 5).await.unwrap().len(), 5);
+    });
+}
+
+#[test]
+fn forget_through_the_core_frees_what_the_kernel_dropped() {
+    let c = core_over(FakeApi::new(account(1)));
+    rt().block_on(async {
+        let base = c.tree().len();
+        let d = path(&c, "Projects/P/Samples/S/Files").await.unwrap();
+        c.releasedir(c.opendir(d.ino).await.unwrap());
+        let grown = c.tree().len();
+        assert!(grown > base);
+        c.forget(d.ino, 1);
+        assert!(c.tree().len() < grown);
+    });
+}

@@ -1,0 +1,139 @@
+//! Where bytes come from when no cache level has them: presigned URLs (resolved, kept,
+//! renewed before they expire) and ranged GETs under one connection limit, each asking for
+//! the exact version the tree listed.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use tokio::sync::Semaphore;
+
+use super::pool::BufPool;
+use super::verify::Expect;
+use super::{ReadError, ReadStats, BLOCK_SIZE};
+use crate::api::{ApiError, BaseSpaceApi, Pieces};
+use crate::tree::RemoteFile;
+
+/// Renew a presigned URL this long before it expires (or at half its lifetime if that is
+/// shorter), so a long sequential read never sends a request with a URL about to lapse.
+const URL_MARGIN: Duration = Duration::from_secs(60);
+/// Presigned URLs kept: one per file recently read (a URL is ~300 bytes; 100,000 files
+/// read once would otherwise keep 30 MB).
+const URLS_KEPT: usize = 16_384;
+/// Renewals of one part's URL before giving up: a URL refused right after renewal means
+/// something else is wrong (clock skew, revoked access).
+const MAX_URL_RENEWALS: u32 = 3;
+
+pub struct ContentSource {
+    api: Arc<dyn BaseSpaceApi>,
+    /// File id → (presigned URL, when to renew it).
+    urls: Mutex<lru::LruCache<String, (String, Option<SystemTime>)>>,
+    conns: Semaphore,
+    pool: Arc<BufPool>,
+    stats: Arc<ReadStats>,
+}
+
+impl ContentSource {
+    pub fn new(api: Arc<dyn BaseSpaceApi>, max_connections: usize, pool: Arc<BufPool>, stats: Arc<ReadStats>) -> Self {
+        ContentSource {
+            api,
+            urls: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(URLS_KEPT).expect("non-zero"),
+            )),
+            conns: Semaphore::new(max_connections.max(1)),
+            pool,
+            stats,
+        }
+    }
+
+    /// One ranged GET for blocks `[first, first+n)` of `file`'s listed version, renewing
+    /// the URL if it expired. A GET of a whole file is checked against a plain-md5 ETag at
+    /// once (and tried once more before failing).
+    pub async fn fetch(&self, file: &RemoteFile, first: u64, n: u64) -> Result<Vec<Bytes>, ReadError> {
+        let start = first * BLOCK_SIZE;
+        let len = (n * BLOCK_SIZE).min(file.size - start);
+        let _permit = self
+            .conns
+            .acquire()
+            .await
+            .map_err(|e| ReadError::Internal(e.to_string()))?;
+        let expected = match file.etag().and_then(Expect::parse) {
+            Some(Expect::Plain(d)) if start == 0 && len == file.size => Some(d),
+            _ => None,
+        };
+        let (mut renewals, mut corrupt) = (0, 0);
+        loop {
+            let url = self.url(&file.id, renewals > 0).await?;
+            let pool = self.pool.clone();
+            let pieces = Pieces {
+                size: BLOCK_SIZE as usize,
+                alloc: Arc::new(move |want| pool.take(want)),
+            };
+            match self.api.get_range(&url, start, len, file.etag(), pieces).await {
+                Ok(bufs) => {
+                    let b: Vec<Bytes> = bufs.into_iter().map(|v| self.pool.freeze(v)).collect();
+                    let got_len: u64 = b.iter().map(|x| x.len() as u64).sum();
+                    if b.len() as u64 != n || got_len != len {
+                        return Err(ReadError::Internal(format!(
+                            "asked {n} blocks ({len} bytes), got {} ({got_len} bytes)",
+                            b.len()
+                        )));
+                    }
+                    self.stats.parts_fetched.fetch_add(1, Ordering::Relaxed);
+                    self.stats.bytes_fetched.fetch_add(len, Ordering::Relaxed);
+                    if let Some(exp) = expected {
+                        use md5::Digest;
+                        let mut hasher = md5::Md5::new();
+                        b.iter().for_each(|x| hasher.update(x));
+                        let got: [u8; 16] = hasher.finalize().into();
+                        if got != exp {
+                            self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                            corrupt += 1;
+                            if corrupt < 2 {
+                                continue;
+                            }
+                            return Err(ReadError::Corrupt {
+                                file: file.id.clone(),
+                                expected: hex::encode(exp),
+                                got: hex::encode(got),
+                            });
+                        }
+                        self.stats.files_verified.fetch_add(1, Ordering::Relaxed);
+                    }
+                    return Ok(b);
+                }
+                // Expired (or about to be, when retries took long): renew and go on.
+                Err(ApiError::UrlExpired) if renewals < MAX_URL_RENEWALS => {
+                    tracing::info!(file = %file.id, "presigned URL refused; renewing");
+                    self.stats.url_renewals.fetch_add(1, Ordering::Relaxed);
+                    renewals += 1;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// The presigned URL of a file, resolved on first use and kept until shortly before it
+    /// expires (`force` re-resolves).
+    async fn url(&self, file_id: &str, force: bool) -> Result<String, ReadError> {
+        if !force {
+            if let Some((u, renew_at)) = self.urls.lock().get(file_id) {
+                if renew_at.is_none_or(|r| r > SystemTime::now()) {
+                    return Ok(u.clone());
+                }
+            }
+        }
+        let meta = self.api.content_meta(file_id).await?;
+        let now = SystemTime::now();
+        let renew_at = meta.expiry().map(|exp| {
+            let life = exp.duration_since(now).unwrap_or_default();
+            exp - URL_MARGIN.min(life / 2)
+        });
+        self.urls
+            .lock()
+            .put(file_id.to_string(), (meta.href_content.clone(), renew_at));
+        Ok(meta.href_content)
+    }
+}

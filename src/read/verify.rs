@@ -1,0 +1,334 @@
+//! Checking a whole file read sequentially against its ETag.
+//!
+//! BaseSpace keeps files in S3, whose ETag is the md5 of the bytes for a single-part
+//! upload and `md5(md5(part 1) ‖ … ‖ md5(part N))-N` for a multipart one. The part size is
+//! not in the ETag, but the size and `N` pin it down: `ceil(size / part) == N` leaves one
+//! or two of the sizes uploaders use (BaseSpace's own: 8 MiB), and each is hashed alongside.
+//! What is verified, exactly: a handle that reads a file from its first byte to its last in
+//! order (reads arriving slightly out of order are held in a bounded backlog) hashes every
+//! byte it hands out; the read that completes the file fails with EIO when no candidate
+//! matches. Random reads, and files whose ETag is neither form, are not verified.
+
+use bytes::Bytes;
+use md5::{Digest, Md5};
+
+/// Largest out-of-order backlog kept while hashing; beyond it the handle gives up
+/// verifying (the read itself goes on).
+const VERIFY_BACKLOG: u64 = 64 << 20;
+
+const MIB: u64 = 1 << 20;
+/// Part sizes S3 uploaders use: BaseSpace's uploaders (8 MiB, as its recorded ETags
+/// show), the AWS CLI (8 MiB), S3's minimum (5 MiB) and common tool settings.
+const PART_SIZES: &[u64] = &[
+    5 * MIB,
+    8 * MIB,
+    10 * MIB,
+    15 * MIB,
+    16 * MIB,
+    20 * MIB,
+    25 * MIB,
+    32 * MIB,
+    50 * MIB,
+    64 * MIB,
+    100 * MIB,
+    128 * MIB,
+    256 * MIB,
+    512 * MIB,
+    1024 * MIB,
+    5_000_000,
+    8_000_000,
+    10_000_000,
+    16_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+];
+
+/// What an ETag promises about the bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// md5 of the whole file.
+    Plain([u8; 16]),
+    /// md5 of the part md5s, and how many parts.
+    Multipart { digest: [u8; 16], parts: u64 },
+}
+
+impl Expect {
+    /// Parses `"<32 hex>"` or `"<32 hex>-<N>"`.
+    pub fn parse(etag: &str) -> Option<Expect> {
+        let v = etag.trim_matches('"');
+        let (hexpart, parts) = match v.split_once('-') {
+            Some((h, n)) => (h, Some(n.parse::<u64>().ok().filter(|n| *n > 0)?)),
+            None => (v, None),
+        };
+        let mut digest = [0u8; 16];
+        (hexpart.len() == 32).then_some(())?;
+        hex::decode_to_slice(hexpart, &mut digest).ok()?;
+        Some(match parts {
+            None => Expect::Plain(digest),
+            Some(parts) => Expect::Multipart { digest, parts },
+        })
+    }
+}
+
+/// The multipart ETag of `data` cut in parts of `part` bytes (what S3 computes).
+pub fn multipart_etag(data: &[u8], part: usize) -> String {
+    let mut outer = Md5::new();
+    let mut n = 0;
+    for chunk in data.chunks(part.max(1)) {
+        outer.update(Md5::digest(chunk));
+        n += 1;
+    }
+    format!("{}-{}", hex::encode(outer.finalize()), n.max(1))
+}
+
+/// Hashes one candidate part size.
+#[derive(Clone)]
+struct PartHasher {
+    part: u64,
+    current: Md5,
+    in_part: u64,
+    parts: u64,
+    outer: Md5,
+}
+
+impl PartHasher {
+    fn update(&mut self, mut data: &[u8]) {
+        while !data.is_empty() {
+            let n = ((self.part - self.in_part) as usize).min(data.len());
+            self.current.update(&data[..n]);
+            self.in_part += n as u64;
+            data = &data[n..];
+            if self.in_part == self.part {
+                self.close_part();
+            }
+        }
+    }
+
+    fn close_part(&mut self) {
+        let d = std::mem::take(&mut self.current).finalize();
+        self.outer.update(d);
+        self.parts += 1;
+        self.in_part = 0;
+    }
+
+    fn finish(mut self) -> ([u8; 16], u64) {
+        if self.in_part > 0 {
+            self.close_part();
+        }
+        (self.outer.finalize().into(), self.parts)
+    }
+}
+
+enum Hashing {
+    Plain(Md5),
+    Multipart(Vec<PartHasher>),
+}
+
+/// Verdict on a piece fed to a [`Verifier`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Pending,
+    /// The read went too far out of order to keep verifying.
+    Abandoned,
+    Good,
+    /// The md5 the bytes hash to (for a plain ETag), or a summary.
+    Bad(String),
+}
+
+/// md5 of a whole file read sequentially, checked against its ETag.
+pub struct Verifier {
+    expect: Expect,
+    size: u64,
+    hashing: Hashing,
+    pos: u64,
+    pending: std::collections::BTreeMap<u64, Bytes>,
+    pending_bytes: u64,
+}
+
+impl std::fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Verifier").field("pos", &self.pos).finish()
+    }
+}
+
+impl Verifier {
+    /// A verifier for a file of `size` bytes with this ETag, if the ETag can be checked.
+    pub fn new(etag: &str, size: u64) -> Option<Verifier> {
+        if size == 0 {
+            return None;
+        }
+        let expect = Expect::parse(etag)?;
+        let hashing = match &expect {
+            Expect::Plain(_) => Hashing::Plain(Md5::new()),
+            Expect::Multipart { parts, .. } => {
+                let hs: Vec<PartHasher> = PART_SIZES
+                    .iter()
+                    .filter(|p| size.div_ceil(**p) == *parts)
+                    .map(|p| PartHasher {
+                        part: *p,
+                        current: Md5::new(),
+                        in_part: 0,
+                        parts: 0,
+                        outer: Md5::new(),
+                    })
+                    .collect();
+                if hs.is_empty() {
+                    return None; // no known part size fits: cannot verify
+                }
+                Hashing::Multipart(hs)
+            }
+        };
+        Some(Verifier {
+            expect,
+            size,
+            hashing,
+            pos: 0,
+            pending: Default::default(),
+            pending_bytes: 0,
+        })
+    }
+
+    /// Whether this ETag can be verified at all (for the page-cache policy).
+    pub fn can_verify(etag: &str, size: u64) -> bool {
+        Verifier::new(etag, size).is_some()
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match &mut self.hashing {
+            Hashing::Plain(h) => h.update(data),
+            Hashing::Multipart(hs) => hs.iter_mut().for_each(|h| h.update(data)),
+        }
+    }
+
+    /// Feeds the bytes at `offset` that a read hands out.
+    pub fn feed(&mut self, offset: u64, data: &Bytes) -> Verdict {
+        if offset > self.pos {
+            self.pending_bytes += data.len() as u64;
+            self.pending.insert(offset, data.clone());
+            if self.pending_bytes > VERIFY_BACKLOG {
+                return Verdict::Abandoned;
+            }
+            return Verdict::Pending;
+        }
+        let mut cur = Some((offset, data.clone()));
+        while let Some((off, d)) = cur.take() {
+            let end = off + d.len() as u64;
+            if end > self.pos {
+                let from = (self.pos - off) as usize;
+                self.update(&d[from..]);
+                self.pos = end;
+            }
+            if let Some((&k, _)) = self.pending.first_key_value() {
+                if k <= self.pos {
+                    let (k, v) = self.pending.pop_first().expect("non-empty");
+                    self.pending_bytes -= v.len() as u64;
+                    cur = Some((k, v));
+                }
+            }
+        }
+        if self.pos < self.size {
+            return Verdict::Pending;
+        }
+        self.verdict()
+    }
+
+    fn verdict(&mut self) -> Verdict {
+        let hashing = std::mem::replace(&mut self.hashing, Hashing::Plain(Md5::new()));
+        match (hashing, &self.expect) {
+            (Hashing::Plain(h), Expect::Plain(want)) => {
+                let got: [u8; 16] = h.finalize().into();
+                if got == *want {
+                    Verdict::Good
+                } else {
+                    Verdict::Bad(hex::encode(got))
+                }
+            }
+            (Hashing::Multipart(hs), Expect::Multipart { digest, parts }) => {
+                let mut seen = Vec::new();
+                for h in hs {
+                    let part = h.part;
+                    let (got, n) = h.finish();
+                    if got == *digest && n == *parts {
+                        return Verdict::Good;
+                    }
+                    seen.push(format!("{}-{n} with {part}-byte parts", hex::encode(got)));
+                }
+                Verdict::Bad(seen.join(", "))
+            }
+            _ => Verdict::Bad("internal: hashing does not match the ETag's form".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(n: usize) -> Vec<u8> {
+        (0..n).map(|i| (i * 7 % 251) as u8).collect()
+    }
+
+    fn feed_all(v: &mut Verifier, d: &[u8], chunk: usize) -> Verdict {
+        let mut last = Verdict::Pending;
+        for (i, c) in d.chunks(chunk).enumerate() {
+            last = v.feed((i * chunk) as u64, &Bytes::copy_from_slice(c));
+        }
+        last
+    }
+
+    #[test]
+    fn plain_md5_etags_verify_and_catch_other_bytes() {
+        let d = data(3 << 20);
+        let etag = hex::encode(Md5::digest(&d));
+        assert_eq!(
+            feed_all(&mut Verifier::new(&etag, d.len() as u64).unwrap(), &d, 1 << 20),
+            Verdict::Good
+        );
+        let mut bad = d.clone();
+        bad[12345] ^= 1;
+        assert!(matches!(
+            feed_all(&mut Verifier::new(&etag, d.len() as u64).unwrap(), &bad, 1 << 20),
+            Verdict::Bad(_)
+        ));
+    }
+
+    #[test]
+    fn multipart_etags_verify_by_the_part_size_that_fits() {
+        // 20 MiB + 3 in 8 MiB parts: 3 parts (as BaseSpace's uploader cuts them).
+        let d = data((20 << 20) + 3);
+        let etag = multipart_etag(&d, 8 << 20);
+        assert!(etag.ends_with("-3"), "{etag}");
+        assert_eq!(
+            feed_all(&mut Verifier::new(&etag, d.len() as u64).unwrap(), &d, 1 << 20),
+            Verdict::Good
+        );
+        let z = vec![b'Z'; d.len()];
+        assert!(matches!(
+            feed_all(&mut Verifier::new(&etag, d.len() as u64).unwrap(), &z, 1 << 20),
+            Verdict::Bad(_)
+        ));
+    }
+
+    #[test]
+    fn out_of_order_pieces_are_hashed_in_order() {
+        let d = data(4 << 20);
+        let etag = hex::encode(Md5::digest(&d));
+        let mut v = Verifier::new(&etag, d.len() as u64).unwrap();
+        let piece = |i: usize| Bytes::copy_from_slice(&d[i << 20..(i + 1) << 20]);
+        assert_eq!(v.feed(1 << 20, &piece(1)), Verdict::Pending);
+        assert_eq!(v.feed(3 << 20, &piece(3)), Verdict::Pending);
+        assert_eq!(v.feed(0, &piece(0)), Verdict::Pending);
+        assert_eq!(v.feed(2 << 20, &piece(2)), Verdict::Good);
+    }
+
+    #[test]
+    fn unverifiable_etags_are_recognised() {
+        assert!(Verifier::new("not-an-etag", 10).is_none());
+        assert!(Verifier::new("2019-01-01-10", 10).is_none());
+        // 3 parts for 1 KiB fits no known part size.
+        assert!(Verifier::new(&format!("{}-3", "a".repeat(32)), 1024).is_none());
+        assert!(Verifier::new(&"a".repeat(32), 0).is_none());
+        assert!(Verifier::can_verify(&format!("{}-6", "a".repeat(32)), 48526491));
+    }
+}

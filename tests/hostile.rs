@@ -1,0 +1,463 @@
+//! What a hostile or broken server can do to the mount, on a real mount against a small
+//! scripted server on 127.0.0.1 (`common::hostile`): one test per failure found by
+//! attacking the mount (issue "Never escape, never unbounded, never wrong bytes").
+
+mod common;
+
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::StatusCode;
+use axum::response::Response;
+use bytes::Bytes;
+use common::fuse::{text, Mounted};
+use common::hostile::*;
+use serde_json::json;
+
+fn mount(h: &Hostile, extra: &[&str]) -> Mounted {
+    Mounted::at(&h.base, TOKEN, extra, None)
+}
+
+fn sh(cmd: &str) -> std::process::Output {
+    Command::new("sh").arg("-c").arg(cmd).output().unwrap()
+}
+
+fn names(m: &Mounted, rel: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(m.path(rel))
+        .unwrap_or_else(|e| panic!("ls {rel}: {e}"))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// One project "P" (Id 1); everything else from `more`.
+fn project_server(more: impl Fn(&Req, &str) -> Option<Response> + Send + Sync + 'static) -> Hostile {
+    Hostile::start(move |r, base| match r.path.as_str() {
+        "/v1pre3/users/current/projects" => Some(v1_page(vec![entity("1", "P")], 1, 0)),
+        _ => more(r, base),
+    })
+}
+
+// 1. A link target built from a server string escaped the mount.
+#[test]
+fn an_appsession_output_link_never_leaves_the_mount() {
+    let h = project_server(|r, _| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("100", "S")], 1, 0)),
+        "/v2/appsessions" => Some(v2_page(vec![entity("7", "A")])),
+        "/v2/datasets" => {
+            let mut good = entity("ds.1", "good");
+            good["V1pre3Id"] = json!("sample.100");
+            let mut evil = entity("ds.2", "evil");
+            evil["V1pre3Id"] = json!("sample.100/../../../../../../../../../../etc");
+            Some(v2_page(vec![good, evil]))
+        }
+        _ => None,
+    });
+    let m = mount(&h, &[]);
+    let dir = "Projects/P/AppSessions/A";
+    let n = names(&m, dir);
+    assert!(n.contains(&"Samples.100.good".to_string()), "{n:?}");
+    assert!(!n.iter().any(|x| x.contains("evil")), "{n:?}");
+    for e in std::fs::read_dir(m.path(dir)).unwrap() {
+        let p = e.unwrap().path();
+        if let Ok(real) = std::fs::canonicalize(&p) {
+            assert!(
+                real.starts_with(&m.mp),
+                "{} resolves to {}",
+                p.display(),
+                real.display()
+            );
+        }
+    }
+    let o = sh(&format!(
+        "tar -chf - -C '{}' . 2>/dev/null | tar -tf - | grep -c passwd",
+        m.path(dir).display()
+    ));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "0",
+        "host files read through the mount"
+    );
+    assert!(std::fs::read_to_string(m.path(&format!("{dir}/.error")))
+        .unwrap()
+        .contains("V1pre3Id"));
+}
+
+// 2. Other bytes of the right length were served with exit status 0.
+#[test]
+fn wrong_bytes_fail_the_read_small_and_multipart_and_stay_failed() {
+    let small: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let big: Vec<u8> = (0..(24u32 << 20) + 5).map(|i| (i % 253) as u8).collect();
+    let (se, be) = (md5_hex(&small), multipart_etag(&big, 8 << 20));
+    let (se2, be2) = (se.clone(), be.clone());
+    let h = project_server(move |r, base| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("2", "S")], 1, 0)),
+        "/v1pre3/samples/2/files" => Some(v1_page(
+            vec![
+                file("10", "small.bin", 5000, &se2),
+                file("11", "big.bin", big.len() as u64, &be2),
+            ],
+            2,
+            0,
+        )),
+        p if p.ends_with("/content") => Some(content_meta(base, p.split('/').nth(3).unwrap())),
+        // Other bytes of the right length, headers as the real object's.
+        "/content/10" => Some(serve(r, &vec![b'Z'; 5000], &se2)),
+        "/content/11" => Some(serve(r, &vec![b'Z'; big.len()], &be2)),
+        _ => None,
+    });
+    let m = mount(&h, &[]);
+    let f = m.path("Projects/P/Samples/S/Files");
+    for name in ["small.bin", "big.bin", "small.bin", "big.bin"] {
+        let o = Command::new("cat").arg(f.join(name)).output().unwrap();
+        assert!(!o.status.success(), "cat {name} succeeded with wrong bytes");
+    }
+    let o = Command::new("md5sum").arg(f.join("big.bin")).output().unwrap();
+    assert!(
+        !o.status.success(),
+        "md5sum of a multipart file with wrong bytes succeeded"
+    );
+}
+
+// 2 (continued). A file replaced on the server while a reader holds it open.
+#[test]
+fn a_file_replaced_under_an_open_reader_gives_the_old_bytes_or_an_error() {
+    use bsmount::emulator::account::{AccountBuilder, Content};
+    let build = |seed: u8| {
+        let mut b = AccountBuilder::stable("U");
+        let p = b.project("P");
+        let s = b.sample(p, "S", None);
+        let d: Vec<u8> = (0..(20u32 << 20)).map(|i| (i as u8).wrapping_mul(7) ^ seed).collect();
+        b.file(s, "mid.bin", d.len() as u64, Content::Memory(Bytes::from(d)), None);
+        b.build()
+    };
+    let old: Vec<u8> = (0..(20u32 << 20)).map(|i| (i as u8).wrapping_mul(7) ^ 1).collect();
+    let emu = common::Emu::start(build(1), Default::default());
+    let m = Mounted::with_args(emu, &["--cache-size", "4M"]);
+    let path = m.path("Projects/P/Samples/S/Files/mid.bin");
+    let mut f = std::fs::File::open(&path).unwrap();
+    let mut first = vec![0u8; 1 << 20];
+    std::io::Read::read_exact(&mut f, &mut first).unwrap();
+    m.emu().emu.as_ref().unwrap().replace_account(build(2));
+    let o = m.cmd(&["refresh", m.path("Projects/P/Samples/S").to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let mut rest = Vec::new();
+    match std::io::Read::read_to_end(&mut f, &mut rest) {
+        Ok(_) => {
+            first.extend(rest);
+            assert!(first == old, "a mix of two versions was read");
+        }
+        Err(e) => assert_eq!(e.raw_os_error(), Some(libc::ESTALE), "{e}"),
+    }
+}
+
+// 3. Two entities with the same Id shared their folders.
+#[test]
+fn a_sample_and_a_run_with_one_id_keep_their_own_folders() {
+    let h = project_server(|r, _| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("100", "S")], 1, 0)),
+        "/v1pre3/users/current/runs" => Some(v1_page(vec![entity("100", "R")], 1, 0)),
+        "/v1pre3/samples/100/files" => Some(v1_page(vec![file("1", "Data/sample.txt", 1, "e1")], 1, 0)),
+        "/v1pre3/runs/100/files" => Some(v1_page(vec![file("2", "Data/run.bcl", 1, "e2")], 1, 0)),
+        _ => None,
+    });
+    let m = mount(&h, &[]);
+    assert_eq!(names(&m, "Runs/R/Files/Data"), ["run.bcl"]);
+    assert_eq!(names(&m, "Projects/P/Samples/S/Files/Data"), ["sample.txt"]);
+    assert_eq!(names(&m, "Runs/R/Files/Data"), ["run.bcl"]);
+}
+
+// 4. A path 4,000 levels deep overflowed the daemon's stack.
+#[test]
+fn a_path_thousands_of_levels_deep_does_not_kill_the_mount() {
+    let deep = "d/".repeat(4000) + "leaf.txt";
+    let h = Hostile::start(move |r, _| match r.path.as_str() {
+        "/v1pre3/users/current/runs" => Some(v1_page(vec![entity("5", "R")], 1, 0)),
+        "/v1pre3/runs/5/files" => Some(v1_page(
+            vec![file("1", &deep, 1, "e"), file("2", "top.txt", 1, "e")],
+            2,
+            0,
+        )),
+        _ => None,
+    });
+    let m = mount(&h, &[]);
+    let o = sh(&format!("find '{}' | wc -l", m.path("Runs/R/Files").display()));
+    let n: usize = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    assert!(n >= 4002, "find saw {n} entries");
+    assert_eq!(names(&m, "Runs/R/Files"), ["d", "top.txt"], "the mount is still alive");
+}
+
+// 5. A lying TotalCount cost gigabytes and never ended.
+#[test]
+fn a_lying_total_count_costs_bounded_memory_and_time() {
+    let pages = Arc::new(AtomicU64::new(0));
+    let p2 = pages.clone();
+    let h = project_server(move |r, _| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("2", "S")], 1, 0)),
+        "/v1pre3/samples/2/files" => {
+            let n = p2.fetch_add(1, Ordering::Relaxed);
+            let (off, lim) = (r.offset(), r.limit().min(1000));
+            let items = if n >= 50 {
+                vec![]
+            } else {
+                (off..off + lim)
+                    .map(|i| {
+                        file(
+                            &(9_000_000 + i).to_string(),
+                            &format!("f{i:09}"),
+                            6,
+                            &format!("{i:032x}"),
+                        )
+                    })
+                    .collect()
+            };
+            Some(v1_page(items, 1_000_000_000_000, off))
+        }
+        _ => None,
+    });
+    let m = mount(&h, &["--io-timeout", "20"]);
+    let t = Instant::now();
+    let o = Command::new("ls")
+        .arg(m.path("Projects/P/Samples/S/Files"))
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(30), "ls took {took:?}");
+    assert!(o.status.success(), "{}", text(&o));
+    let listed = String::from_utf8_lossy(&o.stdout).lines().count();
+    assert!((1000..=50_000).contains(&listed), "{listed} entries");
+    let peak = peak_rss_mib(m.daemon_pid());
+    assert!(peak < 256, "peak RSS {peak} MiB");
+    assert!(
+        pages.load(Ordering::Relaxed) < 100,
+        "{} pages requested",
+        pages.load(Ordering::Relaxed)
+    );
+}
+
+// 6. One bad Id hid a whole directory, and went unescaped into a URL.
+#[test]
+fn an_unusable_id_is_skipped_and_never_reaches_a_url() {
+    let h = project_server(|r, _| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(
+            vec![
+                entity("../../../../etc", "evil"),
+                entity("5", "good"),
+                entity("6", "fine"),
+            ],
+            3,
+            0,
+        )),
+        "/v1pre3/samples/5/files" => Some(v1_page(vec![file("1", "a.txt", 1, "e")], 1, 0)),
+        _ => None,
+    });
+    let m = mount(&h, &[]);
+    let n = names(&m, "Projects/P/Samples");
+    assert!(n.contains(&"good".into()) && n.contains(&"fine".into()), "{n:?}");
+    assert!(!n.contains(&"evil".into()), "{n:?}");
+    assert_eq!(names(&m, "Projects/P/Samples/good/Files"), ["a.txt"]);
+    let err = std::fs::read_to_string(m.path("Projects/P/Samples/.error")).unwrap();
+    assert!(err.contains("../../../../etc"), "{err}");
+    let reqs = h.requests();
+    assert!(
+        reqs.iter().all(|r| r.starts_with("/v1pre3/") || r.starts_with("/v2/")),
+        "a request left the API's paths: {reqs:?}"
+    );
+}
+
+// 7. Unbounded bodies: a huge listing parsed whole, a huge error body buffered per retry.
+#[test]
+fn huge_bodies_are_refused_without_holding_them() {
+    let h = project_server(|r, base| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("2", "S"), entity("3", "T")], 2, 0)),
+        "/v1pre3/samples/2/files" => Some(endless_body(StatusCode::OK, 300)),
+        "/v1pre3/samples/3/files" => Some(v1_page(vec![file("1", "x.bin", 4096, "e")], 1, 0)),
+        "/v1pre3/files/1/content" => Some(content_meta(base, "1")),
+        "/content/1" => Some(endless_body(StatusCode::INTERNAL_SERVER_ERROR, 300)),
+        _ => None,
+    });
+    let m = mount(&h, &["--io-timeout", "5"]);
+    let o = Command::new("ls")
+        .arg(m.path("Projects/P/Samples/S/Files"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "a 300 MiB listing was accepted");
+    let o = Command::new("cat")
+        .arg(m.path("Projects/P/Samples/T/Files/x.bin"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let peak = peak_rss_mib(m.daemon_pid());
+    assert!(peak < 160, "peak RSS {peak} MiB");
+}
+
+/// A body of `mib` MiB of JSON-ish filler, streamed.
+fn endless_body(status: StatusCode, mib: usize) -> Response {
+    let chunk = Bytes::from(vec![b' '; 1 << 20]);
+    let head = Bytes::from_static(b"{\"Response\": {\"Items\": [");
+    let stream = futures::stream::iter(
+        std::iter::once(head)
+            .chain(std::iter::repeat_n(chunk, mib))
+            .map(Ok::<_, std::io::Error>),
+    );
+    Response::builder()
+        .status(status)
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+// 8. One read took twice --io-timeout: the kernel re-issues a failed read.
+#[test]
+fn a_read_that_times_out_costs_one_timeout_not_two() {
+    let h = project_server(|r, base| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("2", "S")], 1, 0)),
+        "/v1pre3/samples/2/files" => Some(v1_page(vec![file("1", "slow.bin", 10 << 20, "e")], 1, 0)),
+        "/v1pre3/files/1/content" => Some(content_meta(base, "1")),
+        "/content/1" => {
+            // The right headers, then a body that never comes.
+            let range = r
+                .headers
+                .get("range")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("bytes=0-0");
+            let range = range.trim_start_matches("bytes=").to_string();
+            let never = futures::stream::pending::<Result<Bytes, std::io::Error>>();
+            Some(
+                Response::builder()
+                    .status(StatusCode::PARTIAL_CONTENT)
+                    .header("content-range", format!("bytes {range}/{}", 10 << 20))
+                    .body(Body::from_stream(never))
+                    .unwrap(),
+            )
+        }
+        _ => None,
+    });
+    let m = mount(&h, &["--io-timeout", "4"]);
+    let t = Instant::now();
+    let o = Command::new("dd")
+        .arg(format!(
+            "if={}",
+            m.path("Projects/P/Samples/S/Files/slow.bin").display()
+        ))
+        .args(["of=/dev/null", "bs=4k", "count=1"])
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    assert!(!o.status.success(), "{}", text(&o));
+    assert!(took >= Duration::from_secs(3), "failed too early: {took:?}");
+    assert!(
+        took < Duration::from_millis(6500),
+        "one read took {took:?} with --io-timeout 4"
+    );
+}
+
+// 9. Naming was quadratic: 20,000 files of one name took 24 s to list.
+#[test]
+fn twenty_thousand_files_of_one_name_list_quickly() {
+    let all: Vec<serde_json::Value> = (0..20_000)
+        .map(|i| file(&(100_000 + i).to_string(), "same.fastq.gz", 1, "e"))
+        .collect();
+    let h = project_server(move |r, _| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("2", "S")], 1, 0)),
+        "/v1pre3/samples/2/files" => Some(v1_paged(r, &all)),
+        _ => None,
+    });
+    let m = mount(&h, &[]);
+    let t = Instant::now();
+    let n = names(&m, "Projects/P/Samples/S/Files");
+    let took = t.elapsed();
+    assert_eq!(n.len(), 20_000);
+    assert!(n.contains(&"same.fastq.gz (20000)".to_string()));
+    assert!(took < Duration::from_secs(8), "listing took {took:?}");
+}
+
+// 10. Versions no longer listed were never freed.
+#[test]
+fn relisting_files_whose_versions_keep_changing_does_not_grow_memory() {
+    let gen = Arc::new(AtomicU64::new(0));
+    let g2 = gen.clone();
+    let h = project_server(move |r, _| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("2", "S")], 1, 0)),
+        "/v1pre3/samples/2/files" => {
+            let v = g2.fetch_add(1, Ordering::Relaxed);
+            let all: Vec<serde_json::Value> = (0..1000)
+                .map(|i| file(&(100_000 + i).to_string(), &format!("f{i}"), 1, &format!("{v}-{i}")))
+                .collect();
+            Some(v1_paged(r, &all))
+        }
+        _ => None,
+    });
+    let m = mount(&h, &[]);
+    let dir = m.path("Projects/P/Samples/S/Files");
+    let relist = || {
+        let o = m.cmd(&["refresh", dir.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", text(&o));
+        let o = Command::new("ls").arg("-l").arg(&dir).output().unwrap();
+        assert!(o.status.success());
+    };
+    for _ in 0..20 {
+        relist();
+    }
+    let inodes = |m: &Mounted| -> u64 {
+        let s: serde_json::Value = serde_json::from_slice(&std::fs::read(m.path(".bsmount/stats")).unwrap()).unwrap();
+        s["inodes"].as_u64().unwrap()
+    };
+    let (rss0, ino0) = (rss_mib(m.daemon_pid()), inodes(&m));
+    for _ in 0..150 {
+        relist();
+    }
+    let (rss1, ino1) = (rss_mib(m.daemon_pid()), inodes(&m));
+    assert!(gen.load(Ordering::Relaxed) >= 170);
+    assert!(ino1 <= ino0 + 1000, "inodes {ino0} -> {ino1}");
+    assert!(rss1 <= rss0 + 16, "RSS {rss0} -> {rss1} MiB");
+}
+
+// Low: a content URL that is not http(s) is refused at once, not retried 8 times.
+#[test]
+fn a_non_http_content_url_fails_at_once() {
+    let h = project_server(|r, _| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("2", "S")], 1, 0)),
+        "/v1pre3/samples/2/files" => Some(v1_page(vec![file("1", "x.txt", 10, "e")], 1, 0)),
+        "/v1pre3/files/1/content" => Some(json_ok(&json!({"Response": {"HrefContent": "file:///etc/passwd"}}))),
+        _ => None,
+    });
+    let m = mount(&h, &["--io-timeout", "30"]);
+    let t = Instant::now();
+    let o = Command::new("cat")
+        .arg(m.path("Projects/P/Samples/S/Files/x.txt"))
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert!(t.elapsed() < Duration::from_secs(5), "took {:?}", t.elapsed());
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("root:"));
+}
+
+// Low: an impossible Size skips that file; duplicate Ids within one page show once.
+#[test]
+fn impossible_sizes_and_duplicate_ids_in_one_page_are_dropped() {
+    let h = project_server(|r, _| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("2", "S")], 1, 0)),
+        "/v1pre3/samples/2/files" => Some(v1_page(
+            vec![
+                file("1", "ok.txt", 3, "e"),
+                file("2", "huge.bin", 1u64 << 63, "e"),
+                file("1", "ok-again.txt", 3, "e"),
+            ],
+            3,
+            0,
+        )),
+        _ => None,
+    });
+    let m = mount(&h, &[]);
+    assert_eq!(names(&m, "Projects/P/Samples/S/Files"), [".error", "ok.txt"]);
+    assert_eq!(
+        std::fs::metadata(m.path("Projects/P/Samples/S/Files/ok.txt"))
+            .unwrap()
+            .len(),
+        3
+    );
+}
