@@ -24,6 +24,8 @@ pub struct MountOptions {
     pub disk: Option<Arc<crate::read::disk::DiskCache>>,
     pub metadata_ttl: Duration,
     pub allow_other: bool,
+    /// Check whole-file reads against their ETags.
+    pub verify: bool,
 }
 
 /// The mounts listed in /proc/self/mountinfo: (mount point, fs type, source).
@@ -152,6 +154,7 @@ pub fn run_session(
         ReadOptions {
             cache_bytes: opts.cache_bytes,
             disk: opts.disk.clone(),
+            verify: opts.verify,
             ..ReadOptions::default()
         },
     );

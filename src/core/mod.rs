@@ -123,7 +123,7 @@ impl FsCore {
                     true => CacheMode::Keep,
                     false => CacheMode::Refresh,
                 };
-                (Open::Remote(Arc::new(Handle::new(r))), cache)
+                (Open::Remote(Arc::new(self.reader.open(r))), cache)
             }
             FileContent::Stats => {
                 let text = serde_json::to_string_pretty(&self.stats.snapshot()).unwrap_or_default() + "\n";

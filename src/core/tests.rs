@@ -275,3 +275,32 @@ fn forget_through_the_core_frees_what_the_kernel_dropped() {
         assert!(c.tree().len() < grown);
     });
 }
+
+#[test]
+fn without_verification_nothing_is_hashed_and_pages_are_kept() {
+    let api: Arc<dyn BaseSpaceApi> = FakeApi::new(account(1));
+    let tree = tree_over(api.clone());
+    let reader = Reader::new(
+        api.clone(),
+        ReadOptions {
+            verify: false,
+            ..ReadOptions::default()
+        },
+    );
+    let stats = Arc::new(MountStats::new(
+        "http://fake",
+        "/mnt",
+        api,
+        reader.clone(),
+        tree.clone(),
+    ));
+    let c = FsCore::new(tree, reader.clone(), stats);
+    rt().block_on(async {
+        let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
+        let o = c.open(a.ino, false).unwrap();
+        assert_eq!(o.cache, CacheMode::Keep);
+        assert_eq!(read_all(&c, o.fh, a.size).await.unwrap().len() as u64, a.size);
+        let s = c.stats.snapshot();
+        assert_eq!(s["fetch"]["files_verified"].as_u64(), Some(0), "{s}");
+    });
+}

@@ -39,6 +39,22 @@ pub trait CacheLevel: Send + Sync + 'static {
     /// The block's `len` bytes, checked, or `None` (missing or damaged: the block is then
     /// fetched from further down). Buffers come from `pool`.
     fn get<'a>(&'a self, key: &'a BlockKey, len: usize, pool: &'a Arc<BufPool>) -> BoxFuture<'a, Option<Bytes>>;
+    /// Several blocks at once (a part), all or nothing: `lens[i]` bytes for `keys[i]`.
+    /// Levels with blocking I/O override it to pay one hand-off per part, not per block.
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [BlockKey],
+        lens: Vec<usize>,
+        pool: &'a Arc<BufPool>,
+    ) -> BoxFuture<'a, Option<Vec<Bytes>>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(keys.len());
+            for (k, len) in keys.iter().zip(lens) {
+                out.push(self.get(k, len, pool).await?);
+            }
+            Some(out)
+        })
+    }
     /// Keeps a block; returns at once (the write happens in the background, or not at all
     /// when the level falls behind).
     fn put(&self, key: &BlockKey, data: Bytes);

@@ -39,6 +39,8 @@ const MAX_PENDING_WRITES: u64 = 16;
 /// How long a new mount waits for the directory's lock: `bsmount unmount` returns when the
 /// mount is gone, and the old daemon may take a moment more to exit and let go.
 const LOCK_WAIT: Duration = Duration::from_secs(10);
+/// A failing cache directory (full, read-only) is reported at most this often.
+const WARN_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskCacheError {
@@ -76,6 +78,8 @@ pub struct DiskCache {
     pending: AtomicU64,
     seq: AtomicU64,
     pub stats: DiskStats,
+    /// When a write failure was last logged, and how many were not logged since.
+    last_warning: Mutex<(Option<Instant>, u64)>,
     /// Held for the cache's lifetime (the flock lives with the descriptor).
     _lock: File,
 }
@@ -120,6 +124,27 @@ impl CacheLevel for Arc<DiskCache> {
                 .await
                 .ok()
                 .flatten()
+        })
+    }
+
+    fn get_many<'a>(
+        &'a self,
+        keys: &'a [BlockKey],
+        lens: Vec<usize>,
+        pool: &'a Arc<BufPool>,
+    ) -> futures::future::BoxFuture<'a, Option<Vec<Bytes>>> {
+        let (me, pool) = (self.clone(), pool.clone());
+        let keys: Vec<String> = keys.iter().map(key_of).collect();
+        Box::pin(async move {
+            tokio::task::spawn_blocking(move || {
+                keys.iter()
+                    .zip(lens)
+                    .map(|(k, len)| me.load(k, len, &pool))
+                    .collect::<Option<Vec<Bytes>>>()
+            })
+            .await
+            .ok()
+            .flatten()
         })
     }
 
@@ -200,6 +225,7 @@ impl DiskCache {
             pending: AtomicU64::new(0),
             seq: AtomicU64::new(0),
             stats: DiskStats::default(),
+            last_warning: Mutex::new((None, 0)),
             _lock: lock,
         });
 
@@ -262,7 +288,7 @@ impl DiskCache {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = me.write(&key, &data) {
-                tracing::warn!(dir = %me.dir.display(), error = %e, "could not write a block to the cache directory");
+                me.write_failed(&e);
             }
             me.pending.fetch_sub(1, Ordering::AcqRel);
         });
@@ -315,12 +341,39 @@ impl DiskCache {
         let _ = fs::remove_file(self.path(name));
     }
 
+    /// A background write failed: a full disk makes room (the directory's filesystem is
+    /// fuller than `--cache-dir-size` allows, so the cache gives back an eighth of what it
+    /// holds), and the warning is logged once a minute, not once a block.
+    fn write_failed(&self, e: &std::io::Error) {
+        let full = matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT));
+        if full {
+            let held = self.bytes();
+            self.evict_to(held - held / 8);
+        }
+        let mut last = self.last_warning.lock();
+        let (at, suppressed) = &mut *last;
+        if at.is_some_and(|t| t.elapsed() < WARN_EVERY) {
+            *suppressed += 1;
+            return;
+        }
+        let more = std::mem::take(suppressed);
+        *at = Some(Instant::now());
+        drop(last);
+        let action = if full { "; evicted blocks to make room" } else { "" };
+        tracing::warn!(dir = %self.dir.display(), error = %e, "could not write a block to the cache directory{action} ({more} more such failures since the last warning)");
+    }
+
     /// Evicts least recently used blocks until the cache fits its limit.
     fn trim(&self) {
+        self.evict_to(self.limit);
+    }
+
+    /// Evicts least recently used blocks until the cache holds at most `target` bytes.
+    fn evict_to(&self, target: u64) {
         loop {
             let victim = {
                 let mut idx = self.index.lock();
-                if idx.bytes <= self.limit {
+                if idx.bytes <= target {
                     return;
                 }
                 match idx.lru.pop_lru() {
@@ -430,6 +483,28 @@ mod tests {
         // A smaller limit on reopening trims at once.
         let c = DiskCache::open(dir.path(), 1500).unwrap();
         assert!(c.bytes() <= 1500 && walk(dir.path()) == c.bytes());
+    }
+
+    #[test]
+    fn a_full_disk_makes_room_and_is_reported_once_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = DiskCache::open(dir.path(), 1 << 30).unwrap();
+        for i in 0..16 {
+            c.write(&block_key("f", "v", i), &[1u8; 1000]).unwrap();
+        }
+        let held = c.bytes();
+        let full = std::io::Error::from_raw_os_error(libc::ENOSPC);
+        c.write_failed(&full);
+        assert!(c.bytes() <= held - held / 8, "{} of {held}", c.bytes());
+        assert!(!c.has_key(&block_key("f", "v", 0)), "the least recently used go first");
+        c.write_failed(&full);
+        c.write_failed(&std::io::Error::from_raw_os_error(libc::EROFS));
+        assert_eq!(
+            c.last_warning.lock().1,
+            2,
+            "later failures within a minute are counted, not logged"
+        );
+        assert_eq!(walk(dir.path()), c.bytes());
     }
 
     #[test]

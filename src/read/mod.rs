@@ -40,7 +40,7 @@ pub mod verify;
 use cache::{BlockKey, CacheLevel, MemoryCache, ObjectId};
 use pool::BufPool;
 use source::ContentSource;
-use verify::{Verdict, Verifier};
+use verify::{Background, Verdict, Verifier};
 
 /// Cache granularity: large enough to keep request counts sane, small enough that a 4 KiB
 /// random read fetches at most 1 MiB (plus one more block if it straddles a boundary).
@@ -60,6 +60,9 @@ const MEM_UNIT: u64 = 64 << 10;
 /// as a synchronous read of the same pages, which then fails at once instead of waiting
 /// out the I/O timeout a second time.
 const FAILURE_MEMORY: Duration = Duration::from_secs(5);
+/// How long the read that delivers a file's last byte waits for the hash of the bytes
+/// before it (they are normally in flight with it); past this it is delivered unverified.
+const FINAL_VERDICT_WAIT: Duration = Duration::from_secs(20);
 /// File versions remembered as verified whole (their pages may stay in the kernel's cache
 /// across opens).
 const VERIFIED_KEPT: usize = 65_536;
@@ -108,6 +111,8 @@ pub struct ReadOptions {
     pub max_connections: usize,
     /// The persistent tier under `--cache-dir`, if any.
     pub disk: Option<Arc<disk::DiskCache>>,
+    /// Check whole-file reads against their ETags ([`verify`]).
+    pub verify: bool,
 }
 
 impl Default for ReadOptions {
@@ -116,7 +121,35 @@ impl Default for ReadOptions {
             cache_bytes: 512 << 20,
             max_connections: 32,
             disk: None,
+            verify: true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Coverage;
+
+    #[test]
+    fn coverage_counts_delivered_and_in_flight_ranges() {
+        let mut c = Coverage::default();
+        let a = c.begin(0, 10);
+        let b = c.begin(10, 20);
+        assert!(c.covers(20), "in flight counts");
+        c.end(a, true);
+        c.end(b, false);
+        assert!(!c.covers(20), "a failed read leaves a gap");
+        let b = c.begin(10, 20);
+        c.end(b, true);
+        assert!(c.covers(20));
+        assert_eq!(c.fed.len(), 1, "merged");
+        let mut gap = Coverage::default();
+        let x = gap.begin(5, 20);
+        gap.end(x, true);
+        assert!(
+            !gap.covers(20),
+            "bytes served from the page cache never reached this handle"
+        );
     }
 }
 
@@ -171,6 +204,7 @@ pub struct Reader {
     prefetching: Arc<AtomicU64>,
     /// File versions whose bytes were verified whole.
     verified: Mutex<lru::LruCache<ObjectId, ()>>,
+    verify: bool,
     pub stats: Arc<ReadStats>,
 }
 
@@ -180,8 +214,78 @@ pub struct Handle {
     pub file: RemoteFile,
     object: ObjectId,
     window: Mutex<prefetch::Window>,
-    verify: Mutex<Option<Verifier>>,
+    verify: Mutex<Verify>,
+    coverage: Mutex<Coverage>,
     failure: Mutex<Option<Failure>>,
+}
+
+/// Which bytes of a file a handle has handed out, and which reads are under way: the read
+/// that delivers the last byte waits for the hash only if together they cover the file
+/// (pages the kernel served from its cache, filled through another handle, never reach
+/// this one, and then no verdict can come).
+#[derive(Debug, Default)]
+struct Coverage {
+    /// Delivered ranges, merged: start → end.
+    fed: std::collections::BTreeMap<u64, u64>,
+    inflight: HashMap<u64, (u64, u64)>,
+    next_id: u64,
+}
+
+/// Ranges tracked per handle at most (random readers fragment them); beyond it the handle
+/// no longer waits for verdicts.
+const COVERAGE_RANGES: usize = 4096;
+
+impl Coverage {
+    fn begin(&mut self, start: u64, end: u64) -> u64 {
+        self.next_id += 1;
+        self.inflight.insert(self.next_id, (start, end));
+        self.next_id
+    }
+
+    fn end(&mut self, id: u64, fed: bool) {
+        let Some((mut s, mut e)) = self.inflight.remove(&id) else {
+            return;
+        };
+        if !fed || self.fed.len() >= COVERAGE_RANGES {
+            return;
+        }
+        // Merge with every range it touches.
+        let touching: Vec<u64> = self
+            .fed
+            .range(..=e)
+            .filter(|(_, end)| **end >= s)
+            .map(|(start, _)| *start)
+            .collect();
+        for k in touching {
+            let end = self.fed.remove(&k).expect("present");
+            s = s.min(k);
+            e = e.max(end);
+        }
+        self.fed.insert(s, e);
+    }
+
+    /// Whether delivered and in-flight ranges together cover `[0, size)`.
+    fn covers(&self, size: u64) -> bool {
+        let mut all: Vec<(u64, u64)> = self.fed.iter().map(|(s, e)| (*s, *e)).collect();
+        all.extend(self.inflight.values().copied());
+        all.sort_unstable();
+        let mut reach = 0;
+        for (s, e) in all {
+            if s > reach {
+                return false;
+            }
+            reach = reach.max(e);
+        }
+        reach >= size
+    }
+}
+
+/// A handle's verification: not started, hashing on its own thread, or over.
+#[derive(Debug)]
+enum Verify {
+    Ready(Verifier),
+    Running(Arc<Background>),
+    Off,
 }
 
 /// A read of this handle that failed.
@@ -200,17 +304,27 @@ impl Drop for Handle {
 }
 
 impl Handle {
+    /// A handle on `file` that verifies whole-file reads when its ETag allows.
     pub fn new(file: RemoteFile) -> Self {
+        Handle::with_verify(file, true)
+    }
+
+    /// A handle on `file`; `verify = false` never hashes.
+    pub fn with_verify(file: RemoteFile, verify: bool) -> Self {
         let object = ObjectId {
             file: Arc::from(file.id.as_str()),
             version: Arc::from(file.version.as_str()),
         };
-        let verify = file.etag().and_then(|e| Verifier::new(e, file.size));
+        let verify = match file.etag().filter(|_| verify).and_then(|e| Verifier::new(e, file.size)) {
+            Some(v) => Verify::Ready(v),
+            None => Verify::Off,
+        };
         Handle {
             file,
             object,
             window: Mutex::new(prefetch::Window::default()),
             verify: Mutex::new(verify),
+            coverage: Mutex::new(Coverage::default()),
             failure: Mutex::new(None),
         }
     }
@@ -307,6 +421,7 @@ impl Reader {
             verified: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(VERIFIED_KEPT).expect("non-zero"),
             )),
+            verify: opts.verify,
             stats,
         })
     }
@@ -345,11 +460,16 @@ impl Reader {
         self.memory.inflight_bytes()
     }
 
+    /// A handle for reading `file`, verified as this reader is configured.
+    pub fn open(&self, file: RemoteFile) -> Handle {
+        Handle::with_verify(file, self.verify)
+    }
+
     /// Whether the kernel may keep this file's pages across opens: only bytes that were
     /// verified whole, or that no ETag could verify anyway. Everything else is read
     /// through the mount again at each open, so a page that turned out wrong never stays.
     pub fn may_keep_cache(&self, file: &RemoteFile) -> bool {
-        let verifiable = file.etag().is_some_and(|e| Verifier::can_verify(e, file.size));
+        let verifiable = self.verify && file.etag().is_some_and(|e| Verifier::can_verify(e, file.size));
         !verifiable
             || self.verified.lock().contains(&ObjectId {
                 file: Arc::from(file.id.as_str()),
@@ -368,7 +488,9 @@ impl Reader {
         if let Some(e) = h.failed(b0, b1) {
             return Err(e);
         }
-        let r = self.read_blocks(h, offset, end, b0, b1).await;
+        let id = h.coverage.lock().begin(offset, end);
+        let r = self.read_blocks(h, offset, end, b0, b1, id).await;
+        h.coverage.lock().end(id, false); // a read that failed (or was dropped) delivers nothing
         if let Err(e) = &r {
             self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
             h.record_failure(b0, b1, e);
@@ -383,6 +505,7 @@ impl Reader {
         end: u64,
         b0: u64,
         b1: u64,
+        id: u64,
     ) -> Result<Bytes, ReadError> {
         let fsize = h.file.size;
         let last_block = (fsize - 1) / BLOCK_SIZE;
@@ -436,7 +559,7 @@ impl Reader {
                 end - offset
             )));
         }
-        self.check(h, offset, &out)?;
+        self.check(h, offset, &out, id).await?;
         if plan.sequential {
             // Read through: the page cache has these bytes now, and the blocks prefetched
             // ahead (for this and other readers) are worth more than the ones behind.
@@ -462,33 +585,72 @@ impl Reader {
         )))
     }
 
-    /// Feeds a sequential handle's hash; the read that completes a file whose bytes do not
-    /// match its ETag fails, and every cached block of that version is dropped.
-    fn check(&self, h: &Handle, offset: u64, data: &Bytes) -> Result<(), ReadError> {
-        let mut g = h.verify.lock();
-        let Some(v) = g.as_mut() else { return Ok(()) };
-        match v.feed(offset, data) {
-            Verdict::Pending => Ok(()),
-            Verdict::Abandoned => {
-                *g = None;
+    /// Feeds a handle's hash (on its own thread). The read that delivers the file's last
+    /// byte waits for the verdict and fails when the bytes do not match the ETag; so does
+    /// any read after a bad verdict, and every cached block of that version is dropped.
+    async fn check(&self, h: &Handle, offset: u64, data: &Bytes, id: u64) -> Result<(), ReadError> {
+        let bg = {
+            let mut g = h.verify.lock();
+            match std::mem::replace(&mut *g, Verify::Off) {
+                Verify::Off => return Ok(()),
+                Verify::Running(b) => {
+                    *g = Verify::Running(b.clone());
+                    b
+                }
+                Verify::Ready(v) => match Background::start(v) {
+                    Ok(b) => {
+                        let b = Arc::new(b);
+                        *g = Verify::Running(b.clone());
+                        b
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot start a verifying thread; this read goes unverified");
+                        return Ok(());
+                    }
+                },
+            }
+        };
+        let mut verdict = bg.feed(offset, data).await;
+        let last = offset + data.len() as u64 >= h.file.size;
+        let covered = {
+            let mut c = h.coverage.lock();
+            c.end(id, true);
+            last && c.covers(h.file.size)
+        };
+        if verdict.is_none() && covered {
+            verdict = bg.wait(FINAL_VERDICT_WAIT).await;
+        }
+        match verdict {
+            None | Some(Verdict::Pending) => Ok(()),
+            Some(Verdict::Abandoned) => {
+                *h.verify.lock() = Verify::Off;
                 Ok(())
             }
-            Verdict::Good => {
-                self.stats.files_verified.fetch_add(1, Ordering::Relaxed);
-                self.verified.lock().put(h.object.clone(), ());
-                *g = None;
+            Some(Verdict::Good) => {
+                if matches!(
+                    std::mem::replace(&mut *h.verify.lock(), Verify::Off),
+                    Verify::Running(_)
+                ) {
+                    self.stats.files_verified.fetch_add(1, Ordering::Relaxed);
+                    self.verified.lock().put(h.object.clone(), ());
+                }
                 Ok(())
             }
-            Verdict::Bad(got) => {
-                *g = None;
-                self.purge(h);
-                self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+            Some(Verdict::Bad(got)) => {
+                let first = matches!(
+                    std::mem::replace(&mut *h.verify.lock(), Verify::Off),
+                    Verify::Running(_)
+                );
                 let e = ReadError::Corrupt {
                     file: h.file.id.clone(),
                     expected: h.file.version.clone(),
                     got,
                 };
-                tracing::error!(error = %e, "checksum mismatch");
+                if first {
+                    self.purge(h);
+                    self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!(error = %e, "checksum mismatch");
+                }
                 Err(e)
             }
         }
@@ -667,12 +829,10 @@ impl Reader {
     /// The blocks `keys` from cache level `l`, or `None` if any is missing or fails its
     /// checks (the part is then fetched from the source).
     async fn load_part(&self, l: usize, file: &RemoteFile, keys: &[BlockKey]) -> Option<Vec<Bytes>> {
-        let level = &self.levels[l];
-        let mut out = Vec::with_capacity(keys.len());
-        for k in keys {
-            let len = BLOCK_SIZE.min(file.size - k.index * BLOCK_SIZE) as usize;
-            out.push(level.get(k, len, &self.pool).await?);
-        }
-        Some(out)
+        let lens = keys
+            .iter()
+            .map(|k| BLOCK_SIZE.min(file.size - k.index * BLOCK_SIZE) as usize)
+            .collect();
+        self.levels[l].get_many(keys, lens, &self.pool).await
     }
 }

@@ -82,41 +82,164 @@ pub fn multipart_etag(data: &[u8], part: usize) -> String {
     format!("{}-{}", hex::encode(outer.finalize()), n.max(1))
 }
 
-/// Hashes one candidate part size.
-#[derive(Clone)]
+/// Hashes one candidate part size. Parts are independent, so a completed part can be
+/// hashed on the shared pool ([`pool`]) while the next one arrives. Its blocks stay
+/// referenced until then, so a part is buffered only while the global [`PIN_BUDGET`] has
+/// room; otherwise it is hashed here as it arrives. Either way only the digests are
+/// combined in order.
 struct PartHasher {
     part: u64,
-    current: Md5,
     in_part: u64,
-    parts: u64,
-    outer: Md5,
+    current: Part,
+    /// Digests of the parts so far, in order.
+    digests: Vec<std::sync::mpsc::Receiver<[u8; 16]>>,
+}
+
+/// How the current part is being hashed.
+enum Part {
+    /// Its bytes (references to the blocks read, not copies), for the pool; holds a share
+    /// of the pin budget.
+    Buffered(Vec<Bytes>, Pinned),
+    Inline(Md5),
+}
+
+/// Bytes of blocks that buffered parts may hold at once, over every handle: with 8 MiB
+/// parts, enough to keep two hashing threads busy.
+const PIN_BUDGET: u64 = 32 << 20;
+static PINNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// A share of [`PIN_BUDGET`], given back when dropped.
+struct Pinned(u64);
+
+impl Pinned {
+    fn try_take(n: u64) -> Option<Pinned> {
+        use std::sync::atomic::Ordering::AcqRel;
+        PINNED
+            .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |p| {
+                (p + n <= PIN_BUDGET).then_some(p + n)
+            })
+            .ok()
+            .map(|_| Pinned(n))
+    }
+}
+
+impl Drop for Pinned {
+    fn drop(&mut self) {
+        PINNED.fetch_sub(self.0, std::sync::atomic::Ordering::AcqRel);
+    }
 }
 
 impl PartHasher {
-    fn update(&mut self, mut data: &[u8]) {
+    fn new(part: u64) -> PartHasher {
+        PartHasher {
+            part,
+            in_part: 0,
+            current: Self::start(part),
+            digests: Vec::new(),
+        }
+    }
+
+    fn start(part: u64) -> Part {
+        match Pinned::try_take(part) {
+            Some(p) => Part::Buffered(Vec::new(), p),
+            None => Part::Inline(Md5::new()),
+        }
+    }
+
+    fn update(&mut self, mut data: Bytes) {
         while !data.is_empty() {
             let n = ((self.part - self.in_part) as usize).min(data.len());
-            self.current.update(&data[..n]);
+            let piece = data.split_to(n);
+            match &mut self.current {
+                Part::Buffered(pieces, _) => pieces.push(piece),
+                Part::Inline(h) => h.update(&piece),
+            }
             self.in_part += n as u64;
-            data = &data[n..];
             if self.in_part == self.part {
-                self.close_part();
+                self.close_part(true);
             }
         }
     }
 
-    fn close_part(&mut self) {
-        let d = std::mem::take(&mut self.current).finalize();
-        self.outer.update(d);
-        self.parts += 1;
+    fn close_part(&mut self, more: bool) {
+        let next = if more {
+            Self::start(self.part)
+        } else {
+            Part::Inline(Md5::new())
+        };
+        let done = match std::mem::replace(&mut self.current, next) {
+            Part::Buffered(pieces, pinned) => pool::md5_of(pieces, pinned),
+            Part::Inline(h) => {
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                let _ = tx.send(h.finalize().into());
+                rx
+            }
+        };
+        self.digests.push(done);
         self.in_part = 0;
     }
 
     fn finish(mut self) -> ([u8; 16], u64) {
         if self.in_part > 0 {
-            self.close_part();
+            self.close_part(false);
         }
-        (self.outer.finalize().into(), self.parts)
+        let mut outer = Md5::new();
+        let n = self.digests.len() as u64;
+        for d in self.digests {
+            // A pool thread that died (it cannot, short of a panic) gives a digest no ETag has.
+            outer.update(d.recv().unwrap_or_default());
+        }
+        (outer.finalize().into(), n)
+    }
+}
+
+/// A few threads that hash whole parts, shared by every verifying handle. The queue is
+/// short, so a verifier that outruns them waits (and the reads feeding it with it).
+mod pool {
+    use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+    use std::sync::{Mutex, OnceLock};
+
+    use bytes::Bytes;
+    use md5::{Digest, Md5};
+
+    use super::Pinned;
+
+    type Job = (Vec<Bytes>, Pinned, SyncSender<[u8; 16]>);
+
+    fn queue() -> &'static SyncSender<Job> {
+        static Q: OnceLock<SyncSender<Job>> = OnceLock::new();
+        Q.get_or_init(|| {
+            let (tx, rx) = sync_channel::<Job>(2);
+            let rx = std::sync::Arc::new(Mutex::new(rx));
+            let n = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
+            for i in 0..n {
+                let rx = rx.clone();
+                let _ = std::thread::Builder::new()
+                    .name(format!("bsmount-md5-{i}"))
+                    .spawn(move || loop {
+                        let job = rx.lock().map(|r| r.recv());
+                        let Ok(Ok((pieces, pinned, done))) = job else { return };
+                        let mut h = Md5::new();
+                        pieces.iter().for_each(|p| h.update(p));
+                        drop((pieces, pinned));
+                        let _ = done.send(h.finalize().into());
+                    });
+            }
+            tx
+        })
+    }
+
+    /// The md5 of `pieces` (in order), computed on the pool; `pinned` is given back then.
+    pub(super) fn md5_of(pieces: Vec<Bytes>, pinned: Pinned) -> Receiver<[u8; 16]> {
+        let (tx, rx) = sync_channel(1);
+        if let Err(e) = queue().send((pieces, pinned, tx)) {
+            // No pool (threads could not start): hash here.
+            let (pieces, _pinned, tx) = e.0;
+            let mut h = Md5::new();
+            pieces.iter().for_each(|p| h.update(p));
+            let _ = tx.send(h.finalize().into());
+        }
+        rx
     }
 }
 
@@ -165,13 +288,7 @@ impl Verifier {
                 let hs: Vec<PartHasher> = PART_SIZES
                     .iter()
                     .filter(|p| size.div_ceil(**p) == *parts)
-                    .map(|p| PartHasher {
-                        part: *p,
-                        current: Md5::new(),
-                        in_part: 0,
-                        parts: 0,
-                        outer: Md5::new(),
-                    })
+                    .map(|p| PartHasher::new(*p))
                     .collect();
                 if hs.is_empty() {
                     return None; // no known part size fits: cannot verify
@@ -194,10 +311,10 @@ impl Verifier {
         Verifier::new(etag, size).is_some()
     }
 
-    fn update(&mut self, data: &[u8]) {
+    fn update(&mut self, data: Bytes) {
         match &mut self.hashing {
-            Hashing::Plain(h) => h.update(data),
-            Hashing::Multipart(hs) => hs.iter_mut().for_each(|h| h.update(data)),
+            Hashing::Plain(h) => h.update(&data),
+            Hashing::Multipart(hs) => hs.iter_mut().for_each(|h| h.update(data.clone())),
         }
     }
 
@@ -216,7 +333,7 @@ impl Verifier {
             let end = off + d.len() as u64;
             if end > self.pos {
                 let from = (self.pos - off) as usize;
-                self.update(&d[from..]);
+                self.update(d.slice(from..));
                 self.pos = end;
             }
             if let Some((&k, _)) = self.pending.first_key_value() {
@@ -257,6 +374,97 @@ impl Verifier {
                 Verdict::Bad(seen.join(", "))
             }
             _ => Verdict::Bad("internal: hashing does not match the ETag's form".into()),
+        }
+    }
+}
+
+/// Bytes queued for hashing threads, at most, over every handle: reads wait beyond it (the
+/// hash keeps up with the network on any core of this decade; this only bounds memory when
+/// it does not).
+const QUEUE_BYTES: u32 = 32 << 20;
+
+fn queue_budget() -> std::sync::Arc<tokio::sync::Semaphore> {
+    static Q: std::sync::OnceLock<std::sync::Arc<tokio::sync::Semaphore>> = std::sync::OnceLock::new();
+    Q.get_or_init(|| std::sync::Arc::new(tokio::sync::Semaphore::new(QUEUE_BYTES as usize)))
+        .clone()
+}
+
+/// A [`Verifier`] running on its own thread, so hashing never holds up the async workers
+/// that stream the HTTP bodies: reads hand it their bytes (a reference, no copy) and go on;
+/// only the read that delivers the file's last byte waits for the verdict.
+pub struct Background {
+    tx: std::sync::mpsc::Sender<(u64, Bytes, tokio::sync::OwnedSemaphorePermit)>,
+    queue: std::sync::Arc<tokio::sync::Semaphore>,
+    verdict: tokio::sync::watch::Receiver<Option<Verdict>>,
+}
+
+impl std::fmt::Debug for Background {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Background").finish()
+    }
+}
+
+impl Background {
+    /// Starts the hashing thread; it ends with a verdict or when the handle is dropped.
+    pub fn start(mut v: Verifier) -> std::io::Result<Background> {
+        let (tx, rx) = std::sync::mpsc::channel::<(u64, Bytes, tokio::sync::OwnedSemaphorePermit)>();
+        let (vtx, verdict) = tokio::sync::watch::channel(None);
+        std::thread::Builder::new()
+            .name("bsmount-verify".into())
+            .spawn(move || {
+                while let Ok((offset, data, permit)) = rx.recv() {
+                    let r = v.feed(offset, &data);
+                    drop((data, permit));
+                    if r != Verdict::Pending {
+                        let _ = vtx.send(Some(r));
+                        return;
+                    }
+                }
+            })?;
+        Ok(Background {
+            tx,
+            queue: queue_budget(),
+            verdict,
+        })
+    }
+
+    /// Hands over the bytes a read delivers at `offset` (waiting only while the queue is
+    /// full). Returns the verdict if there is one already.
+    pub async fn feed(&self, offset: u64, data: &Bytes) -> Option<Verdict> {
+        if let Some(v) = self.verdict() {
+            return Some(v);
+        }
+        let n = (data.len() as u32).clamp(1, QUEUE_BYTES);
+        let Ok(permit) = self.queue.clone().acquire_many_owned(n).await else {
+            return self.verdict();
+        };
+        let _ = self.tx.send((offset, data.clone(), permit));
+        self.verdict()
+    }
+
+    pub fn verdict(&self) -> Option<Verdict> {
+        self.verdict.borrow().as_ref().map(Verdict::copy)
+    }
+
+    /// Waits at most `limit` for the verdict (`None`: still pending, e.g. a gap the reader
+    /// never read).
+    pub async fn wait(&self, limit: std::time::Duration) -> Option<Verdict> {
+        let mut rx = self.verdict.clone();
+        let r = tokio::time::timeout(limit, rx.wait_for(Option::is_some)).await;
+        match r {
+            Ok(Ok(v)) => v.as_ref().map(Verdict::copy),
+            _ => None,
+        }
+    }
+}
+
+impl Verdict {
+    fn copy(&self) -> Verdict {
+        match self {
+            Verdict::Pending => Verdict::Pending,
+            Verdict::Abandoned => Verdict::Abandoned,
+            Verdict::Good => Verdict::Good,
+            Verdict::Bad(s) => Verdict::Bad(s.clone()),
         }
     }
 }
@@ -320,6 +528,30 @@ mod tests {
         assert_eq!(v.feed(3 << 20, &piece(3)), Verdict::Pending);
         assert_eq!(v.feed(0, &piece(0)), Verdict::Pending);
         assert_eq!(v.feed(2 << 20, &piece(2)), Verdict::Good);
+    }
+
+    #[test]
+    fn the_background_verifier_gives_its_verdict_to_whoever_waits() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let d = data((9 << 20) + 1);
+        let good = multipart_etag(&d, 8 << 20);
+        rt.block_on(async {
+            for (etag, ok) in [(good.as_str(), true), ("0123456789abcdef0123456789abcdef-2", false)] {
+                let bg = Background::start(Verifier::new(etag, d.len() as u64).unwrap()).unwrap();
+                for (i, c) in d.chunks(1 << 20).enumerate() {
+                    bg.feed((i << 20) as u64, &Bytes::copy_from_slice(c)).await;
+                }
+                let v = bg.wait(std::time::Duration::from_secs(10)).await.unwrap();
+                assert_eq!(v == Verdict::Good, ok, "{v:?}");
+            }
+            // A gap never filled: no verdict, and the wait is bounded.
+            let bg = Background::start(Verifier::new(&good, d.len() as u64).unwrap()).unwrap();
+            bg.feed(1 << 20, &Bytes::from_static(b"x")).await;
+            assert!(bg.wait(std::time::Duration::from_millis(50)).await.is_none());
+        });
     }
 
     #[test]
