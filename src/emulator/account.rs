@@ -302,6 +302,11 @@ impl AccountBuilder {
             etag: OnceLock::new(),
             md5: OnceLock::new(),
         };
+        // Small files get their ETag now, like S3 at upload (and so a first listing of
+        // 100,000 files does not hash them all); large ones when first listed.
+        if size <= SMALL_FILE_ETAG_LIMIT {
+            entry.etag();
+        }
         self.acct.files.insert(id, Arc::new(entry));
         if let Some(c) = self.acct.containers.get_mut(&parent) {
             c.files.push(id);
