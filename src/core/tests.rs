@@ -33,14 +33,18 @@ fn account(seed: u8) -> Account {
 }
 
 fn core_over(api: Arc<dyn BaseSpaceApi>) -> Arc<FsCore> {
-    let tree = tree_over(api.clone());
-    let reader = Reader::new(
-        api.clone(),
+    core_with(
+        api,
         ReadOptions {
             cache_bytes: 64 << 20,
             ..ReadOptions::default()
         },
-    );
+    )
+}
+
+fn core_with(api: Arc<dyn BaseSpaceApi>, opts: ReadOptions) -> Arc<FsCore> {
+    let tree = tree_over(api.clone());
+    let reader = Reader::new(api.clone(), opts);
     let stats = Arc::new(MountStats::new(
         "http://fake",
         "/mnt",
@@ -278,23 +282,13 @@ fn forget_through_the_core_frees_what_the_kernel_dropped() {
 
 #[test]
 fn without_verification_nothing_is_hashed_and_pages_are_kept() {
-    let api: Arc<dyn BaseSpaceApi> = FakeApi::new(account(1));
-    let tree = tree_over(api.clone());
-    let reader = Reader::new(
-        api.clone(),
+    let c = core_with(
+        FakeApi::new(account(1)),
         ReadOptions {
             verify: false,
             ..ReadOptions::default()
         },
     );
-    let stats = Arc::new(MountStats::new(
-        "http://fake",
-        "/mnt",
-        api,
-        reader.clone(),
-        tree.clone(),
-    ));
-    let c = FsCore::new(tree, reader.clone(), stats);
     rt().block_on(async {
         let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
         let o = c.open(a.ino, false).unwrap();
