@@ -216,6 +216,38 @@ fn wrong_bytes_fail_the_read_that_completes_the_file_and_every_read_after() {
     });
 }
 
+/// Parallel readahead: the read of the file's last bytes is answered before the reads of
+/// the bytes ahead of it arrive. The read that completes the file must still fail.
+#[test]
+fn wrong_bytes_fail_when_the_tail_is_read_before_the_rest() {
+    let faulty = Faulty::new(FakeApi::new(account(1)));
+    faulty.corrupt_ranges.store(true, Ordering::Relaxed);
+    let c = core_over(faulty);
+    rt().block_on(async {
+        let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
+        let o = c.open(a.ino, false).unwrap();
+        let tail = 20 << 20;
+        assert_eq!(
+            c.read(o.fh, tail, 1 << 20).await.unwrap().len(),
+            7,
+            "tail alone: no verdict yet"
+        );
+        let mut off = 0;
+        let mut failed = false;
+        while off < tail {
+            match c.read(o.fh, off, 1 << 20).await {
+                Ok(b) => off += b.len() as u64,
+                Err(e) => {
+                    assert_eq!(e.errno, libc::EIO);
+                    failed = true;
+                    break;
+                }
+            }
+        }
+        assert!(failed, "every byte of a corrupt file was handed out without an error");
+    });
+}
+
 #[test]
 fn a_small_file_with_wrong_bytes_is_refused_at_once() {
     let faulty = Faulty::new(FakeApi::new(account(1)));

@@ -60,8 +60,8 @@ const MEM_UNIT: u64 = 64 << 10;
 /// as a synchronous read of the same pages, which then fails at once instead of waiting
 /// out the I/O timeout a second time.
 const FAILURE_MEMORY: Duration = Duration::from_secs(5);
-/// How long the read that delivers a file's last byte waits for the hash of the bytes
-/// before it (they are normally in flight with it); past this it is delivered unverified.
+/// How long the read that completes a file waits for the hash of the bytes before it
+/// (they are normally in flight with it); past this it is delivered unverified.
 const FINAL_VERDICT_WAIT: Duration = Duration::from_secs(20);
 /// File versions remembered as verified whole (their pages may stay in the kernel's cache
 /// across opens).
@@ -220,7 +220,7 @@ pub struct Handle {
 }
 
 /// Which bytes of a file a handle has handed out, and which reads are under way: the read
-/// that delivers the last byte waits for the hash only if together they cover the file
+/// that completes the file waits for the hash only if together they cover it
 /// (pages the kernel served from its cache, filled through another handle, never reach
 /// this one, and then no verdict can come).
 #[derive(Debug, Default)]
@@ -585,8 +585,8 @@ impl Reader {
         )))
     }
 
-    /// Feeds a handle's hash (on its own thread). The read that delivers the file's last
-    /// byte waits for the verdict and fails when the bytes do not match the ETag; so does
+    /// Feeds a handle's hash (on its own thread). A read after which the handle has
+    /// delivered (or has in flight) every byte of the file waits for the verdict and fails when the bytes do not match the ETag; so does
     /// any read after a bad verdict, and every cached block of that version is dropped.
     async fn check(&self, h: &Handle, offset: u64, data: &Bytes, id: u64) -> Result<(), ReadError> {
         let bg = {
@@ -611,11 +611,13 @@ impl Reader {
             }
         };
         let mut verdict = bg.feed(offset, data).await;
-        let last = offset + data.len() as u64 >= h.file.size;
+        // Whichever read completes the file waits, not only the one at its end: the kernel
+        // sends readahead in parallel, and the read of the last bytes may be answered
+        // before a read of earlier bytes has even arrived.
         let covered = {
             let mut c = h.coverage.lock();
             c.end(id, true);
-            last && c.covers(h.file.size)
+            c.covers(h.file.size)
         };
         if verdict.is_none() && covered {
             verdict = bg.wait(FINAL_VERDICT_WAIT).await;

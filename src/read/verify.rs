@@ -391,7 +391,7 @@ fn queue_budget() -> std::sync::Arc<tokio::sync::Semaphore> {
 
 /// A [`Verifier`] running on its own thread, so hashing never holds up the async workers
 /// that stream the HTTP bodies: reads hand it their bytes (a reference, no copy) and go on;
-/// only the read that delivers the file's last byte waits for the verdict.
+/// only the read that completes the file waits for the verdict.
 pub struct Background {
     tx: std::sync::mpsc::Sender<(u64, Bytes, tokio::sync::OwnedSemaphorePermit)>,
     queue: std::sync::Arc<tokio::sync::Semaphore>,
