@@ -110,6 +110,8 @@ impl Filesystem for BsFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        // Opening may start fetches ahead (tasks on the runtime).
+        let _rt = self.rt.enter();
         match self.core.open(ino.0, flags.acc_mode() != OpenAccMode::O_RDONLY) {
             Ok(o) => reply.opened(FileHandle(o.fh), fopen(o.cache)),
             Err(e) => reply.error(fail("open", e)),

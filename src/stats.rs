@@ -93,6 +93,8 @@ impl MountStats {
                 "files_verified": r.files_verified.load(Ordering::Relaxed),
                 "checksum_failures": r.checksum_failures.load(Ordering::Relaxed),
                 "prefetch_cancelled": r.prefetch_cancelled.load(Ordering::Relaxed),
+                "files_ahead": r.files_ahead.load(Ordering::Relaxed),
+                "small_fetches": r.small_fetches.load(Ordering::Relaxed),
             },
             "listings": self.tree.fills.load(Ordering::Relaxed),
             "inodes": self.tree.len(),

@@ -395,3 +395,41 @@ fn browse_index_and_manifest() {
         assert!(st[k].is_u64(), "stats lacks {k}");
     }
 }
+
+// `filehrefcontentresolution=true` on file listings and on `files/{id}`: `HrefContent` is
+// the presigned URL itself (absolute, with its expiry), fetchable with no further request;
+// without it, the relative API path as recorded.
+#[test]
+fn file_listings_resolve_content_urls_when_asked() {
+    let e = Emu::start(small(), EmulatorOptions::default());
+    let samples = e.get_json("v1pre3/users/current/projects?Limit=1");
+    let pid = items(&samples)[0]["Id"].as_str().unwrap().to_string();
+    let s = e.get_json(&format!("v1pre3/projects/{pid}/samples?Limit=1"));
+    let sid = items(&s)[0]["Id"].as_str().unwrap().to_string();
+    let plain = e.get_json(&format!("v1pre3/samples/{sid}/files"));
+    let f0 = &items(&plain)[0];
+    assert_eq!(
+        f0["HrefContent"].as_str().unwrap(),
+        format!("v1pre3/files/{}/content", f0["Id"].as_str().unwrap())
+    );
+    let resolved = e.get_json(&format!("v1pre3/samples/{sid}/files?filehrefcontentresolution=true"));
+    let before = e.stats()["url_requests"].as_u64().unwrap();
+    for f in items(&resolved) {
+        let url = f["HrefContent"].as_str().unwrap();
+        assert!(
+            url.starts_with(&e.base) && url.contains("Expires=") && url.contains("Signature="),
+            "{url}"
+        );
+        let (s, _, body) = e.send(|c| c.get(url).header("Range", "bytes=0-99"));
+        assert_eq!(s, 206);
+        assert_eq!(body.unwrap().len(), 100);
+    }
+    assert_eq!(
+        e.stats()["url_requests"].as_u64().unwrap(),
+        before,
+        "no content-URL requests"
+    );
+    let id = f0["Id"].as_str().unwrap();
+    let one = e.get_json(&format!("v1pre3/files/{id}?FileHrefContentResolution=true"));
+    assert!(one["Response"]["HrefContent"].as_str().unwrap().starts_with(&e.base));
+}

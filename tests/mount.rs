@@ -625,3 +625,153 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     out.sort();
     out
 }
+
+/// A run-like folder: `n` folders of `per` files of `size` bytes each, distinct bytes.
+fn folder_account(n: usize, per: usize, size: usize) -> emulator::account::Account {
+    use bsmount::emulator::account::{AccountBuilder, Content};
+    let mut b = AccountBuilder::stable("U");
+    let p = b.project("P");
+    let s = b.sample(p, "S", None);
+    for d in 0..n {
+        for t in 0..per {
+            let seed = (d * per + t) as u8;
+            let data: Vec<u8> = (0..size).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+            let path = format!("C{d}.1/s_1_{t:04}.bcl");
+            b.file(s, &path, size as u64, Content::Memory(bytes::Bytes::from(data)), None);
+        }
+    }
+    b.build()
+}
+
+fn stat_u64(v: &Value, k: &str) -> u64 {
+    v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"))
+}
+
+fn mount_stats(m: &Mounted) -> Value {
+    serde_json::from_slice(&std::fs::read(m.path(".bsmount/stats")).unwrap()).unwrap()
+}
+
+// Issue 11: a serial copy runs ahead of its opens, across folders, with no API request per
+// file; sizes come from the listing (ls -l, du, find -size fetch nothing); bytes are exact.
+#[test]
+fn a_serial_copy_fetches_the_next_files_ahead_across_folders() {
+    let net = emulator::NetProfile {
+        latency: Duration::from_millis(20),
+        ..Default::default()
+    };
+    let m = Mounted::new(Emu::with_net(folder_account(12, 5, 40_000), net));
+    let files = m.path("Projects/P/Samples/S/Files");
+    let ls = run("ls", &["-lR", files.to_str().unwrap()]);
+    assert!(ls.status.success());
+    run("du", &["-s", files.to_str().unwrap()]);
+    let found = run("find", &[files.to_str().unwrap(), "-size", "+30k", "-type", "f"]).stdout;
+    assert_eq!(String::from_utf8_lossy(&found).lines().count(), 60);
+    let s0 = m.emu().stats();
+    assert_eq!(stat_u64(&s0, "content_requests"), 0, "ls, du and find fetched content");
+    // Read the files one by one in listing order, as cp -r does: after the third, the
+    // next ones are being fetched before they are opened.
+    let mut order: Vec<PathBuf> = Vec::new();
+    for d in 0..12 {
+        for t in 0..5 {
+            order.push(files.join(format!("C{d}.1/s_1_{t:04}.bcl")));
+        }
+    }
+    // Listing order is by name: C0.1, C1.1, C10.1, C11.1, C2.1, …
+    order.sort_by(|a, b| {
+        let key = |p: &PathBuf| p.strip_prefix(&files).unwrap().to_string_lossy().into_owned();
+        key(a).cmp(&key(b))
+    });
+    for (k, p) in order.iter().enumerate().take(4) {
+        std::fs::read(p).unwrap();
+        if k == 3 {
+            let want = k as u64 + 3;
+            wait_until("content requests ahead of the opens", Duration::from_secs(10), || {
+                stat_u64(&m.emu().stats(), "content_requests") >= want
+            });
+        }
+    }
+    let dst = tempfile::tempdir().unwrap();
+    let out = dst.path().join("copy");
+    let cp = run("cp", &["-r", files.to_str().unwrap(), out.to_str().unwrap()]);
+    assert!(cp.status.success(), "{}", text(&cp));
+    let s1 = m.emu().stats();
+    assert_eq!(
+        stat_u64(&s1, "url_requests"),
+        0,
+        "a listed file cost an API request to open"
+    );
+    assert_eq!(stat_u64(&s1, "content_requests"), 60, "each file fetched once: {s1}");
+    let st = mount_stats(&m);
+    assert!(st["fetch"]["files_ahead"].as_u64().unwrap() >= 55, "{}", st["fetch"]);
+    for (path, e) in m.manifest() {
+        if let Some(rel) = path.strip_prefix("Projects/P/Samples/S/Files/") {
+            let got = md5sums(&[out.join(rel)]);
+            assert_eq!(got.values().next().unwrap(), e["md5"].as_str().unwrap(), "{rel}");
+        }
+    }
+}
+
+// Issue 11: files opened out of order fetch only themselves.
+#[test]
+fn files_opened_out_of_order_fetch_nothing_ahead() {
+    let m = Mounted::new(Emu::start(folder_account(4, 10, 20_000), EmulatorOptions::default()));
+    let files = m.path("Projects/P/Samples/S/Files");
+    let picks = [
+        (2, 7),
+        (0, 3),
+        (3, 9),
+        (1, 0),
+        (2, 1),
+        (0, 8),
+        (3, 2),
+        (1, 5),
+        (0, 0),
+        (2, 4),
+    ];
+    for (d, t) in picks {
+        let p = files.join(format!("C{d}.1/s_1_{t:04}.bcl"));
+        let seed = (d * 10 + t) as u8;
+        let want: Vec<u8> = (0..20_000).map(|i| (i as u8).wrapping_mul(31) ^ seed).collect();
+        assert!(std::fs::read(&p).unwrap() == want, "{}", p.display());
+    }
+    assert_eq!(stat_u64(&m.emu().stats(), "content_requests"), picks.len() as u64);
+    assert_eq!(mount_stats(&m)["fetch"]["files_ahead"].as_u64(), Some(0));
+}
+
+// Issue 11: a small read away from where the reader was fetches around itself, not a
+// whole block; the bytes are exact, and reading on from there streams as before.
+#[test]
+fn small_random_reads_fetch_little() {
+    use bsmount::emulator::account::{AccountBuilder, Content};
+    let size = 48usize << 20;
+    let data: Vec<u8> = (0..size).map(|i| ((i * 7) >> 3) as u8 ^ (i >> 16) as u8).collect();
+    let mut b = AccountBuilder::stable("U");
+    let p = b.project("P");
+    let s = b.sample(p, "S", None);
+    b.file(
+        s,
+        "big.bin",
+        size as u64,
+        Content::Memory(bytes::Bytes::from(data.clone())),
+        None,
+    );
+    let m = Mounted::new(Emu::start(b.build(), EmulatorOptions::default()));
+    let f = std::fs::File::open(m.path("Projects/P/Samples/S/Files/big.bin")).unwrap();
+    let b0 = stat_u64(&m.emu().stats(), "content_bytes");
+    let offsets = [5u64 << 20, 17 << 20, (31 << 20) + 12345, (40 << 20) + 999, 1 << 20];
+    for off in offsets {
+        let mut buf = vec![0u8; 4096];
+        f.read_exact_at(&mut buf, off).unwrap();
+        assert!(buf[..] == data[off as usize..off as usize + 4096], "pread at {off}");
+    }
+    let fetched = stat_u64(&m.emu().stats(), "content_bytes") - b0;
+    assert!(
+        fetched <= offsets.len() as u64 * (256 << 10),
+        "{fetched} bytes fetched for {} reads of 4 KiB",
+        offsets.len()
+    );
+    // Reading on from a random position streams whole blocks again, exactly.
+    let mut rest = vec![0u8; 8 << 20];
+    f.read_exact_at(&mut rest, (20 << 20) + 77).unwrap();
+    assert!(rest[..] == data[(20 << 20) + 77..(28 << 20) + 77]);
+}

@@ -8,7 +8,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -41,6 +41,13 @@ pub const MAX_JSON_BODY: u64 = 32 << 20;
 const MAX_ERROR_BODY: u64 = 64 << 10;
 /// Malformed items named in a listing's `.error`, at most.
 const MAX_SKIPPED_NAMED: usize = 20;
+/// Presigned URLs kept from file listings (`filehrefcontentresolution=true`): opening a
+/// listed file then costs no API request. ~350 bytes each, so a
+/// listing of a whole run folder (~20,000 files) keeps about 6 MB.
+const LISTED_URLS_KEPT: usize = 16_384;
+/// A URL from a listing is used only if it stays valid this long: a read that starts with
+/// it must not meet its expiry (the content source renews after that).
+const LISTED_URL_MARGIN: Duration = Duration::from_secs(300);
 
 /// How hard to try before giving up.
 #[derive(Debug, Clone)]
@@ -77,6 +84,8 @@ pub struct ClientStats {
     pub content_bytes: AtomicU64,
     pub retries: AtomicU64,
     pub errors: AtomicU64,
+    /// Files opened with the presigned URL their listing resolved (no request).
+    pub listed_urls_used: AtomicU64,
 }
 
 /// The real client (reqwest, rustls).
@@ -86,6 +95,9 @@ pub struct HttpClient {
     creds: Arc<Credentials>,
     policy: RetryPolicy,
     pub stats: Arc<ClientStats>,
+    /// File id → presigned URL a listing resolved, handed out by `content_meta` until it is
+    /// refused or near its expiry.
+    listed_urls: Arc<parking_lot::Mutex<lru::LruCache<String, ContentMeta>>>,
 }
 
 impl std::fmt::Debug for HttpClient {
@@ -131,6 +143,9 @@ impl HttpClient {
             creds: Arc::new(creds),
             policy,
             stats: Arc::default(),
+            listed_urls: Arc::new(parking_lot::Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(LISTED_URLS_KEPT).expect("non-zero"),
+            ))),
         })
     }
 
@@ -292,8 +307,13 @@ impl HttpClient {
     /// new Id, or at [`MAX_LIST_ENTRIES`]; and all pages together answer within the retry
     /// policy's deadline.
     pub async fn list_typed<T: ListItem>(&self, kind: &ListKind) -> Result<Listed<T>, ApiError> {
+        self.list_with(kind, "").await
+    }
+
+    /// A listing with extra query parameters (each ending in `&`).
+    async fn list_with<T: ListItem>(&self, kind: &ListKind, params: &str) -> Result<Listed<T>, ApiError> {
         let deadline = self.policy.deadline;
-        match tokio::time::timeout(deadline, self.list_pages(kind)).await {
+        match tokio::time::timeout(deadline, self.list_pages(kind, params)).await {
             Ok(r) => r,
             Err(_) => Err(ApiError::Deadline {
                 target: kind.href(),
@@ -303,8 +323,9 @@ impl HttpClient {
         }
     }
 
-    async fn list_pages<T: ListItem>(&self, kind: &ListKind) -> Result<Listed<T>, ApiError> {
+    async fn list_pages<T: ListItem>(&self, kind: &ListKind, params: &str) -> Result<Listed<T>, ApiError> {
         let (path, extra, v2, max) = kind.request();
+        let extra = format!("{extra}{params}");
         let page_url = |offset: u64, limit: u64| -> String {
             let sep = if path.contains('?') { '&' } else { '?' };
             if v2 {
@@ -502,12 +523,40 @@ impl BaseSpaceApi for HttpClient {
         async move { self.list_typed(&kind).await }.boxed()
     }
 
+    /// Asks BaseSpace to resolve each file's presigned URL in the listing itself, and keeps
+    /// those URLs for [`BaseSpaceApi::content_meta`]: a listed file opens with no request.
+    /// A server that does not resolve them (relative `HrefContent`) costs nothing.
     fn list_files(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<super::FileInfo>, ApiError>> {
-        async move { self.list_typed(&kind).await }.boxed()
+        async move {
+            let mut l: Listed<super::FileInfo> = self.list_with(&kind, "filehrefcontentresolution=true&").await?;
+            let usable = SystemTime::now() + LISTED_URL_MARGIN;
+            let mut urls = self.listed_urls.lock();
+            for f in &mut l.items {
+                let Some(href) = f.href_content.take() else { continue };
+                if !(href.starts_with("https://") || href.starts_with("http://")) {
+                    continue;
+                }
+                let meta = ContentMeta {
+                    href_content: href,
+                    expires: None,
+                    supports_range: None,
+                };
+                if meta.expiry().is_some_and(|e| e > usable) {
+                    urls.put(f.id.clone(), meta);
+                }
+            }
+            Ok(l)
+        }
+        .boxed()
     }
 
     fn content_meta(&self, file_id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>> {
         let path = format!("v1pre3/files/{}/content?redirect=meta", super::segment(file_id));
+        let listed = self.listed_urls.lock().get(file_id).cloned();
+        if let Some(m) = listed.filter(|m| m.expiry().is_some_and(|e| e > SystemTime::now() + LISTED_URL_MARGIN)) {
+            self.stats.listed_urls_used.fetch_add(1, Ordering::Relaxed);
+            return async move { Ok(m) }.boxed();
+        }
         async move {
             let v = self.get_response(&path).await?;
             serde_json::from_value(v).map_err(|e| ApiError::Malformed {
@@ -516,6 +565,10 @@ impl BaseSpaceApi for HttpClient {
             })
         }
         .boxed()
+    }
+
+    fn url_refused(&self, file_id: &str) {
+        self.listed_urls.lock().pop(file_id);
     }
 
     fn get_range(
@@ -538,6 +591,7 @@ impl BaseSpaceApi for HttpClient {
             ("content_requests", s.content_requests.load(Ordering::Relaxed)),
             ("content_bytes", s.content_bytes.load(Ordering::Relaxed)),
             ("retries", s.retries.load(Ordering::Relaxed)),
+            ("listed_urls_used", s.listed_urls_used.load(Ordering::Relaxed)),
             ("errors", s.errors.load(Ordering::Relaxed)),
         ]
     }

@@ -91,6 +91,10 @@ impl BaseSpaceApi for Faulty {
         self.inner.content_meta(file_id)
     }
 
+    fn url_refused(&self, file_id: &str) {
+        self.inner.url_refused(file_id)
+    }
+
     fn get_range(
         &self,
         url: &str,

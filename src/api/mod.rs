@@ -132,8 +132,11 @@ pub trait BaseSpaceApi: Send + Sync + 'static {
     fn list_entities(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<EntityItem>, ApiError>>;
     /// Every file of a files list, likewise.
     fn list_files(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<FileInfo>, ApiError>>;
-    /// `files/{id}/content?redirect=meta`: the presigned URL and when it expires.
+    /// `files/{id}/content?redirect=meta`: the presigned URL and when it expires (or the
+    /// one the file's listing resolved, with no request).
     fn content_meta(&self, file_id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>>;
+    /// The file's URL was refused: the next [`BaseSpaceApi::content_meta`] must ask anew.
+    fn url_refused(&self, _file_id: &str) {}
     /// Exactly `len` bytes at `start` of a presigned URL, or an error; never fewer bytes.
     /// With `etag`, the bytes must be of that version (`If-Match`, and the response's ETag
     /// compared): otherwise [`ApiError::Changed`]. The body arrives cut into `pieces` (see

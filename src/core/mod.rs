@@ -123,6 +123,9 @@ impl FsCore {
                     true => CacheMode::Keep,
                     false => CacheMode::Refresh,
                 };
+                if let Some(pos) = self.tree.files_after(ino, crate::read::across::FILES_AHEAD) {
+                    self.reader.ahead(&pos);
+                }
                 (Open::Remote(Arc::new(self.reader.open(r))), cache)
             }
             FileContent::Stats => {

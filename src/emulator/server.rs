@@ -50,6 +50,8 @@ pub struct Stats {
     pub unauthorized: AtomicU64,
     /// `files/{id}/content` calls (each hands out a fresh presigned URL).
     pub url_requests: AtomicU64,
+    /// Presigned URLs handed out inside file JSON (`filehrefcontentresolution=true`).
+    pub resolved_in_listings: AtomicU64,
     /// Presigned requests refused because the URL had expired.
     pub expired_refusals: AtomicU64,
 }
@@ -127,6 +129,16 @@ impl Shared {
         let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.secret).expect("any key length");
         mac.update(format!("{file_id}:{expires}").as_bytes());
         hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// A file's JSON; with `resolve`, `HrefContent` is a fresh presigned URL.
+    fn file_json(&self, f: &FileEntry, full: bool, resolve: bool) -> Value {
+        let mut v = json::file(f, full);
+        if resolve {
+            self.stats.resolved_in_listings.fetch_add(1, Ordering::Relaxed);
+            v["HrefContent"] = Value::String(self.presign(f).0);
+        }
+        v
     }
 
     fn presign(&self, f: &FileEntry) -> (String, SystemTime) {
@@ -393,11 +405,19 @@ fn page<'a>(q: &Query, mut items: Vec<(Render<'a>, SortKeys<'a>)>, max: u64, v2:
 
 /// A container's files, paged. Sorting by Id (the default, and what clients page by) needs
 /// only the ids: a 100,000-file run answers each page without touching the other files.
-fn files_page(q: &Query, a: &Account, ids: &[u64]) -> Response {
+/// `filehrefcontentresolution=true`: BaseSpace puts the file's presigned URL in `HrefContent`
+/// (instead of the `…/content` API path), saving clients the round trip per file.
+fn resolve_hrefs(q: &Query) -> bool {
+    q.get("filehrefcontentresolution")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+fn files_page(s: &Arc<Shared>, q: &Query, a: &Account, ids: &[u64]) -> Response {
     let req = match PageReq::parse(q, MAX_FILES_LIMIT) {
         Ok(r) => r,
         Err(resp) => return *resp,
     };
+    let resolve = resolve_hrefs(q);
     let files =
         |ids: &mut dyn Iterator<Item = &u64>| -> Vec<&Arc<FileEntry>> { ids.filter_map(|i| a.files.get(i)).collect() };
     if req.sort_by != "Id" {
@@ -408,7 +428,7 @@ fn files_page(q: &Query, a: &Account, ids: &[u64]) -> Response {
                     path: &f.path,
                     ..keys(f.id, f.name(), f.created)
                 };
-                (Box::new(move || json::file(f, false)) as Render, keys)
+                (Box::new(move || s.file_json(f, false, resolve)) as Render, keys)
             })
             .collect();
         return page(q, items, MAX_FILES_LIMIT, false);
@@ -420,7 +440,7 @@ fn files_page(q: &Query, a: &Account, ids: &[u64]) -> Response {
     }
     let shown = files(&mut sorted[req.window(sorted.len())].iter())
         .into_iter()
-        .map(|f| json::file(f, false))
+        .map(|f| s.file_json(f, false, resolve))
         .collect();
     req.body(sorted.len() as u64, shown, false)
 }
@@ -526,7 +546,7 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
                     ContainerKind::AppResult => json::appresult(a, c, true),
                     ContainerKind::Run => json::run(a, c, true),
                 }),
-                ["files"] => files_page(q, a, &c.files),
+                ["files"] => files_page(s, q, a, &c.files),
                 _ => unrecognized(),
             }
         }
@@ -539,7 +559,7 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
                 return no_access("File");
             };
             match rest {
-                [] => ok(json::file(f, true)),
+                [] => ok(s.file_json(f, true, resolve_hrefs(q))),
                 ["content"] => content_redirect(s, f, q, method, headers),
                 _ => unrecognized(),
             }
@@ -892,6 +912,7 @@ fn introspect(s: &Shared, rest: &str, q: &Query) -> Response {
                     "content_bytes": st.content_bytes.load(Ordering::Relaxed),
                     "browse_requests": st.browse_requests.load(Ordering::Relaxed),
                     "url_requests": st.url_requests.load(Ordering::Relaxed),
+                    "resolved_in_listings": st.resolved_in_listings.load(Ordering::Relaxed),
                     "expired_refusals": st.expired_refusals.load(Ordering::Relaxed),
                     "unauthorized": st.unauthorized.load(Ordering::Relaxed),
                     "faults_injected": s.faults.injected.load(Ordering::Relaxed),

@@ -29,8 +29,9 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use crate::api::{ApiError, BaseSpaceApi};
-use crate::tree::RemoteFile;
+use crate::tree::{Position, RemoteFile};
 
+pub mod across;
 pub mod cache;
 pub mod disk;
 mod pool;
@@ -54,6 +55,13 @@ pub const PART_BLOCKS: u64 = 8;
 pub const MAX_WINDOW_BLOCKS: u64 = 128;
 /// Free block buffers kept for reuse, at most (and at most 1/8 of the budget).
 const POOL_BLOCKS: u64 = 32;
+/// A read away from the handle's position asking at most this much, of blocks nobody
+/// has, fetches only around itself ([`Reader::read_small`]): a 4 KiB random read (an index
+/// lookup, a BAM region) then costs one round trip and a few KiB, not a 1 MiB block.
+const SMALL_READ: u64 = 256 << 10;
+/// What such a read is widened to: a BGZF block (BAM, VCF.gz, tabix) is at most 64 KiB,
+/// so a reader that decodes one finds the rest of it in the same GET.
+const SMALL_UNIT: u64 = 64 << 10;
 /// Granularity of in-flight memory accounting.
 const MEM_UNIT: u64 = 64 << 10;
 /// How long a failed read is remembered: the kernel re-issues a failed readahead at once
@@ -166,6 +174,10 @@ pub struct ReadStats {
     pub checksum_failures: AtomicU64,
     /// Prefetch parts cancelled because the reader moved elsewhere or closed the file.
     pub prefetch_cancelled: AtomicU64,
+    /// Files whose bytes were fetched ahead of their open ([`across`]).
+    pub files_ahead: AtomicU64,
+    /// Small random reads served by a GET of their own ([`Reader::read_small`]).
+    pub small_fetches: AtomicU64,
 }
 
 type BlockFut = Shared<BoxFuture<'static, Result<Bytes, ReadError>>>;
@@ -205,6 +217,8 @@ pub struct Reader {
     /// File versions whose bytes were verified whole.
     verified: Mutex<lru::LruCache<ObjectId, ()>>,
     verify: bool,
+    /// Runs of files opened in listing order, per folder.
+    across: across::Across,
     pub stats: Arc<ReadStats>,
 }
 
@@ -217,6 +231,9 @@ pub struct Handle {
     verify: Mutex<Verify>,
     coverage: Mutex<Coverage>,
     failure: Mutex<Option<Failure>>,
+    /// The bytes of this handle's last small read ([`Reader::read_small`]) and where they
+    /// start: the reads right after it (the rest of a BGZF block) are served from them.
+    small: Mutex<Option<(u64, Bytes)>>,
 }
 
 /// Which bytes of a file a handle has handed out, and which reads are under way: the read
@@ -283,7 +300,7 @@ impl Coverage {
 /// A handle's verification: not started, hashing on its own thread, or over.
 #[derive(Debug)]
 enum Verify {
-    Ready(Verifier),
+    Ready(Box<Verifier>),
     Running(Arc<Background>),
     Off,
 }
@@ -316,7 +333,7 @@ impl Handle {
             version: Arc::from(file.version.as_str()),
         };
         let verify = match file.etag().filter(|_| verify).and_then(|e| Verifier::new(e, file.size)) {
-            Some(v) => Verify::Ready(v),
+            Some(v) => Verify::Ready(Box::new(v)),
             None => Verify::Off,
         };
         Handle {
@@ -326,6 +343,7 @@ impl Handle {
             verify: Mutex::new(verify),
             coverage: Mutex::new(Coverage::default()),
             failure: Mutex::new(None),
+            small: Mutex::new(None),
         }
     }
 
@@ -422,8 +440,43 @@ impl Reader {
                 std::num::NonZeroUsize::new(VERIFIED_KEPT).expect("non-zero"),
             )),
             verify: opts.verify,
+            across: across::Across::default(),
             stats,
         })
+    }
+
+    /// A listed file at `pos` was opened: when its folder is being opened in listing order,
+    /// fetches the files listed after it ahead of their opens ([`across`]), within a
+    /// quarter of the memory budget (the files being read, and other readers, keep the
+    /// rest). Needs a tokio runtime.
+    pub fn ahead(self: &Arc<Self>, pos: &Position) {
+        let Some(a) = self.across.on_open(pos.dir, pos.seq) else {
+            return;
+        };
+        let budget = self.memory.budget / 4;
+        let (mut bytes, mut upto, mut tasks) = (0, a.from, Vec::new());
+        for (k, f) in pos.next.iter().enumerate().take(across::FILES_AHEAD) {
+            let seq = pos.seq + 1 + k as u32;
+            let first = f.size.min(across::FIRST_BYTES);
+            bytes += first;
+            if bytes > budget {
+                break;
+            }
+            if seq < a.from {
+                continue;
+            }
+            if first > 0 {
+                let h = Handle::with_verify(f.clone(), false);
+                let (_, stopped) = self.blocks(&h, 0, first.div_ceil(BLOCK_SIZE), PART_BLOCKS, true);
+                tasks.extend(h.window.lock().take_parts());
+                if stopped.is_some() {
+                    break; // memory is short: the next open tries again
+                }
+                self.stats.files_ahead.fetch_add(1, Ordering::Relaxed);
+            }
+            upto = seq + 1;
+        }
+        self.across.started(pos.dir, upto, tasks);
     }
 
     /// Largest window a sequential handle may have now: [`MAX_WINDOW_BLOCKS`], or less when
@@ -513,6 +566,17 @@ impl Reader {
             .window
             .lock()
             .on_read(offset, end, b0, b1, last_block, || self.window_cap(), &self.prefetching);
+        let kept = h.small.lock().as_ref().and_then(|(start, b)| {
+            (offset >= *start && end <= start + b.len() as u64)
+                .then(|| b.slice((offset - start) as usize..(end - start) as usize))
+        });
+        if let Some(out) = kept {
+            self.check(h, offset, &out, id).await?;
+            return Ok(out);
+        }
+        if !plan.sequential && offset > 0 && end - offset <= SMALL_READ && self.cold(h, b0, b1) {
+            return self.read_small(h, offset, end, id).await;
+        }
         let part = if plan.prefetch.is_some() { PART_BLOCKS } else { 1 };
         let (needed, _) = self.blocks(h, b0, b1 + 1, part, false);
         if let Some((from, to)) = plan.prefetch {
@@ -569,6 +633,28 @@ impl Reader {
         Ok(out)
     }
 
+    /// Whether no level holds, and nobody is fetching, any of blocks `b0..=b1`.
+    fn cold(&self, h: &Handle, b0: u64, b1: u64) -> bool {
+        let inflight = self.inflight.lock();
+        (b0..=b1).all(|i| {
+            let k = h.key(i);
+            !inflight.contains_key(&k) && self.memory.get(&k).is_none() && !self.levels.iter().any(|l| l.contains(&k))
+        })
+    }
+
+    /// A small read away from where the handle was (a seek: an index lookup, a BAM region):
+    /// one GET of the bytes asked, widened to [`SMALL_UNIT`]s, instead of whole blocks.
+    /// Not cached as blocks; if the reader goes on from here, its window fetches blocks.
+    async fn read_small(&self, h: &Handle, offset: u64, end: u64, id: u64) -> Result<Bytes, ReadError> {
+        let start = offset / SMALL_UNIT * SMALL_UNIT;
+        let stop = end.div_ceil(SMALL_UNIT).saturating_mul(SMALL_UNIT).min(h.file.size);
+        let b = self.source.fetch_range(&h.file, start, stop - start).await?;
+        let out = b.slice((offset - start) as usize..(end - start) as usize);
+        *h.small.lock() = Some((start, b));
+        self.check(h, offset, &out, id).await?;
+        Ok(out)
+    }
+
     /// Block `idx` again after the fetch it joined was cancelled.
     async fn refetch(self: &Arc<Self>, h: &Handle, idx: u64) -> Result<Bytes, ReadError> {
         for _ in 0..3 {
@@ -597,7 +683,7 @@ impl Reader {
                     *g = Verify::Running(b.clone());
                     b
                 }
-                Verify::Ready(v) => match Background::start(v) {
+                Verify::Ready(v) => match Background::start(*v) {
                     Ok(b) => {
                         let b = Arc::new(b);
                         *g = Verify::Running(b.clone());

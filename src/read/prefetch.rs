@@ -116,6 +116,15 @@ impl Window {
         self.prefetched_to = self.prefetched_to.min(block);
     }
 
+    /// The parts still running, handed to whoever outlives this window.
+    pub fn take_parts(&mut self) -> Vec<tokio::task::AbortHandle> {
+        self.parts
+            .drain(..)
+            .map(|(_, _, t)| t)
+            .filter(|t| !t.is_finished())
+            .collect()
+    }
+
     /// Cancels the parts that do not cover blocks `keep` (`[b0, b1]`).
     pub fn cancel(&mut self, keep: Option<(u64, u64)>) {
         self.parts.retain(|(first, end, task)| {

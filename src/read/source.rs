@@ -54,6 +54,28 @@ impl ContentSource {
     pub async fn fetch(&self, file: &RemoteFile, first: u64, n: u64) -> Result<Vec<Bytes>, ReadError> {
         let start = first * BLOCK_SIZE;
         let len = (n * BLOCK_SIZE).min(file.size - start);
+        let b = self.get(file, start, len, BLOCK_SIZE as usize).await?;
+        if b.len() as u64 != n {
+            return Err(ReadError::Internal(format!("asked {n} blocks, got {}", b.len())));
+        }
+        self.stats.parts_fetched.fetch_add(1, Ordering::Relaxed);
+        Ok(b)
+    }
+
+    /// `len` bytes at `start` in one buffer, for a small random read that fetches only
+    /// around what it asked (not cached as blocks).
+    pub async fn fetch_range(&self, file: &RemoteFile, start: u64, len: u64) -> Result<Bytes, ReadError> {
+        let mut b = self.get(file, start, len, len as usize).await?;
+        self.stats.small_fetches.fetch_add(1, Ordering::Relaxed);
+        match (b.pop(), b.is_empty()) {
+            (Some(x), true) => Ok(x),
+            _ => Err(ReadError::Internal(format!("asked {len} bytes in one piece"))),
+        }
+    }
+
+    /// One ranged GET of `[start, start+len)`, cut in pieces of `piece` bytes.
+    async fn get(&self, file: &RemoteFile, start: u64, len: u64, piece: usize) -> Result<Vec<Bytes>, ReadError> {
+        tracing::debug!(file = %file.id, start, len, "ranged GET");
         let _permit = self
             .conns
             .acquire()
@@ -68,20 +90,18 @@ impl ContentSource {
             let url = self.url(&file.id, renewals > 0).await?;
             let pool = self.pool.clone();
             let pieces = Pieces {
-                size: BLOCK_SIZE as usize,
+                size: piece,
                 alloc: Arc::new(move |want| pool.take(want)),
             };
             match self.api.get_range(&url, start, len, file.etag(), pieces).await {
                 Ok(bufs) => {
                     let b: Vec<Bytes> = bufs.into_iter().map(|v| self.pool.freeze(v)).collect();
                     let got_len: u64 = b.iter().map(|x| x.len() as u64).sum();
-                    if b.len() as u64 != n || got_len != len {
+                    if got_len != len {
                         return Err(ReadError::Internal(format!(
-                            "asked {n} blocks ({len} bytes), got {} ({got_len} bytes)",
-                            b.len()
+                            "asked {len} bytes at {start}, got {got_len}"
                         )));
                     }
-                    self.stats.parts_fetched.fetch_add(1, Ordering::Relaxed);
                     self.stats.bytes_fetched.fetch_add(len, Ordering::Relaxed);
                     if let Some(exp) = expected {
                         use md5::Digest;
@@ -107,6 +127,7 @@ impl ContentSource {
                 // Expired (or about to be, when retries took long): renew and go on.
                 Err(ApiError::UrlExpired) if renewals < MAX_URL_RENEWALS => {
                     tracing::info!(file = %file.id, "presigned URL refused; renewing");
+                    self.api.url_refused(&file.id);
                     self.stats.url_renewals.fetch_add(1, Ordering::Relaxed);
                     renewals += 1;
                 }

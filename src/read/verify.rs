@@ -89,6 +89,8 @@ pub fn multipart_etag(data: &[u8], part: usize) -> String {
 /// combined in order.
 struct PartHasher {
     part: u64,
+    /// Where its own hashing starts: its first part's digest comes from the [`Prefix`].
+    from: u64,
     in_part: u64,
     current: Part,
     /// Digests of the parts so far, in order.
@@ -130,9 +132,10 @@ impl Drop for Pinned {
 }
 
 impl PartHasher {
-    fn new(part: u64) -> PartHasher {
+    fn new(part: u64, from: u64) -> PartHasher {
         PartHasher {
             part,
+            from,
             in_part: 0,
             current: Self::start(part),
             digests: Vec::new(),
@@ -146,7 +149,14 @@ impl PartHasher {
         }
     }
 
-    fn update(&mut self, mut data: Bytes) {
+    /// The bytes at `at`; those before [`PartHasher::from`] are not its to hash.
+    fn update(&mut self, at: u64, mut data: Bytes) {
+        if at + (data.len() as u64) <= self.from {
+            return;
+        }
+        if at < self.from {
+            data = data.slice((self.from - at) as usize..);
+        }
         while !data.is_empty() {
             let n = ((self.part - self.in_part) as usize).min(data.len());
             let piece = data.split_to(n);
@@ -177,6 +187,13 @@ impl PartHasher {
         };
         self.digests.push(done);
         self.in_part = 0;
+    }
+
+    /// Its first part's digest, computed once for every candidate by the [`Prefix`].
+    fn first_part(&mut self, digest: [u8; 16]) {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let _ = tx.send(digest);
+        self.digests.insert(0, rx);
     }
 
     fn finish(mut self) -> ([u8; 16], u64) {
@@ -243,9 +260,43 @@ mod pool {
     }
 }
 
+/// The first part of every candidate starts at byte 0, so one running md5 gives them all:
+/// its state is copied out at each candidate's first boundary. With a small part count
+/// many part sizes fit (a 16 MiB file in 2 parts: five of them); this halves the hashing.
+struct Prefix {
+    md5: Md5,
+    /// (end of a candidate's first part, candidate index), nearest first; those reached
+    /// are gone.
+    bounds: std::collections::VecDeque<(u64, usize)>,
+}
+
+impl Prefix {
+    fn update(&mut self, mut at: u64, mut data: &[u8], hs: &mut [PartHasher]) {
+        while let Some(&(b, _)) = self.bounds.front() {
+            if data.is_empty() {
+                return;
+            }
+            let n = (b.saturating_sub(at) as usize).min(data.len());
+            self.md5.update(&data[..n]);
+            at += n as u64;
+            data = &data[n..];
+            if at >= b {
+                let digest: [u8; 16] = self.md5.clone().finalize().into();
+                while let Some(&(b2, c)) = self.bounds.front() {
+                    if b2 != b {
+                        break;
+                    }
+                    self.bounds.pop_front();
+                    hs[c].first_part(digest);
+                }
+            }
+        }
+    }
+}
+
 enum Hashing {
     Plain(Md5),
-    Multipart(Vec<PartHasher>),
+    Multipart(Prefix, Vec<PartHasher>),
 }
 
 /// Verdict on a piece fed to a [`Verifier`].
@@ -288,12 +339,18 @@ impl Verifier {
                 let hs: Vec<PartHasher> = PART_SIZES
                     .iter()
                     .filter(|p| size.div_ceil(**p) == *parts)
-                    .map(|p| PartHasher::new(*p))
+                    .map(|p| PartHasher::new(*p, (*p).min(size)))
                     .collect();
                 if hs.is_empty() {
                     return None; // no known part size fits: cannot verify
                 }
-                Hashing::Multipart(hs)
+                let mut bounds: Vec<(u64, usize)> = hs.iter().enumerate().map(|(i, h)| (h.from, i)).collect();
+                bounds.sort_unstable();
+                let prefix = Prefix {
+                    md5: Md5::new(),
+                    bounds: bounds.into(),
+                };
+                Hashing::Multipart(prefix, hs)
             }
         };
         Some(Verifier {
@@ -311,10 +368,15 @@ impl Verifier {
         Verifier::new(etag, size).is_some()
     }
 
+    /// Hashes the bytes at `self.pos` (the next in order).
     fn update(&mut self, data: Bytes) {
+        let at = self.pos;
         match &mut self.hashing {
             Hashing::Plain(h) => h.update(&data),
-            Hashing::Multipart(hs) => hs.iter_mut().for_each(|h| h.update(data.clone())),
+            Hashing::Multipart(prefix, hs) => {
+                prefix.update(at, &data, hs);
+                hs.iter_mut().for_each(|h| h.update(at, data.clone()));
+            }
         }
     }
 
@@ -361,7 +423,7 @@ impl Verifier {
                     Verdict::Bad(hex::encode(got))
                 }
             }
-            (Hashing::Multipart(hs), Expect::Multipart { digest, parts }) => {
+            (Hashing::Multipart(_, hs), Expect::Multipart { digest, parts }) => {
                 let mut seen = Vec::new();
                 for h in hs {
                     let part = h.part;
@@ -514,6 +576,32 @@ mod tests {
         let z = vec![b'Z'; d.len()];
         assert!(matches!(
             feed_all(&mut Verifier::new(&etag, d.len() as u64).unwrap(), &z, 1 << 20),
+            Verdict::Bad(_)
+        ));
+    }
+
+    #[test]
+    fn every_part_size_that_fits_is_checked_from_one_shared_prefix() {
+        // 16 MiB in 2 parts fits five known part sizes; each must verify, with chunks that
+        // straddle every boundary.
+        let d = data(16 << 20);
+        for p in [8 << 20, 10 << 20, 15 << 20, 10_000_000, 16_000_000] {
+            let etag = multipart_etag(&d, p);
+            assert!(etag.ends_with("-2"), "{etag}");
+            let v = feed_all(&mut Verifier::new(&etag, d.len() as u64).unwrap(), &d, 777_777);
+            assert_eq!(v, Verdict::Good, "{p}-byte parts");
+        }
+        // One part: the whole file is the first part.
+        let etag = multipart_etag(&d[..3000], 8 << 20);
+        assert_eq!(
+            feed_all(&mut Verifier::new(&etag, 3000).unwrap(), &d[..3000], 1000),
+            Verdict::Good
+        );
+        let mut bad = d.clone();
+        bad[9_000_000] ^= 1;
+        let etag = multipart_etag(&d, 10 << 20);
+        assert!(matches!(
+            feed_all(&mut Verifier::new(&etag, d.len() as u64).unwrap(), &bad, 1 << 20),
             Verdict::Bad(_)
         ));
     }

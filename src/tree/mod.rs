@@ -34,6 +34,7 @@ use serde_json::Value;
 
 use crate::api::{ApiError, BaseSpaceApi, EntityItem, FileInfo, ListKind, Listed};
 use layout::{EntityKind, Holds, Meta};
+use names::PlanEntry;
 
 pub type Ino = u64;
 pub const ROOT: Ino = 1;
@@ -132,6 +133,10 @@ struct Dir {
     built: bool,
     fixed: BTreeMap<OsString, Ino>,
     listed: BTreeMap<OsString, Ino>,
+    /// For a `Files/` directory: every file of its listing, depth first and by name in each
+    /// folder (the order `cp -r`, `tar` and `find` open them in): what prefetch across files
+    /// follows. Each file's `seq` is its place here.
+    files: Box<[Ino]>,
     local: BTreeMap<OsString, Ino>,
     filled_at: Option<Instant>,
     /// `listed` holds a listing (maybe stale): served when a refill fails.
@@ -157,6 +162,29 @@ struct FileNode {
     size: u64,
     version: Box<str>,
     has_etag: bool,
+    /// Position in its listing's walk order ([`Dir::files`] of the `Files/` directory).
+    seq: u32,
+}
+
+impl FileNode {
+    fn remote(&self) -> RemoteFile {
+        RemoteFile {
+            id: self.id.to_string(),
+            size: self.size,
+            version: self.version.to_string(),
+            has_etag: self.has_etag,
+        }
+    }
+}
+
+/// Where an opened file stands in its listing's walk order: the files after it, for
+/// prefetch across files ([`Tree::files_after`]).
+#[derive(Debug, Clone)]
+pub struct Position {
+    pub dir: Ino,
+    pub seq: u32,
+    /// The files listed after it, in listing (and `readdir`) order, up to the number asked.
+    pub next: Vec<RemoteFile>,
 }
 
 #[derive(Debug)]
@@ -347,12 +375,7 @@ impl Tree {
         let nodes = self.nodes.read();
         let n = nodes.get(&ino).ok_or(TreeError::NotFound)?;
         match &n.kind {
-            NodeKind::File(f) => Ok(FileContent::Remote(RemoteFile {
-                id: f.id.to_string(),
-                size: f.size,
-                version: f.version.to_string(),
-                has_etag: f.has_etag,
-            })),
+            NodeKind::File(f) => Ok(FileContent::Remote(f.remote())),
             NodeKind::Stats => Ok(FileContent::Stats),
             NodeKind::Dir(_) => Err(TreeError::IsDir),
             NodeKind::Symlink(_) => Err(TreeError::NotFound),
@@ -360,6 +383,35 @@ impl Tree {
                 render(&nodes, n).unwrap_or_else(|| Arc::from(&b""[..])),
             )),
         }
+    }
+
+    /// A listed file's `Files/` directory and place in its walk order, with up to `max`
+    /// files after it.
+    pub fn files_after(&self, ino: Ino, max: usize) -> Option<Position> {
+        let nodes = self.nodes.read();
+        let n = nodes.get(&ino)?;
+        let NodeKind::File(f) = &n.kind else { return None };
+        // The listing's order is kept by the `Files/` directory the listing filled.
+        let mut dir = n.parent;
+        let d = loop {
+            let d = dir_ref(&nodes, dir)?;
+            if d.listing.is_some() || dir == ROOT {
+                break d;
+            }
+            dir = nodes.get(&dir)?.parent;
+        };
+        if d.files.get(f.seq as usize) != Some(&ino) {
+            return None; // orphaned by a refill
+        }
+        let next = d.files[f.seq as usize + 1..]
+            .iter()
+            .take(max)
+            .filter_map(|i| match &nodes.get(i)?.kind {
+                NodeKind::File(x) => Some(x.remote()),
+                _ => None,
+            })
+            .collect();
+        Some(Position { dir, seq: f.seq, next })
     }
 
     /// Finds `name` in directory `parent`, listing it first if needed, and counts the
@@ -406,6 +458,7 @@ impl Tree {
                 let mut kids: Vec<Ino> = Vec::new();
                 if d.listing.is_some() {
                     kids.extend(std::mem::take(&mut d.listed).into_values());
+                    d.files = Box::default();
                     kids.extend(d.fixed.remove(OsStr::new(".error")));
                     d.filled_at = None;
                     d.has_listing = false;
@@ -771,6 +824,9 @@ impl Tree {
             let p = plan[d].parent;
             folder_mtime[p] = folder_mtime[p].max(folder_mtime[d]);
         }
+        // Inodes are made in each folder's name order (files and folders together): `cp -r`
+        // opens entries by inode number, so it then opens them in listing order too.
+        let mut file_ino: Vec<Ino> = vec![0; files.len()];
         let mut stack = vec![(0usize, dir)];
         while let Some((d, ino)) = stack.pop() {
             let mut old = match dir_mut(nodes, ino) {
@@ -778,69 +834,89 @@ impl Tree {
                 None => continue,
             };
             let mut new = BTreeMap::new();
-            for (name, &sub) in &plan[d].dirs {
+            for (name, entry) in plan[d].entries() {
                 let name = OsString::from(name);
-                let same = old
-                    .get(&name)
-                    .copied()
-                    .filter(|i| dir_ref(nodes, *i).is_some_and(|x| x.entity.is_none() && x.listing.is_none()));
-                let child = match same {
-                    Some(c) => {
-                        old.remove(&name);
-                        if let Some(n) = nodes.get_mut(&c) {
-                            n.mtime = folder_mtime[sub];
-                        }
-                        c
+                let child = match entry {
+                    PlanEntry::Dir(sub) => {
+                        let same = old
+                            .get(&name)
+                            .copied()
+                            .filter(|i| dir_ref(nodes, *i).is_some_and(|x| x.entity.is_none() && x.listing.is_none()));
+                        let child = match same {
+                            Some(c) => {
+                                old.remove(&name);
+                                if let Some(n) = nodes.get_mut(&c) {
+                                    n.mtime = folder_mtime[sub];
+                                }
+                                c
+                            }
+                            None => self.insert(
+                                nodes,
+                                dir_node(
+                                    ino,
+                                    folder_mtime[sub],
+                                    Dir {
+                                        built: true,
+                                        ..Dir::default()
+                                    },
+                                ),
+                            ),
+                        };
+                        stack.push((sub, child));
+                        child
                     }
-                    None => self.insert(
-                        nodes,
-                        dir_node(
-                            ino,
-                            folder_mtime[sub],
-                            Dir {
-                                built: true,
-                                ..Dir::default()
-                            },
-                        ),
-                    ),
-                };
-                new.insert(name, child);
-                stack.push((sub, child));
-            }
-            for (name, &i) in &plan[d].files {
-                let f = &files[i];
-                let size = f.size.unwrap_or(0);
-                let (version, has_etag) = match &f.etag {
-                    Some(e) if !e.is_empty() => (e.trim_matches('"').to_string(), true),
-                    _ => (format!("{}-{size}", f.date_modified.as_deref().unwrap_or("")), false),
-                };
-                let name = OsString::from(name);
-                let same = old.get(&name).copied().filter(|c| {
-                    matches!(nodes.get(c).map(|n| &n.kind),
-                        Some(NodeKind::File(x)) if *x.id == *f.id && *x.version == *version)
-                });
-                let child = match same {
-                    Some(c) => {
-                        old.remove(&name);
-                        c
+                    PlanEntry::File(i) => {
+                        let f = &files[i];
+                        let size = f.size.unwrap_or(0);
+                        let (version, has_etag) = match &f.etag {
+                            Some(e) if !e.is_empty() => (e.trim_matches('"').to_string(), true),
+                            _ => (format!("{}-{size}", f.date_modified.as_deref().unwrap_or("")), false),
+                        };
+                        let same = old.get(&name).copied().filter(|c| {
+                            matches!(nodes.get(c).map(|n| &n.kind),
+                                Some(NodeKind::File(x)) if *x.id == *f.id && *x.version == *version)
+                        });
+                        let child = match same {
+                            Some(c) => {
+                                old.remove(&name);
+                                c
+                            }
+                            None => self.insert(
+                                nodes,
+                                leaf(
+                                    ino,
+                                    mtimes[i],
+                                    NodeKind::File(FileNode {
+                                        id: f.id.as_str().into(),
+                                        size,
+                                        version: version.into(),
+                                        has_etag,
+                                        seq: 0,
+                                    }),
+                                ),
+                            ),
+                        };
+                        file_ino[i] = child;
+                        child
                     }
-                    None => self.insert(
-                        nodes,
-                        leaf(
-                            ino,
-                            mtimes[i],
-                            NodeKind::File(FileNode {
-                                id: f.id.as_str().into(),
-                                size,
-                                version: version.into(),
-                                has_etag,
-                            }),
-                        ),
-                    ),
                 };
                 new.insert(name, child);
             }
             self.finish_listing(nodes, ino, old, new);
+        }
+        // The order files are met in by a depth-first walk: what prefetch across files follows.
+        let order: Vec<Ino> = names::walk_order(&plan).into_iter().map(|i| file_ino[i]).collect();
+        for (seq, c) in order.iter().enumerate() {
+            if let Some(Node {
+                kind: NodeKind::File(x),
+                ..
+            }) = nodes.get_mut(c)
+            {
+                x.seq = seq as u32;
+            }
+        }
+        if let Some(x) = dir_mut(nodes, dir) {
+            x.files = order.into();
         }
         listed.skipped
     }

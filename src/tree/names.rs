@@ -176,6 +176,46 @@ pub fn plan_files(files: &[(&str, &str)]) -> Vec<PlanDir> {
     plan
 }
 
+/// One entry of a planned folder: a sub-folder (plan index) or a file (input index).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanEntry {
+    Dir(usize),
+    File(usize),
+}
+
+impl PlanDir {
+    /// Sub-folders and files together, by name: the order `readdir` lists them in.
+    pub fn entries(&self) -> Vec<(&str, PlanEntry)> {
+        let mut v: Vec<(&str, PlanEntry)> = self
+            .dirs
+            .iter()
+            .map(|(n, j)| (n.as_str(), PlanEntry::Dir(*j)))
+            .chain(self.files.iter().map(|(n, i)| (n.as_str(), PlanEntry::File(*i))))
+            .collect();
+        v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        v
+    }
+}
+
+/// The input indices of every file of a plan in the order a depth-first walk that takes
+/// each folder's entries by name meets them: the order `cp -r`, `tar` and `find` open
+/// them in. No recursion (folders may nest thousands deep).
+pub fn walk_order(plan: &[PlanDir]) -> Vec<usize> {
+    let mut out = Vec::new();
+    // Each frame: a folder's entries, reversed, so the next one is popped from the end.
+    let mut stack: Vec<Vec<PlanEntry>> = vec![plan[0].entries().into_iter().rev().map(|(_, e)| e).collect()];
+    while let Some(top) = stack.last_mut() {
+        match top.pop() {
+            None => {
+                stack.pop();
+            }
+            Some(PlanEntry::File(i)) => out.push(i),
+            Some(PlanEntry::Dir(j)) => stack.push(plan[j].entries().into_iter().rev().map(|(_, e)| e).collect()),
+        }
+    }
+    out
+}
+
 /// Every file of a plan as (input index, display path relative to the `Files/` folder).
 pub fn flatten(plan: &[PlanDir]) -> Vec<(usize, String)> {
     let mut out = Vec::new();
@@ -194,6 +234,23 @@ pub fn flatten(plan: &[PlanDir]) -> Vec<(usize, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_walk_order_is_depth_first_by_name_with_folders_among_files() {
+        let files = [
+            ("1", "b.txt"),
+            ("2", "a/z.bin"),
+            ("3", "a/c/x"),
+            ("4", "C1.1/t2"),
+            ("5", "C1.1/t1"),
+            ("6", "C10.1/t1"),
+            ("7", "a.txt"),
+        ];
+        let plan = plan_files(&files);
+        let ids: Vec<&str> = walk_order(&plan).into_iter().map(|i| files[i].0).collect();
+        // "C…" < "a" < "a.txt" < "b.txt" bytewise; inside a/: "c/" before "z.bin".
+        assert_eq!(ids, ["5", "4", "6", "3", "2", "7", "1"]);
+    }
 
     #[test]
     fn duplicates_get_suffixes_in_id_order() {
