@@ -103,6 +103,13 @@ pub struct MountArgs {
     /// Disk space the --cache-dir may use; least recently used blocks go first.
     #[arg(long, default_value = "10G", value_parser = parse_size, value_name = "SIZE")]
     pub cache_dir_size: u64,
+    /// Share fetched blocks with other bsmount mounts, on this and other hosts, through DIR
+    /// on a filesystem they all see (NFS, Lustre, GPFS, CephFS, a ReadWriteMany volume).
+    #[arg(long, value_name = "DIR")]
+    pub shared_cache_dir: Option<PathBuf>,
+    /// Space the --shared-cache-dir may use, kept by every mount that uses it.
+    #[arg(long, default_value = "100G", value_parser = parse_size, value_name = "SIZE")]
+    pub shared_cache_dir_size: u64,
     /// Seconds a directory listing is trusted before it is fetched again.
     #[arg(long, default_value_t = 300)]
     pub metadata_ttl: u64,
@@ -365,6 +372,16 @@ fn cmd_status(mountpoint: Option<&Path>, json: bool) -> Result<(), String> {
                 n("/disk_cache/rejected")
             );
         }
+        if v.pointer("/shared_cache/limit").is_some() {
+            println!(
+                "  shared cache      {} of {} (last scan), {} blocks read from it, {} published, {} rejected",
+                human(n("/shared_cache/bytes_at_last_scan")),
+                human(n("/shared_cache/limit")),
+                n("/shared_cache/hits"),
+                n("/shared_cache/writes"),
+                n("/shared_cache/rejected")
+            );
+        }
         println!(
             "  requests          {} API, {} content",
             n("/api/api_requests"),
@@ -511,6 +528,16 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
         },
         None => None,
     };
+    let shared = match &a.shared_cache_dir {
+        Some(dir) => match crate::read::shared::SharedCache::open(&mount::absolute(dir), a.shared_cache_dir_size) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                report(Err(e.to_string()));
+                return Err(e.to_string());
+            }
+        },
+        None => None,
+    };
     let rt = runtime();
     let policy = RetryPolicy {
         deadline: Duration::from_secs(a.io_timeout.max(1)),
@@ -527,6 +554,7 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
         mountpoint: mp,
         cache_bytes: a.cache_size,
         disk,
+        shared,
         metadata_ttl: Duration::from_secs(a.metadata_ttl),
         allow_other: a.allow_other,
         verify: !a.no_verify,
@@ -682,6 +710,7 @@ fn cmd_demo(mountpoint: &Path) -> i32 {
         mountpoint: mp.clone(),
         cache_bytes: 512 << 20,
         disk: None,
+        shared: None,
         metadata_ttl: Duration::from_secs(300),
         allow_other: false,
         verify: true,
@@ -837,6 +866,8 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                 "cache_size" => "--cache-size",
                 "cache_dir" => "--cache-dir",
                 "cache_dir_size" => "--cache-dir-size",
+                "shared_cache_dir" => "--shared-cache-dir",
+                "shared_cache_dir_size" => "--shared-cache-dir-size",
                 "metadata_ttl" => "--metadata-ttl",
                 "io_timeout" => "--io-timeout",
                 "log_file" => "--log-file",
@@ -854,7 +885,7 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                 | "users" | "defaults" | "nofail" | "_netdev" | "async" | "sync" | "atime" | "noatime" | "relatime"
                 | "x-systemd.automount" => continue,
                 k if k.starts_with("x-") || k.starts_with("comment=") => continue,
-                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, metadata_ttl, io_timeout, allow_other, no_verify, log_file, log_level)")),
+                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, shared_cache_dir, shared_cache_dir_size, metadata_ttl, io_timeout, allow_other, no_verify, log_file, log_level)")),
             };
             let v = v.ok_or_else(|| format!("mount option {k} needs a value ({k}=...)"))?;
             out.extend([flag.into(), v.into()]);

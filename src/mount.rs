@@ -22,6 +22,7 @@ pub struct MountOptions {
     pub mountpoint: PathBuf,
     pub cache_bytes: u64,
     pub disk: Option<Arc<crate::read::disk::DiskCache>>,
+    pub shared: Option<Arc<crate::read::shared::SharedCache>>,
     pub metadata_ttl: Duration,
     pub allow_other: bool,
     /// Check whole-file reads against their ETags.
@@ -154,6 +155,7 @@ pub fn run_session(
         ReadOptions {
             cache_bytes: opts.cache_bytes,
             disk: opts.disk.clone(),
+            shared: opts.shared.clone(),
             verify: opts.verify,
             ..ReadOptions::default()
         },

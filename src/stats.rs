@@ -98,6 +98,21 @@ impl MountStats {
             },
             "listings": self.tree.fills.load(Ordering::Relaxed),
             "inodes": self.tree.len(),
+            "shared_cache": self.reader.shared().map(|c| {
+                let s = &c.stats;
+                json!({
+                    "bytes_at_last_scan": c.bytes(),
+                    "limit": c.limit(),
+                    "hits": s.hits.load(Ordering::Relaxed),
+                    "misses": s.misses.load(Ordering::Relaxed),
+                    "bytes_read": s.bytes_read.load(Ordering::Relaxed),
+                    "writes": s.writes.load(Ordering::Relaxed),
+                    "writes_skipped": s.writes_skipped.load(Ordering::Relaxed),
+                    "rejected": s.rejected.load(Ordering::Relaxed),
+                    "evictions": s.evictions.load(Ordering::Relaxed),
+                    "scans": s.scans.load(Ordering::Relaxed),
+                })
+            }),
             "disk_cache": self.reader.disk().map(|d| {
                 let s = &d.stats;
                 json!({

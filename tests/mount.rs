@@ -775,3 +775,125 @@ fn small_random_reads_fetch_little() {
     f.read_exact_at(&mut rest, (20 << 20) + 77).unwrap();
     assert!(rest[..] == data[(20 << 20) + 77..(28 << 20) + 77]);
 }
+
+fn shared_account(files: usize, size: usize) -> (emulator::account::Account, Vec<Vec<u8>>) {
+    use bsmount::emulator::account::{AccountBuilder, Content};
+    let mut b = AccountBuilder::stable("U");
+    let p = b.project("Shared");
+    let s = b.sample(p, "S", None);
+    let mut all = Vec::new();
+    for k in 0..files {
+        let data: Vec<u8> = (0..size)
+            .map(|i| ((i * 13) >> 2) as u8 ^ (k as u8).wrapping_mul(77))
+            .collect();
+        b.file(
+            s,
+            &format!("f{k}.bin"),
+            size as u64,
+            Content::Memory(bytes::Bytes::from(data.clone())),
+            None,
+        );
+        all.push(data);
+    }
+    (b.build(), all)
+}
+
+// Issue 14: a file read through mount A is read through mount B from the shared directory,
+// with no content request; nothing is left in its temporaries.
+#[test]
+fn a_file_read_through_one_mount_is_read_through_another_from_the_shared_cache() {
+    let (acct, data) = shared_account(1, (24 << 20) + 5);
+    let cache = tempfile::tempdir().unwrap();
+    let args = [
+        "--shared-cache-dir",
+        cache.path().to_str().unwrap(),
+        "--shared-cache-dir-size",
+        "1G",
+    ];
+    let a = Mounted::with_args(Emu::start(acct, EmulatorOptions::default()), &args);
+    let b = Mounted::at(&a.server, &a.token, &args, None);
+    let rel = "Projects/Shared/Samples/S/Files/f0.bin";
+    assert!(std::fs::read(a.path(rel)).unwrap() == data[0]);
+    let blocks = data[0].len().div_ceil(1 << 20) as u64;
+    wait_until("mount A published every block", Duration::from_secs(30), || {
+        let s = &mount_stats(&a)["shared_cache"];
+        s["writes"].as_u64().unwrap() + s["writes_skipped"].as_u64().unwrap() >= blocks
+    });
+    assert_eq!(mount_stats(&a)["shared_cache"]["writes_skipped"].as_u64(), Some(0));
+    let c0 = stat_u64(&a.emu().stats(), "content_requests");
+    assert!(
+        std::fs::read(b.path(rel)).unwrap() == data[0],
+        "mount B read other bytes"
+    );
+    assert_eq!(
+        stat_u64(&a.emu().stats(), "content_requests"),
+        c0,
+        "mount B fetched from BaseSpace what mount A had shared"
+    );
+    assert!(mount_stats(&b)["shared_cache"]["hits"].as_u64().unwrap() >= blocks);
+    assert_eq!(std::fs::read_dir(cache.path().join("tmp")).unwrap().count(), 0);
+}
+
+// Issue 14: four mounts reading the same and different files at once through a directory
+// smaller than the data evict each other's blocks and still return exact bytes; one killed
+// with SIGKILL mid-read leaves nothing the others accept; the directory stays near its limit.
+#[test]
+fn four_mounts_share_a_small_directory_exactly_while_evicting_each_other() {
+    let (acct, data) = shared_account(4, 24 << 20);
+    let cache = tempfile::tempdir().unwrap();
+    let limit: u64 = 40 << 20;
+    let args = [
+        "--shared-cache-dir",
+        cache.path().to_str().unwrap(),
+        "--shared-cache-dir-size",
+        "40M",
+    ];
+    let first = Mounted::with_args(Emu::start(acct, EmulatorOptions::default()), &args);
+    let mut mounts = vec![first];
+    for _ in 0..3 {
+        let m = Mounted::at(&mounts[0].server, &mounts[0].token, &args, None);
+        mounts.push(m);
+    }
+    // Kill one mid-read: a block it was publishing stays a temporary, never a block.
+    let victim = Mounted::at(&mounts[0].server, &mounts[0].token, &args, None);
+    let vpath = victim.path("Projects/Shared/Samples/S/Files/f3.bin");
+    let reader = std::thread::spawn(move || {
+        let _ = std::fs::read(vpath);
+    });
+    wait_until("the victim is reading", Duration::from_secs(10), || {
+        mount_stats(&victim)["reads"]["bytes_served"].as_u64().unwrap_or(0) > 0
+    });
+    unsafe { libc::kill(victim.daemon_pid(), libc::SIGKILL) };
+    let _ = reader.join();
+    std::thread::scope(|s| {
+        for m in &mounts {
+            for (k, want) in data.iter().enumerate() {
+                let path = m.path(&format!("Projects/Shared/Samples/S/Files/f{k}.bin"));
+                s.spawn(move || {
+                    let got = std::fs::read(&path).unwrap();
+                    assert!(got == *want, "{} differs", path.display());
+                });
+            }
+        }
+    });
+    let mut evictions = 0;
+    let mut rejected = 0;
+    for m in &mounts {
+        let s = &mount_stats(m)["shared_cache"];
+        evictions += s["evictions"].as_u64().unwrap();
+        rejected += s["rejected"].as_u64().unwrap();
+    }
+    assert!(evictions > 0, "a directory smaller than the data must evict");
+    assert_eq!(rejected, 0, "a block that was published whole failed its checks");
+    let mut held = 0;
+    for sub in std::fs::read_dir(cache.path().join("blocks")).unwrap().flatten() {
+        for e in std::fs::read_dir(sub.path()).unwrap().flatten() {
+            held += e.metadata().unwrap().len();
+        }
+    }
+    // Each mount may write one scan interval (8 MiB) past the limit before it looks.
+    assert!(
+        held <= limit + 4 * (8 << 20) + (4 << 20),
+        "{held} bytes for a limit of {limit}"
+    );
+}

@@ -1,7 +1,7 @@
 //! The block cache levels, keyed by a file version and block index.
 //!
 //! A read looks in memory ([`MemoryCache`], whose byte budget is shared with fetches in
-//! flight), then in each [`CacheLevel`] below it in order (the local disk, later a
+//! flight), then in each [`CacheLevel`] below it in order (the local disk, then a
 //! directory shared by many hosts), then asks the content source. Whatever a lower level
 //! or the source gives is written to every level above it on the way back, off the read
 //! path; no level ever calls another.
@@ -36,6 +36,11 @@ pub trait CacheLevel: Send + Sync + 'static {
     /// Whether the level holds the block, by its index (cheap; the block may still fail
     /// its checks when loaded). Decides which level a run of blocks is read from.
     fn contains(&self, key: &BlockKey) -> bool;
+    /// Whether [`CacheLevel::contains`] knows (an index of its own), or only says "maybe"
+    /// (a directory other hosts change: the block is looked for by reading it).
+    fn exact(&self) -> bool {
+        true
+    }
     /// The block's `len` bytes, checked, or `None` (missing or damaged: the block is then
     /// fetched from further down). Buffers come from `pool`.
     fn get<'a>(&'a self, key: &'a BlockKey, len: usize, pool: &'a Arc<BufPool>) -> BoxFuture<'a, Option<Bytes>>;

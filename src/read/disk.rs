@@ -98,7 +98,7 @@ pub fn block_key(file: &str, version: &str, index: u64) -> String {
     format!("{file}\0{version}\0{index}")
 }
 
-fn key_of(k: &BlockKey) -> String {
+pub(super) fn key_of(k: &BlockKey) -> String {
     block_key(&k.object.file, &k.object.version, k.index)
 }
 
@@ -157,7 +157,7 @@ impl CacheLevel for Arc<DiskCache> {
     }
 }
 
-fn file_name(key: &str) -> String {
+pub(super) fn file_name(key: &str) -> String {
     use md5::Digest;
     hex::encode(md5::Md5::digest(key.as_bytes()))
 }
@@ -303,12 +303,7 @@ impl DiskCache {
             self.seq.fetch_add(1, Ordering::Relaxed)
         ));
         let mut f = File::create(&tmp)?;
-        let mut header = Vec::with_capacity(FIXED_HEADER + key.len());
-        header.extend_from_slice(MAGIC);
-        header.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
-        header.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        header.extend_from_slice(&(key.len() as u16).to_le_bytes());
-        header.extend_from_slice(key.as_bytes());
+        let header = block_header(key, data);
         let written = f.write_all(&header).and_then(|_| f.write_all(data));
         drop(f);
         let path = self.path(&name);
@@ -390,8 +385,19 @@ impl DiskCache {
     }
 }
 
+/// The header a block file starts with: magic, CRC-32 and length of the data, the key.
+pub(super) fn block_header(key: &str, data: &[u8]) -> Vec<u8> {
+    let mut header = Vec::with_capacity(FIXED_HEADER + key.len());
+    header.extend_from_slice(MAGIC);
+    header.extend_from_slice(&crc32fast::hash(data).to_le_bytes());
+    header.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    header.extend_from_slice(&(key.len() as u16).to_le_bytes());
+    header.extend_from_slice(key.as_bytes());
+    header
+}
+
 /// One block file, checked; the error says why it was refused.
-fn read_block(path: &Path, key: &str, len: usize, pool: &Arc<BufPool>) -> Result<Bytes, String> {
+pub(super) fn read_block(path: &Path, key: &str, len: usize, pool: &Arc<BufPool>) -> Result<Bytes, String> {
     let mut f = File::open(path).map_err(|e| e.to_string())?;
     let mut head = [0u8; FIXED_HEADER];
     f.read_exact(&mut head).map_err(|e| format!("header: {e}"))?;

@@ -36,6 +36,7 @@ pub mod cache;
 pub mod disk;
 mod pool;
 pub mod prefetch;
+pub mod shared;
 pub mod source;
 pub mod verify;
 use cache::{BlockKey, CacheLevel, MemoryCache, ObjectId};
@@ -119,6 +120,8 @@ pub struct ReadOptions {
     pub max_connections: usize,
     /// The persistent tier under `--cache-dir`, if any.
     pub disk: Option<Arc<disk::DiskCache>>,
+    /// The level shared by many hosts under `--shared-cache-dir`, if any (below `disk`).
+    pub shared: Option<Arc<shared::SharedCache>>,
     /// Check whole-file reads against their ETags ([`verify`]).
     pub verify: bool,
 }
@@ -129,6 +132,7 @@ impl Default for ReadOptions {
             cache_bytes: 512 << 20,
             max_connections: 32,
             disk: None,
+            shared: None,
             verify: true,
         }
     }
@@ -217,6 +221,7 @@ pub struct Reader {
     /// File versions whose bytes were verified whole.
     verified: Mutex<lru::LruCache<ObjectId, ()>>,
     verify: bool,
+    shared: Option<Arc<shared::SharedCache>>,
     /// Runs of files opened in listing order, per folder.
     across: across::Across,
     pub stats: Arc<ReadStats>,
@@ -420,15 +425,18 @@ impl Reader {
         let mem_units = (budget / 2 / MEM_UNIT) as usize;
         let pool = BufPool::new(BLOCK_SIZE as usize, POOL_BLOCKS.min(budget / 8 / BLOCK_SIZE) as usize);
         let stats = Arc::new(ReadStats::default());
+        // Fastest first: the local disk, then the directory shared by many hosts.
         let levels: Vec<Arc<dyn CacheLevel>> = opts
             .disk
             .iter()
             .map(|d| Arc::new(d.clone()) as Arc<dyn CacheLevel>)
+            .chain(opts.shared.iter().map(|s| Arc::new(s.clone()) as Arc<dyn CacheLevel>))
             .collect();
         Arc::new(Reader {
             memory: MemoryCache::new(budget),
             levels,
             disk: opts.disk,
+            shared: opts.shared,
             source: ContentSource::new(api, opts.max_connections, pool.clone(), stats.clone()),
             inflight: Mutex::new(HashMap::new()),
             next_part: AtomicU64::new(0),
@@ -491,6 +499,11 @@ impl Reader {
     /// The persistent tier, if mounted with one.
     pub fn disk(&self) -> Option<&Arc<disk::DiskCache>> {
         self.disk.as_ref()
+    }
+
+    /// The level shared by many hosts, if mounted with one.
+    pub fn shared(&self) -> Option<&Arc<shared::SharedCache>> {
+        self.shared.as_ref()
     }
 
     /// Bytes currently held by the block cache.
@@ -638,7 +651,9 @@ impl Reader {
         let inflight = self.inflight.lock();
         (b0..=b1).all(|i| {
             let k = h.key(i);
-            !inflight.contains_key(&k) && self.memory.get(&k).is_none() && !self.levels.iter().any(|l| l.contains(&k))
+            !inflight.contains_key(&k)
+                && self.memory.get(&k).is_none()
+                && !self.levels.iter().any(|l| l.exact() && l.contains(&k))
         })
     }
 
