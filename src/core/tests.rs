@@ -248,6 +248,40 @@ fn wrong_bytes_fail_when_the_tail_is_read_before_the_rest() {
     });
 }
 
+/// `big.bin` as an uploader with 10 MiB parts would have left it: its ETag fits 8 MiB
+/// parts too, which BaseSpace's uploaders use and are tried first.
+fn account_10mib_parts(seed: u8) -> Account {
+    let mut b = AccountBuilder::stable("Tester");
+    let p = b.project("P");
+    let s = b.sample(p, "S", None);
+    let big = pattern((20 << 20) + 7, seed);
+    let id = b.file(s, "big.bin", big.len() as u64, Content::Memory(Bytes::from(big)), None);
+    b.uploaded_in_parts(id, 10 << 20);
+    b.build()
+}
+
+#[test]
+fn a_multipart_etag_of_another_part_size_is_settled_by_a_second_pass() {
+    let c = core_over(FakeApi::new(account_10mib_parts(1)));
+    rt().block_on(async {
+        let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
+        let o = c.open(a.ino, false).unwrap();
+        assert_eq!(read_all(&c, o.fh, a.size).await.unwrap(), pattern((20 << 20) + 7, 1));
+        let s = c.stats.snapshot();
+        assert_eq!(s["fetch"]["files_verified"].as_u64(), Some(1), "{s}");
+        assert_eq!(s["fetch"]["checksum_failures"].as_u64(), Some(0), "{s}");
+    });
+    // Wrong bytes under that ETag: both passes fail, and the read with them.
+    let faulty = Faulty::new(FakeApi::new(account_10mib_parts(1)));
+    faulty.corrupt_ranges.store(true, Ordering::Relaxed);
+    let c = core_over(faulty);
+    rt().block_on(async {
+        let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
+        let o = c.open(a.ino, false).unwrap();
+        assert_eq!(read_all(&c, o.fh, a.size).await.unwrap_err().errno, libc::EIO);
+    });
+}
+
 #[test]
 fn a_small_file_with_wrong_bytes_is_refused_at_once() {
     let faulty = Faulty::new(FakeApi::new(account(1)));

@@ -239,6 +239,9 @@ pub struct Handle {
     /// The bytes of this handle's last small read ([`Reader::read_small`]) and where they
     /// start: the reads right after it (the rest of a BGZF block) are served from them.
     small: Mutex<Option<(u64, Bytes)>>,
+    /// The second pass of a multipart check ([`Verdict::Recheck`]), run once for all the
+    /// reads that wait on it.
+    rechecked: tokio::sync::OnceCell<Verdict>,
 }
 
 /// Which bytes of a file a handle has handed out, and which reads are under way: the read
@@ -349,6 +352,7 @@ impl Handle {
             coverage: Mutex::new(Coverage::default()),
             failure: Mutex::new(None),
             small: Mutex::new(None),
+            rechecked: tokio::sync::OnceCell::new(),
         }
     }
 
@@ -660,7 +664,7 @@ impl Reader {
     /// A small read away from where the handle was (a seek: an index lookup, a BAM region):
     /// one GET of the bytes asked, widened to [`SMALL_UNIT`]s, instead of whole blocks.
     /// Not cached as blocks; if the reader goes on from here, its window fetches blocks.
-    async fn read_small(&self, h: &Handle, offset: u64, end: u64, id: u64) -> Result<Bytes, ReadError> {
+    async fn read_small(self: &Arc<Self>, h: &Handle, offset: u64, end: u64, id: u64) -> Result<Bytes, ReadError> {
         let start = offset / SMALL_UNIT * SMALL_UNIT;
         let stop = end.div_ceil(SMALL_UNIT).saturating_mul(SMALL_UNIT).min(h.file.size);
         let b = self.source.fetch_range(&h.file, start, stop - start).await?;
@@ -689,7 +693,7 @@ impl Reader {
     /// Feeds a handle's hash (on its own thread). A read after which the handle has
     /// delivered (or has in flight) every byte of the file waits for the verdict and fails when the bytes do not match the ETag; so does
     /// any read after a bad verdict, and every cached block of that version is dropped.
-    async fn check(&self, h: &Handle, offset: u64, data: &Bytes, id: u64) -> Result<(), ReadError> {
+    async fn check(self: &Arc<Self>, h: &Handle, offset: u64, data: &Bytes, id: u64) -> Result<(), ReadError> {
         let bg = {
             let mut g = h.verify.lock();
             match std::mem::replace(&mut *g, Verify::Off) {
@@ -723,8 +727,12 @@ impl Reader {
         if verdict.is_none() && covered {
             verdict = bg.wait(FINAL_VERDICT_WAIT).await;
         }
+        if let Some(Verdict::Recheck(r)) = verdict {
+            let v = h.rechecked.get_or_init(|| self.recheck(h, r)).await;
+            verdict = Some(v.copy());
+        }
         match verdict {
-            None | Some(Verdict::Pending) => Ok(()),
+            None | Some(Verdict::Pending) | Some(Verdict::Recheck(_)) => Ok(()),
             Some(Verdict::Abandoned) => {
                 *h.verify.lock() = Verify::Off;
                 Ok(())
@@ -755,6 +763,50 @@ impl Reader {
                     tracing::error!(error = %e, "checksum mismatch");
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// The second pass of a multipart check: the whole file read again in order through the
+    /// cache levels (where the bytes just handed out usually still are) and hashed in every
+    /// part size that fits, the first pass's included (the bytes must be the same). Bounded
+    /// by [`FINAL_VERDICT_WAIT`]; past it, or if the file cannot be read, the handle's
+    /// bytes count as unverified, not wrong.
+    async fn recheck(self: &Arc<Self>, h: &Handle, r: Box<verify::Recheck>) -> Verdict {
+        tracing::info!(file = %h.file.id, "the ETag does not match 8 MiB parts; checking the other part sizes that fit");
+        let pass = async {
+            let mut v = Verifier::recheck(&r);
+            let last = (h.file.size - 1) / BLOCK_SIZE;
+            let mut i = 0;
+            while i <= last {
+                let to = (i + 4 * PART_BLOCKS).min(last + 1);
+                let (blocks, _) = self.blocks(h, i, to, PART_BLOCKS, false);
+                let mut got = Vec::with_capacity(blocks.len());
+                for (idx, b) in blocks {
+                    got.push((idx * BLOCK_SIZE, b.get().await.ok()?));
+                }
+                let (back, verdict) = tokio::task::spawn_blocking(move || {
+                    let mut last = Verdict::Pending;
+                    for (off, b) in got {
+                        last = v.feed(off, &b);
+                    }
+                    (v, last)
+                })
+                .await
+                .ok()?;
+                if verdict != Verdict::Pending {
+                    return Some(verdict);
+                }
+                v = back;
+                i = to;
+            }
+            None
+        };
+        match tokio::time::timeout(FINAL_VERDICT_WAIT, pass).await {
+            Ok(Some(v @ (Verdict::Good | Verdict::Bad(_)))) => v,
+            _ => {
+                tracing::warn!(file = %h.file.id, "could not read the file again to check its ETag; its bytes are unverified");
+                Verdict::Abandoned
             }
         }
     }

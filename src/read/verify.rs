@@ -196,17 +196,16 @@ impl PartHasher {
         self.digests.insert(0, rx);
     }
 
-    fn finish(mut self) -> ([u8; 16], u64) {
+    /// The ETag digest of the parts, and the parts' own digests.
+    fn finish(mut self) -> ([u8; 16], Vec<[u8; 16]>) {
         if self.in_part > 0 {
             self.close_part(false);
         }
+        // A pool thread that died (it cannot, short of a panic) gives a digest no ETag has.
+        let parts: Vec<[u8; 16]> = self.digests.into_iter().map(|d| d.recv().unwrap_or_default()).collect();
         let mut outer = Md5::new();
-        let n = self.digests.len() as u64;
-        for d in self.digests {
-            // A pool thread that died (it cannot, short of a panic) gives a digest no ETag has.
-            outer.update(d.recv().unwrap_or_default());
-        }
-        (outer.finalize().into(), n)
+        parts.iter().for_each(|d| outer.update(d));
+        (outer.finalize().into(), parts)
     }
 }
 
@@ -308,6 +307,22 @@ pub enum Verdict {
     Good,
     /// The md5 the bytes hash to (for a plain ETag), or a summary.
     Bad(String),
+    /// The bytes do not match the ETag cut in the most likely part size, but other sizes fit:
+    /// read the file again and check them ([`Verifier::recheck`]).
+    Recheck(Box<Recheck>),
+}
+
+/// What a second pass needs to settle a multipart ETag that the likely part size did not
+/// match: the parts' digests of the bytes handed out, to tell that the second pass reads
+/// the same bytes, and the part sizes still to try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recheck {
+    expect: Expect,
+    size: u64,
+    /// Part size of the first pass, and the digests of its parts.
+    part: u64,
+    served: Vec<[u8; 16]>,
+    others: Vec<u64>,
 }
 
 /// md5 of a whole file read sequentially, checked against its ETag.
@@ -315,6 +330,10 @@ pub struct Verifier {
     expect: Expect,
     size: u64,
     hashing: Hashing,
+    /// Part sizes that fit the ETag but are not hashed in this pass.
+    others: Vec<u64>,
+    /// In a second pass: the first pass's part digests, which these bytes must reproduce.
+    served: Option<Vec<[u8; 16]>>,
     pos: u64,
     pending: std::collections::BTreeMap<u64, Bytes>,
     pending_bytes: u64,
@@ -328,22 +347,56 @@ impl std::fmt::Debug for Verifier {
 
 impl Verifier {
     /// A verifier for a file of `size` bytes with this ETag, if the ETag can be checked.
+    ///
+    /// A multipart ETag is hashed in the most likely part size only (BaseSpace's 8 MiB when
+    /// it fits): a match settles it at the cost of one md5 of the bytes. Other sizes that
+    /// fit are tried only if it does not match, by a second pass ([`Verdict::Recheck`]).
     pub fn new(etag: &str, size: u64) -> Option<Verifier> {
         if size == 0 {
             return None;
         }
         let expect = Expect::parse(etag)?;
+        let mut fits = match &expect {
+            Expect::Plain(_) => Vec::new(),
+            Expect::Multipart { parts, .. } => Self::fitting(size, *parts),
+        };
+        if matches!(expect, Expect::Multipart { .. }) && fits.is_empty() {
+            return None; // no known part size fits: cannot verify
+        }
+        let others = fits.split_off(fits.len().min(1));
+        Some(Self::hashing(expect, size, fits, others, None))
+    }
+
+    /// The second pass of a [`Recheck`]: the first pass's part size (whose digests the bytes
+    /// must reproduce) and every other size that fits, hashed together.
+    pub fn recheck(r: &Recheck) -> Verifier {
+        let sizes = std::iter::once(r.part).chain(r.others.iter().copied()).collect();
+        Self::hashing(r.expect.clone(), r.size, sizes, Vec::new(), Some(r.served.clone()))
+    }
+
+    /// Part sizes that cut `size` bytes in `parts` parts, the most likely first: 8 MiB
+    /// (BaseSpace's uploaders, as its recorded ETags show), then [`PART_SIZES`] in order.
+    fn fitting(size: u64, parts: u64) -> Vec<u64> {
+        let mut v: Vec<u64> = PART_SIZES
+            .iter()
+            .copied()
+            .filter(|p| size.div_ceil(*p) == parts)
+            .collect();
+        v.sort_by_key(|p| *p != 8 * MIB);
+        v
+    }
+
+    fn hashing(
+        expect: Expect,
+        size: u64,
+        sizes: Vec<u64>,
+        others: Vec<u64>,
+        served: Option<Vec<[u8; 16]>>,
+    ) -> Verifier {
         let hashing = match &expect {
             Expect::Plain(_) => Hashing::Plain(Md5::new()),
-            Expect::Multipart { parts, .. } => {
-                let hs: Vec<PartHasher> = PART_SIZES
-                    .iter()
-                    .filter(|p| size.div_ceil(**p) == *parts)
-                    .map(|p| PartHasher::new(*p, (*p).min(size)))
-                    .collect();
-                if hs.is_empty() {
-                    return None; // no known part size fits: cannot verify
-                }
+            Expect::Multipart { .. } => {
+                let hs: Vec<PartHasher> = sizes.iter().map(|p| PartHasher::new(*p, (*p).min(size))).collect();
                 let mut bounds: Vec<(u64, usize)> = hs.iter().enumerate().map(|(i, h)| (h.from, i)).collect();
                 bounds.sort_unstable();
                 let prefix = Prefix {
@@ -353,14 +406,16 @@ impl Verifier {
                 Hashing::Multipart(prefix, hs)
             }
         };
-        Some(Verifier {
+        Verifier {
             expect,
             size,
             hashing,
+            others,
+            served,
             pos: 0,
             pending: Default::default(),
             pending_bytes: 0,
-        })
+        }
     }
 
     /// Whether this ETag can be verified at all (for the page-cache policy).
@@ -425,15 +480,34 @@ impl Verifier {
             }
             (Hashing::Multipart(_, hs), Expect::Multipart { digest, parts }) => {
                 let mut seen = Vec::new();
-                for h in hs {
+                let mut first_parts = None;
+                for (i, h) in hs.into_iter().enumerate() {
                     let part = h.part;
-                    let (got, n) = h.finish();
+                    let (got, part_digests) = h.finish();
+                    let n = part_digests.len() as u64;
+                    if i == 0 {
+                        if self.served.as_ref().is_some_and(|s| *s != part_digests) {
+                            return Verdict::Bad(
+                                "the bytes read again to check other part sizes differ from those read first".into(),
+                            );
+                        }
+                        first_parts = Some((part, part_digests));
+                    }
                     if got == *digest && n == *parts {
                         return Verdict::Good;
                     }
                     seen.push(format!("{}-{n} with {part}-byte parts", hex::encode(got)));
                 }
-                Verdict::Bad(seen.join(", "))
+                match first_parts {
+                    Some((part, served)) if !self.others.is_empty() => Verdict::Recheck(Box::new(Recheck {
+                        expect: self.expect.clone(),
+                        size: self.size,
+                        part,
+                        served,
+                        others: std::mem::take(&mut self.others),
+                    })),
+                    _ => Verdict::Bad(seen.join(", ")),
+                }
             }
             _ => Verdict::Bad("internal: hashing does not match the ETag's form".into()),
         }
@@ -521,12 +595,13 @@ impl Background {
 }
 
 impl Verdict {
-    fn copy(&self) -> Verdict {
+    pub fn copy(&self) -> Verdict {
         match self {
             Verdict::Pending => Verdict::Pending,
             Verdict::Abandoned => Verdict::Abandoned,
             Verdict::Good => Verdict::Good,
             Verdict::Bad(s) => Verdict::Bad(s.clone()),
+            Verdict::Recheck(r) => Verdict::Recheck(r.clone()),
         }
     }
 }
@@ -574,23 +649,39 @@ mod tests {
             Verdict::Good
         );
         let z = vec![b'Z'; d.len()];
-        assert!(matches!(
-            feed_all(&mut Verifier::new(&etag, d.len() as u64).unwrap(), &z, 1 << 20),
-            Verdict::Bad(_)
-        ));
+        let (v, _) = verify_twice(&etag, &z, &z, 1 << 20);
+        assert!(matches!(v, Verdict::Bad(_)), "{v:?}");
+    }
+
+    /// First pass, and the second when the first asks for it.
+    fn verify_twice(etag: &str, first: &[u8], again: &[u8], chunk: usize) -> (Verdict, bool) {
+        match feed_all(&mut Verifier::new(etag, first.len() as u64).unwrap(), first, chunk) {
+            Verdict::Recheck(r) => (feed_all(&mut Verifier::recheck(&r), again, chunk), true),
+            v => (v, false),
+        }
     }
 
     #[test]
     fn every_part_size_that_fits_is_checked_from_one_shared_prefix() {
         // 16 MiB in 2 parts fits five known part sizes; each must verify, with chunks that
-        // straddle every boundary.
+        // straddle every boundary: 8 MiB (BaseSpace's) in one pass, the others in two.
         let d = data(16 << 20);
         for p in [8 << 20, 10 << 20, 15 << 20, 10_000_000, 16_000_000] {
             let etag = multipart_etag(&d, p);
             assert!(etag.ends_with("-2"), "{etag}");
-            let v = feed_all(&mut Verifier::new(&etag, d.len() as u64).unwrap(), &d, 777_777);
+            let (v, twice) = verify_twice(&etag, &d, &d, 777_777);
             assert_eq!(v, Verdict::Good, "{p}-byte parts");
+            assert_eq!(twice, p != 8 << 20, "{p}-byte parts");
         }
+        // The second pass must read the bytes the first one did.
+        let mut other = d.clone();
+        other[100] ^= 1;
+        let etag = multipart_etag(&other, 10 << 20);
+        let (v, twice) = verify_twice(&etag, &d, &other, 1 << 20);
+        assert!(
+            twice && matches!(v, Verdict::Bad(ref m) if m.contains("differ")),
+            "{v:?}"
+        );
         // One part: the whole file is the first part.
         let etag = multipart_etag(&d[..3000], 8 << 20);
         assert_eq!(
@@ -600,10 +691,8 @@ mod tests {
         let mut bad = d.clone();
         bad[9_000_000] ^= 1;
         let etag = multipart_etag(&d, 10 << 20);
-        assert!(matches!(
-            feed_all(&mut Verifier::new(&etag, d.len() as u64).unwrap(), &bad, 1 << 20),
-            Verdict::Bad(_)
-        ));
+        let (v, twice) = verify_twice(&etag, &bad, &bad, 1 << 20);
+        assert!(twice && matches!(v, Verdict::Bad(_)), "{v:?}");
     }
 
     #[test]
