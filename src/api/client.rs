@@ -45,6 +45,11 @@ const MAX_SKIPPED_NAMED: usize = 20;
 /// listed file then costs no API request. ~350 bytes each, so a
 /// listing of a whole run folder (~20,000 files) keeps about 6 MB.
 const LISTED_URLS_KEPT: usize = 16_384;
+/// Listings longer than this resolve content URLs on their first page only: a `find` over a
+/// 100,000-file run would otherwise parse 30 MB of URLs it never uses, and the few kept
+/// would pin that memory (`cp -r` of such a folder resolves URLs ahead of its opens anyway,
+/// through prefetch across files).
+const RESOLVE_UP_TO: u64 = 10_000;
 /// A URL from a listing is used only if it stays valid this long: a read that starts with
 /// it must not meet its expiry (the content source renews after that).
 const LISTED_URL_MARGIN: Duration = Duration::from_secs(300);
@@ -323,10 +328,12 @@ impl HttpClient {
         }
     }
 
+    /// Every page of a listing. `params` go on the first page, and on the others only when
+    /// the listing has at most [`RESOLVE_UP_TO`] entries.
     async fn list_pages<T: ListItem>(&self, kind: &ListKind, params: &str) -> Result<Listed<T>, ApiError> {
-        let (path, extra, v2, max) = kind.request();
-        let extra = format!("{extra}{params}");
-        let page_url = |offset: u64, limit: u64| -> String {
+        let (path, base_extra, v2, max) = kind.request();
+        let mut extra = format!("{base_extra}{params}");
+        let page_url = |extra: &str, offset: u64, limit: u64| -> String {
             let sep = if path.contains('?') { '&' } else { '?' };
             if v2 {
                 format!("{path}{sep}{extra}offset={offset}&limit={limit}&sortby=Id&sortdir=Asc")
@@ -336,12 +343,15 @@ impl HttpClient {
         };
         let mut out = Listed::default();
         let mut seen = std::collections::HashSet::new();
-        let first = self.get_parsed(&page_url(0, max), RawPage::parse).await?;
+        let first = self.get_parsed(&page_url(&extra, 0, max), RawPage::parse).await?;
         let got = first.items.len() as u64;
         // The server may cap pages below what we asked: page by what it actually returned.
         let step = got.clamp(1, max);
         let claimed = first.paging.total_count.unwrap_or(got);
         let total = claimed.min(MAX_LIST_ENTRIES);
+        if total > RESOLVE_UP_TO {
+            extra = base_extra;
+        }
         absorb(&mut out, &mut seen, first);
         let mut next = step;
         let mut more = got > 0 && got < total;
@@ -352,7 +362,7 @@ impl HttpClient {
                 .collect();
             next = offsets.last().map_or(total, |o| o + step);
             let pages = futures::future::join_all(offsets.iter().map(|off| {
-                let url = page_url(*off, step);
+                let url = page_url(&extra, *off, step);
                 async move { self.get_parsed(&url, RawPage::parse).await }
             }))
             .await;
