@@ -123,6 +123,59 @@ fn wrong_bytes_fail_the_read_small_and_multipart_and_stay_failed() {
     );
 }
 
+// 2 (continued). The same attack through the presigned URLs a file listing resolves
+// (`filehrefcontentresolution=true`): the mount opens such files with no further request,
+// and must still refuse other bytes.
+#[test]
+fn wrong_bytes_behind_urls_resolved_in_listings_fail_the_read() {
+    let small: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+    let big: Vec<u8> = (0..(24u32 << 20) + 5).map(|i| (i % 253) as u8).collect();
+    let (se, be) = (md5_hex(&small), multipart_etag(&big, 8 << 20));
+    let (se2, be2) = (se.clone(), be.clone());
+    let meta_calls = Arc::new(AtomicU64::new(0));
+    let calls = meta_calls.clone();
+    let expires = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 7 * 24 * 3600;
+    let h = project_server(move |r, base| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("2", "S")], 1, 0)),
+        "/v1pre3/samples/2/files" => {
+            let resolved = |mut f: serde_json::Value, id: &str| {
+                f["HrefContent"] = json!(format!("{base}/content/{id}?Expires={expires}&Signature=s"));
+                f
+            };
+            Some(v1_page(
+                vec![
+                    resolved(file("10", "small.bin", 5000, &se2), "10"),
+                    resolved(file("11", "big.bin", big.len() as u64, &be2), "11"),
+                ],
+                2,
+                0,
+            ))
+        }
+        p if p.ends_with("/content") => {
+            calls.fetch_add(1, Ordering::Relaxed);
+            Some(content_meta(base, p.split('/').nth(3).unwrap()))
+        }
+        "/content/10" => Some(serve(r, &vec![b'Z'; 5000], &se2)),
+        "/content/11" => Some(serve(r, &vec![b'Z'; big.len()], &be2)),
+        _ => None,
+    });
+    let m = mount(&h, &[]);
+    let f = m.path("Projects/P/Samples/S/Files");
+    for name in ["small.bin", "big.bin", "big.bin"] {
+        let o = Command::new("cat").arg(f.join(name)).output().unwrap();
+        assert!(!o.status.success(), "cat {name} succeeded with wrong bytes");
+    }
+    assert_eq!(
+        meta_calls.load(Ordering::Relaxed),
+        0,
+        "the listing's URLs were not the ones used"
+    );
+}
+
 // 2 (continued). A file replaced on the server while a reader holds it open.
 #[test]
 fn a_file_replaced_under_an_open_reader_gives_the_old_bytes_or_an_error() {
