@@ -1,4 +1,5 @@
-//! Ground truth: the real BaseSpace responses recorded in `shared/fixtures/basespace-recorded/`.
+//! Ground truth: real BaseSpace responses, recorded and scrubbed (tokens and signatures
+//! replaced), kept in `tests/fixtures/recorded/` so the repository tests on its own.
 //! 1. Every JSON body parses into the client's types (lists, entities, files, content
 //!    metadata, error envelopes) without error.
 //! 2. The emulator answers the same requests with the same shapes: same envelope, same
@@ -15,7 +16,7 @@ use bsmount::api::{ApiError, Entity, FileInfo};
 use serde_json::Value;
 
 fn fixtures_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/basespace-recorded")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recorded")
 }
 
 struct Interaction {
@@ -28,7 +29,7 @@ struct Interaction {
 fn interactions() -> Vec<Interaction> {
     let mut out = Vec::new();
     let mut files: Vec<_> = std::fs::read_dir(fixtures_dir())
-        .expect("shared/fixtures/basespace-recorded must exist beside the repo")
+        .expect("tests/fixtures/recorded holds the recorded responses")
         .flatten()
         .map(|e| e.path())
         .collect();

@@ -1,5 +1,5 @@
 //! The JSON shapes of BaseSpace entities, copied field for field from recorded responses
-//! (`shared/fixtures/basespace-recorded/`): list items carry fewer fields than single-entity
+//! (`tests/fixtures/recorded/`): list items carry fewer fields than single-entity
 //! responses (e.g. sample list items have no `HrefFiles`), v1pre3 hrefs are relative, v2
 //! hrefs absolute.
 
