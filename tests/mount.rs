@@ -690,6 +690,11 @@ fn a_serial_copy_fetches_the_next_files_ahead_across_folders() {
             });
         }
     }
+    // cp starts over from the first file, which ends the run and would cancel fetches still
+    // in flight (then fetched again): let them land first, so each file is fetched once.
+    wait_until("the files fetched ahead have landed", Duration::from_secs(20), || {
+        mount_stats(&m)["cache"]["inflight_bytes"].as_u64() == Some(0)
+    });
     let dst = tempfile::tempdir().unwrap();
     let out = dst.path().join("copy");
     let cp = run("cp", &["-r", files.to_str().unwrap(), out.to_str().unwrap()]);
