@@ -518,25 +518,24 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
             return Err(e.to_string());
         }
     };
-    let disk = match &a.cache_dir {
-        Some(dir) => match crate::read::disk::DiskCache::open(&mount::absolute(dir), a.cache_dir_size) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                report(Err(e.to_string()));
-                return Err(e.to_string());
-            }
-        },
-        None => None,
-    };
-    let shared = match &a.shared_cache_dir {
-        Some(dir) => match crate::read::shared::SharedCache::open(&mount::absolute(dir), a.shared_cache_dir_size) {
-            Ok(s) => Some(s),
-            Err(e) => {
-                report(Err(e.to_string()));
-                return Err(e.to_string());
-            }
-        },
-        None => None,
+    let levels = (|| -> Result<_, String> {
+        let disk = a
+            .cache_dir
+            .as_ref()
+            .map(|d| crate::read::disk::DiskCache::open(&mount::absolute(d), a.cache_dir_size));
+        let disk = disk.transpose().map_err(|e| e.to_string())?;
+        let shared = a
+            .shared_cache_dir
+            .as_ref()
+            .map(|d| crate::read::shared::SharedCache::open(&mount::absolute(d), a.shared_cache_dir_size));
+        Ok((disk, shared.transpose().map_err(|e| e.to_string())?))
+    })();
+    let (disk, shared) = match levels {
+        Ok(l) => l,
+        Err(e) => {
+            report(Err(e.clone()));
+            return Err(e);
+        }
     };
     let rt = runtime();
     let policy = RetryPolicy {

@@ -123,8 +123,8 @@ impl FsCore {
                     true => CacheMode::Keep,
                     false => CacheMode::Refresh,
                 };
-                if let Some(pos) = self.tree.files_after(ino, crate::read::across::FILES_AHEAD) {
-                    self.reader.ahead(&pos);
+                if let Some(pos) = self.tree.position(ino) {
+                    self.reader.ahead(pos, |n| self.tree.files_after(pos, n));
                 }
                 (Open::Remote(Arc::new(self.reader.open(r))), cache)
             }

@@ -127,8 +127,9 @@ impl Across {
         }
     }
 
-    /// Folders with a run in order now (for status and tests).
-    pub fn active(&self) -> usize {
+    /// Listings with a run in order now.
+    #[cfg(test)]
+    fn active(&self) -> usize {
         self.runs.lock().iter().filter(|(_, r)| r.streak >= MIN_STREAK).count()
     }
 }

@@ -118,13 +118,8 @@ impl CacheLevel for Arc<DiskCache> {
         len: usize,
         pool: &'a Arc<BufPool>,
     ) -> futures::future::BoxFuture<'a, Option<Bytes>> {
-        let (me, k, pool) = (self.clone(), key_of(key), pool.clone());
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || me.load(&k, len, &pool))
-                .await
-                .ok()
-                .flatten()
-        })
+        let part = self.get_many(std::slice::from_ref(key), vec![len], pool);
+        Box::pin(async move { part.await.and_then(|mut v| v.pop()) })
     }
 
     fn get_many<'a>(
@@ -133,19 +128,8 @@ impl CacheLevel for Arc<DiskCache> {
         lens: Vec<usize>,
         pool: &'a Arc<BufPool>,
     ) -> futures::future::BoxFuture<'a, Option<Vec<Bytes>>> {
-        let (me, pool) = (self.clone(), pool.clone());
-        let keys: Vec<String> = keys.iter().map(key_of).collect();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                keys.iter()
-                    .zip(lens)
-                    .map(|(k, len)| me.load(k, len, &pool))
-                    .collect::<Option<Vec<Bytes>>>()
-            })
-            .await
-            .ok()
-            .flatten()
-        })
+        let me = self.clone();
+        load_off_thread(keys, lens, pool, move |k, len, pool| me.load(k, len, pool))
     }
 
     fn put(&self, key: &BlockKey, data: Bytes) {
@@ -383,6 +367,29 @@ impl DiskCache {
             self.stats.evictions.fetch_add(1, Ordering::Relaxed);
         }
     }
+}
+
+/// Blocks of a level kept as files, loaded by `load` on the blocking pool: one hand-off
+/// for a whole part, all or nothing (a level's `get_many`).
+pub(super) fn load_off_thread(
+    keys: &[BlockKey],
+    lens: Vec<usize>,
+    pool: &Arc<BufPool>,
+    load: impl Fn(&str, usize, &Arc<BufPool>) -> Option<Bytes> + Send + 'static,
+) -> futures::future::BoxFuture<'static, Option<Vec<Bytes>>> {
+    let pool = pool.clone();
+    let keys: Vec<String> = keys.iter().map(key_of).collect();
+    Box::pin(async move {
+        tokio::task::spawn_blocking(move || {
+            keys.iter()
+                .zip(lens)
+                .map(|(k, len)| load(k, len, &pool))
+                .collect::<Option<Vec<Bytes>>>()
+        })
+        .await
+        .ok()
+        .flatten()
+    })
 }
 
 /// The header a block file starts with: magic, CRC-32 and length of the data, the key.

@@ -460,14 +460,15 @@ impl Reader {
     /// A listed file at `pos` was opened: when its folder is being opened in listing order,
     /// fetches the files listed after it ahead of their opens ([`across`]), within a
     /// quarter of the memory budget (the files being read, and other readers, keep the
-    /// rest). Needs a tokio runtime.
-    pub fn ahead(self: &Arc<Self>, pos: &Position) {
+    /// rest). `next(n)` gives up to `n` files after it, asked only when fetching ahead.
+    /// Needs a tokio runtime.
+    pub fn ahead(self: &Arc<Self>, pos: Position, next: impl FnOnce(usize) -> Vec<RemoteFile>) {
         let Some(a) = self.across.on_open(pos.dir, pos.seq) else {
             return;
         };
         let budget = self.memory.budget / 4;
         let (mut bytes, mut upto, mut tasks) = (0, a.from, Vec::new());
-        for (k, f) in pos.next.iter().enumerate().take(across::FILES_AHEAD) {
+        for (k, f) in next(across::FILES_AHEAD).iter().enumerate() {
             let seq = pos.seq + 1 + k as u32;
             let first = f.size.min(across::FIRST_BYTES);
             bytes += first;

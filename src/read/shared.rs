@@ -40,7 +40,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::cache::{BlockKey, CacheLevel};
-use super::disk::{block_header, file_name, key_of, read_block};
+use super::disk::{block_header, file_name, key_of, load_off_thread, read_block};
 use super::pool::BufPool;
 
 /// Writes in flight at once (each holds its block in memory, so at most 64 MiB): beyond it
@@ -339,13 +339,8 @@ impl CacheLevel for Arc<SharedCache> {
         len: usize,
         pool: &'a Arc<BufPool>,
     ) -> futures::future::BoxFuture<'a, Option<Bytes>> {
-        let (me, k, pool) = (self.clone(), key_of(key), pool.clone());
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || me.load(&k, len, &pool))
-                .await
-                .ok()
-                .flatten()
-        })
+        let part = self.get_many(std::slice::from_ref(key), vec![len], pool);
+        Box::pin(async move { part.await.and_then(|mut v| v.pop()) })
     }
 
     fn get_many<'a>(
@@ -354,19 +349,8 @@ impl CacheLevel for Arc<SharedCache> {
         lens: Vec<usize>,
         pool: &'a Arc<BufPool>,
     ) -> futures::future::BoxFuture<'a, Option<Vec<Bytes>>> {
-        let (me, pool) = (self.clone(), pool.clone());
-        let keys: Vec<String> = keys.iter().map(key_of).collect();
-        Box::pin(async move {
-            tokio::task::spawn_blocking(move || {
-                keys.iter()
-                    .zip(lens)
-                    .map(|(k, len)| me.load(k, len, &pool))
-                    .collect::<Option<Vec<Bytes>>>()
-            })
-            .await
-            .ok()
-            .flatten()
-        })
+        let me = self.clone();
+        load_off_thread(keys, lens, pool, move |k, len, pool| me.load(k, len, pool))
     }
 
     fn put(&self, key: &BlockKey, data: Bytes) {

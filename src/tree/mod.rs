@@ -177,14 +177,12 @@ impl FileNode {
     }
 }
 
-/// Where an opened file stands in its listing's walk order: the files after it, for
-/// prefetch across files ([`Tree::files_after`]).
-#[derive(Debug, Clone)]
+/// Where an opened file stands in its listing's walk order ([`Tree::position`]), for
+/// prefetch across files: the `Files/` directory and the place in its walk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Position {
     pub dir: Ino,
     pub seq: u32,
-    /// The files listed after it, in listing (and `readdir`) order, up to the number asked.
-    pub next: Vec<RemoteFile>,
 }
 
 #[derive(Debug)]
@@ -385,9 +383,9 @@ impl Tree {
         }
     }
 
-    /// A listed file's `Files/` directory and place in its walk order, with up to `max`
-    /// files after it.
-    pub fn files_after(&self, ino: Ino, max: usize) -> Option<Position> {
+    /// A listed file's `Files/` directory and place in its walk order (cheap: asked at
+    /// every open).
+    pub fn position(&self, ino: Ino) -> Option<Position> {
         let nodes = self.nodes.read();
         let n = nodes.get(&ino)?;
         let NodeKind::File(f) = &n.kind else { return None };
@@ -400,18 +398,26 @@ impl Tree {
             }
             dir = nodes.get(&dir)?.parent;
         };
-        if d.files.get(f.seq as usize) != Some(&ino) {
-            return None; // orphaned by a refill
-        }
-        let next = d.files[f.seq as usize + 1..]
+        // A file orphaned by a refill has no place any more.
+        (d.files.get(f.seq as usize) == Some(&ino)).then_some(Position { dir, seq: f.seq })
+    }
+
+    /// Up to `max` files after `pos` in its listing's walk order (`readdir` order).
+    pub fn files_after(&self, pos: Position, max: usize) -> Vec<RemoteFile> {
+        let nodes = self.nodes.read();
+        let Some(d) = dir_ref(&nodes, pos.dir) else {
+            return Vec::new();
+        };
+        d.files
+            .get(pos.seq as usize + 1..)
+            .unwrap_or_default()
             .iter()
             .take(max)
             .filter_map(|i| match &nodes.get(i)?.kind {
                 NodeKind::File(x) => Some(x.remote()),
                 _ => None,
             })
-            .collect();
-        Some(Position { dir, seq: f.seq, next })
+            .collect()
     }
 
     /// Finds `name` in directory `parent`, listing it first if needed, and counts the
