@@ -121,6 +121,12 @@ pub struct MountArgs {
     /// asks for the listed version, so versions never mix.
     #[arg(long)]
     pub no_verify: bool,
+    /// Hide the API v2 views (`BioSamples/`, `Projects/<p>/Datasets/`): the v1 tree only.
+    #[arg(long)]
+    pub no_v2: bool,
+    /// BaseMount's flag for the v2 views, which bsmount shows by default: accepted, no effect.
+    #[arg(long, hide = true, conflicts_with = "no_v2")]
+    pub use_v2_api: bool,
     /// Longest a read or listing waits on BaseSpace (retries included) before failing with
     /// EIO; the mount stays up and recovers by itself when the server answers again.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
@@ -557,6 +563,7 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
         metadata_ttl: Duration::from_secs(a.metadata_ttl),
         allow_other: a.allow_other,
         verify: !a.no_verify,
+        v2: !a.no_v2,
     };
     let server = api.api_server().to_string();
     let r = mount::run_session(&rt, Arc::new(api), &server, &user, &opts, report);
@@ -713,6 +720,7 @@ fn cmd_demo(mountpoint: &Path) -> i32 {
         metadata_ttl: Duration::from_secs(300),
         allow_other: false,
         verify: true,
+        v2: true,
     };
     let m = mp.display().to_string();
     let ar = format!(
@@ -741,6 +749,14 @@ fn cmd_demo(mountpoint: &Path) -> i32 {
             );
             println!("  zcat {} | head -8", shell_quote(&fq));
             println!("  md5sum {}/NA12878.*", shell_quote(&ar));
+            println!(
+                "  ls {}              # API v2: datasets by biosample",
+                shell_quote(&format!("{m}/BioSamples/NA12878/Datasets"))
+            );
+            println!(
+                "  ls -l {}  # what the analysis read",
+                shell_quote(&format!("{ar}/../Properties/Input.Samples"))
+            );
             println!(
                 "\nPress Ctrl-C here (or run: bsmount unmount {}) to unmount.",
                 shell_quote(&m)
@@ -879,12 +895,16 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                     out.push("--no-verify".into());
                     continue;
                 }
+                "no_v2" => {
+                    out.push("--no-v2".into());
+                    continue;
+                }
                 // Generic mount options mount(8) and mount.fuse3 pass along: nothing to do.
                 "rw" | "ro" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "auto" | "noauto" | "user" | "nouser"
                 | "users" | "defaults" | "nofail" | "_netdev" | "async" | "sync" | "atime" | "noatime" | "relatime"
                 | "x-systemd.automount" => continue,
                 k if k.starts_with("x-") || k.starts_with("comment=") => continue,
-                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, shared_cache_dir, shared_cache_dir_size, metadata_ttl, io_timeout, allow_other, no_verify, log_file, log_level)")),
+                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, shared_cache_dir, shared_cache_dir_size, metadata_ttl, io_timeout, allow_other, no_verify, no_v2, log_file, log_level)")),
             };
             let v = v.ok_or_else(|| format!("mount option {k} needs a value ({k}=...)"))?;
             out.extend([flag.into(), v.into()]);

@@ -27,6 +27,8 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Check whole-file reads against their ETags.
     pub verify: bool,
+    /// Show the API v2 views.
+    pub v2: bool,
 }
 
 /// The mounts listed in /proc/self/mountinfo: (mount point, fs type, source).
@@ -148,6 +150,7 @@ pub fn run_session(
         user,
         TreeOptions {
             metadata_ttl: opts.metadata_ttl,
+            v2: opts.v2,
         },
     );
     let reader = Reader::new(

@@ -433,3 +433,62 @@ fn file_listings_resolve_content_urls_when_asked() {
     let one = e.get_json(&format!("v1pre3/files/{id}?FileHrefContentResolution=true"));
     assert!(one["Response"]["HrefContent"].as_str().unwrap().starts_with(&e.base));
 }
+
+#[test]
+fn v2_filters_are_honoured_not_ignored() {
+    let e = Emu::demo();
+    let ids = |p: &str| -> Vec<String> {
+        e.get_json(p)["Items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["Id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let projects = e.get_json("v1pre3/users/current/projects");
+    let p2 = items(&projects)[1]["Id"].as_str().unwrap().to_string();
+    let named = e.get_json("v1pre3/users/current/projects?name=MiSeq%3A%20Myeloid%20RNA%20Panel%20(Demo)");
+    assert_eq!(items(&named).len(), 1, "{named}");
+    let all = ids("v2/datasets");
+    let in_p2 = ids(&format!("v2/datasets?projectid={p2}"));
+    assert!(!in_p2.is_empty() && in_p2.len() < all.len(), "{in_p2:?} of {all:?}");
+    assert!(ids("v2/datasets?projectid=1").is_empty());
+    let bios = ids(&format!("v2/biosamples?projectid={p2}"));
+    assert_eq!(bios.len(), 3);
+    assert_eq!(ids("v2/biosamples").len(), 6);
+    let b = &bios[0];
+    let fastq = ids(&format!("v2/datasets?inputbiosamples={b}&datasettypes=~common.fastq"));
+    assert_eq!(fastq.len(), 1, "one FASTQ dataset per biosample");
+    let from_b = ids(&format!("v2/datasets?inputbiosamples={b}"));
+    assert!(
+        from_b.len() > 1,
+        "the biosample's analysis is a dataset made from it too: {from_b:?}"
+    );
+    let files_only = ids("v2/datasets?datasettypes=common.files");
+    assert!(files_only.iter().all(|d| !fastq.contains(d)) && !files_only.is_empty());
+    let ds = e.get_json(&format!("v2/datasets/{}", fastq[0]));
+    assert_eq!(ds["DatasetType"]["Id"], "illumina.fastq.v1.8");
+    let files = e.get_json(&format!("v2/datasets/{}/files", fastq[0]));
+    let f = &files["Items"][0];
+    assert!(
+        f["HrefContent"]
+            .as_str()
+            .unwrap()
+            .starts_with(&format!("{}/v2/files/", e.base)),
+        "{f}"
+    );
+    let sessions = ids(&format!("v2/appsessions?input.biosamples={b}"));
+    assert_eq!(sessions.len(), 2, "FASTQ generation and the analysis: {sessions:?}");
+    let (s, _) = e.get_raw("v2/datasets/ds.00000000000000000000000000000000", Some(&e.token));
+    assert_eq!(s, 403);
+    // v1pre3 property lists: an appresult's input samples.
+    let results = e.get_json(&format!("v1pre3/projects/{p2}/appresults"));
+    let ar = &items(&results)[0]["Id"];
+    let props = e.get_json(&format!("v1pre3/appresults/{}/properties", ar.as_str().unwrap()));
+    let p = &items(&props)[0];
+    assert_eq!(
+        (p["Name"].as_str(), p["Type"].as_str()),
+        (Some("Input.Samples"), Some("sample[]"))
+    );
+    assert_eq!(p["Items"][0]["Name"], "NA12878");
+}

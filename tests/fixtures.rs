@@ -174,6 +174,27 @@ fn emulator_shapes_match_recorded_shapes() {
     let fid = files["Response"]["Items"][0]["Id"].as_str().unwrap().to_string();
     let sessions = get(&format!("v2/appsessions?output.projects={p2}"));
     let asid = sessions["Items"][0]["Id"].as_str().unwrap().to_string();
+    let biosamples = get(&format!("v2/biosamples?projectid={p2}"));
+    let bid = biosamples["Items"][0]["Id"].as_str().unwrap().to_string();
+    let fastq = get(&format!(
+        "v2/datasets?include=properties&propertyfilters=Input.Libraries%2CInput.Runs%2CBaseSpace.Metrics.FastQ&datasettypes=~common.fastq&inputbiosamples={bid}"
+    ));
+    assert_eq!(fastq["Items"].as_array().map(Vec::len), Some(1), "{fastq}");
+    let dsid = fastq["Items"][0]["Id"].as_str().unwrap().to_string();
+    let ds_files = get(&format!("v2/datasets/{dsid}/files"));
+    let recorded_fastq = || recorded_keys_in(|i| i.file == "scandir__datasets_folder_v2.json", "/Items/0");
+    let prop = |v: &Value, name: &str| -> Value {
+        v.pointer("/Items/0/Properties/Items")
+            .and_then(Value::as_array)
+            .and_then(|ps| ps.iter().find(|p| p["Name"] == name))
+            .cloned()
+            .unwrap_or_else(|| panic!("no property {name} in {v}"))
+    };
+    let recorded_fastq_body: Value = interactions()
+        .into_iter()
+        .find(|i| i.file == "scandir__datasets_folder_v2.json")
+        .map(|i| serde_json::from_str(&i.body).unwrap())
+        .unwrap();
 
     let checks: Vec<(&str, BTreeSet<String>, BTreeSet<String>)> = vec![
         (
@@ -256,6 +277,47 @@ fn emulator_shapes_match_recorded_shapes() {
             "v2 dataset",
             recorded_keys_in(|i| i.file == "scandir__appsessions_datasets.json", "/Items/0"),
             keys(&get(&format!("v2/datasets?appsessionids={asid}")), "/Items/0"),
+        ),
+        (
+            "v2 biosample",
+            recorded_keys(|p| p == "/v2/biosamples", "/Items/0"),
+            keys(&biosamples, "/Items/0"),
+        ),
+        (
+            "v2 biosample paging",
+            recorded_keys(|p| p == "/v2/biosamples", "/Paging"),
+            keys(&biosamples, "/Paging"),
+        ),
+        (
+            // BaseSpace's own FASTQ datasets have no V1pre3Id; ours are v1 samples, which do.
+            "v2 dataset with properties",
+            recorded_fastq().into_iter().chain(["V1pre3Id".to_string()]).collect(),
+            keys(&fastq, "/Items/0"),
+        ),
+        (
+            "v2 dataset properties",
+            recorded_keys_in(|i| i.file == "scandir__datasets_folder_v2.json", "/Items/0/Properties"),
+            keys(&fastq, "/Items/0/Properties"),
+        ),
+        (
+            "v2 library[] property",
+            keys(&prop(&recorded_fastq_body, "Input.Libraries"), ""),
+            keys(&prop(&fastq, "Input.Libraries"), ""),
+        ),
+        (
+            "v2 library",
+            keys(&prop(&recorded_fastq_body, "Input.Libraries"), "/SampleLibraryItems/0"),
+            keys(&prop(&fastq, "Input.Libraries"), "/SampleLibraryItems/0"),
+        ),
+        (
+            "v2 map property",
+            keys(&prop(&recorded_fastq_body, "BaseSpace.Metrics.FastQ"), ""),
+            keys(&prop(&fastq, "BaseSpace.Metrics.FastQ"), ""),
+        ),
+        (
+            "v2 dataset file",
+            recorded_keys(|p| p.starts_with("/v2/datasets/") && p.ends_with("/files"), "/Items/0"),
+            keys(&ds_files, "/Items/0"),
         ),
     ];
     let mut failures = Vec::new();

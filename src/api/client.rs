@@ -560,6 +560,22 @@ impl BaseSpaceApi for HttpClient {
         .boxed()
     }
 
+    fn list_properties(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<super::PropertyItem>, ApiError>> {
+        async move { self.list_typed(&kind).await }.boxed()
+    }
+
+    /// The token's own field is dropped here, so nothing above this layer ever holds it.
+    fn token_info(&self) -> BoxFuture<'_, Result<Value, ApiError>> {
+        async move {
+            let mut v = self.get_response("v1pre3/oauthv2/token/current").await?;
+            if let Some(m) = v.as_object_mut() {
+                m.retain(|k, _| !k.eq_ignore_ascii_case("AccessToken") && !k.eq_ignore_ascii_case("RefreshToken"));
+            }
+            Ok(v)
+        }
+        .boxed()
+    }
+
     fn content_meta(&self, file_id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>> {
         let path = format!("v1pre3/files/{}/content?redirect=meta", super::segment(file_id));
         let listed = self.listed_urls.lock().get(file_id).cloned();

@@ -12,9 +12,9 @@ use futures::FutureExt;
 use parking_lot::RwLock;
 use serde_json::Value;
 
-use super::model::{ContentMeta, EntityItem, FileInfo, ListItem, Listed, User};
+use super::model::{ContentMeta, EntityItem, FileInfo, ListItem, Listed, PropertyItem, User};
 use super::{ApiError, BaseSpaceApi, ListKind, Pieces};
-use crate::emulator::account::{Account, ContainerKind, ContainerRef};
+use crate::emulator::account::{Account, ContainerKind, ContainerRef, DatasetQuery, FileEntry};
 use crate::emulator::json;
 
 /// Where the fake's presigned URLs point (never fetched over a network).
@@ -109,6 +109,12 @@ impl BaseSpaceApi for FakeApi {
                     })
                     .collect())
             };
+            let datasets = |q: DatasetQuery| -> Vec<Value> {
+                a.datasets_where(&q)
+                    .into_iter()
+                    .map(|c| json::dataset_v2(&a, c, base))
+                    .collect()
+            };
             let values: Vec<Value> = match &kind {
                 ListKind::Projects => a.projects.iter().map(|p| json::project(&a, p, false)).collect(),
                 ListKind::Runs => a
@@ -125,15 +131,30 @@ impl BaseSpaceApi for FakeApi {
                     ss.sort_by_key(|s| s.id);
                     ss.into_iter().map(|s| json::appsession_v2(&a, s, base)).collect()
                 }
-                ListKind::AppSessionOutputs(s) => {
-                    let sid = num(s, "AppSession")?;
-                    let mut cs: Vec<_> = a
-                        .containers
-                        .values()
-                        .filter(|c| c.kind != ContainerKind::Run && c.appsession == Some(sid))
-                        .collect();
-                    cs.sort_by_key(|c| c.id);
-                    cs.into_iter().map(|c| json::dataset_v2(&a, c, base)).collect()
+                ListKind::AppSessionOutputs(s) => datasets(DatasetQuery {
+                    appsessions: Some(vec![num(s, "AppSession")?]),
+                    ..DatasetQuery::default()
+                }),
+                ListKind::ProjectDatasets(p) => datasets(DatasetQuery {
+                    project: Some(Some(num(p, "Project")?)),
+                    ..DatasetQuery::default()
+                }),
+                ListKind::BioSampleDatasets(b) => datasets(DatasetQuery {
+                    biosamples: Some(vec![num(b, "BioSample")?]),
+                    ..DatasetQuery::default()
+                }),
+                ListKind::BioSamples => a
+                    .biosamples()
+                    .into_iter()
+                    .map(|c| json::biosample(&a, c, base))
+                    .collect(),
+                ListKind::BioSampleAppSessions(b) => a
+                    .appsessions_reading(&[num(b, "BioSample")?])
+                    .into_iter()
+                    .map(|s| json::appsession_v2(&a, s, base))
+                    .collect(),
+                ListKind::FilesMetadata(inner) => {
+                    files_of(&a, inner)?.into_iter().map(|f| json::file(f, false)).collect()
                 }
                 other => {
                     return Err(ApiError::Status {
@@ -151,32 +172,36 @@ impl BaseSpaceApi for FakeApi {
     fn list_files(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<FileInfo>, ApiError>> {
         self.counters.lists.fetch_add(1, Ordering::Relaxed);
         let a = self.acct();
-        let r = (|| -> Result<Listed<FileInfo>, ApiError> {
-            let (ck, id, what) = match &kind {
-                ListKind::SampleFiles(id) => (ContainerKind::Sample, id, "Sample"),
-                ListKind::AppResultFiles(id) => (ContainerKind::AppResult, id, "AppResult"),
-                ListKind::RunFiles(id) => (ContainerKind::Run, id, "Run"),
-                other => {
-                    return Err(ApiError::Status {
-                        status: 400,
-                        code: None,
-                        message: format!("{} is not a files list", other.href()),
-                    })
-                }
+        let r = files_of(&a, &kind).map(|fs| typed(fs.into_iter().map(|f| json::file(f, false))));
+        async move { r }.boxed()
+    }
+
+    fn list_properties(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<PropertyItem>, ApiError>> {
+        self.counters.lists.fetch_add(1, Ordering::Relaxed);
+        let a = self.acct();
+        let r = (|| -> Result<Listed<PropertyItem>, ApiError> {
+            let ListKind::Properties(res, id) = &kind else {
+                return Err(not_a(&kind, "properties list"));
             };
-            let c = a
-                .containers
-                .get(&ContainerRef {
-                    kind: ck,
-                    id: num(id, what)?,
-                })
-                .ok_or_else(|| not_found(what))?;
-            Ok(typed(
-                c.files
-                    .iter()
-                    .filter_map(|f| a.files.get(f))
-                    .map(|f| json::file(f, false)),
-            ))
+            let container =
+                |k: ContainerKind, what: &str| a.container(k, num(id, what)?).ok_or_else(|| not_found(what));
+            let props = match *res {
+                "samples" => json::container_properties(&a, container(ContainerKind::Sample, "Sample")?),
+                "appresults" => json::container_properties(&a, container(ContainerKind::AppResult, "AppResult")?),
+                "runs" => json::container_properties(&a, container(ContainerKind::Run, "Run")?),
+                "appsessions" => {
+                    let s = a
+                        .appsessions
+                        .get(&num(id, "AppSession")?)
+                        .ok_or_else(|| not_found("AppSession"))?;
+                    json::appsession_properties(&a, s)
+                }
+                "datasets" => {
+                    json::dataset_properties(&a, a.dataset(id).ok_or_else(|| not_found("Dataset"))?, "http://fake")
+                }
+                _ => Vec::new(),
+            };
+            Ok(typed(props.into_iter()))
         })();
         async move { r }.boxed()
     }
@@ -255,6 +280,43 @@ impl BaseSpaceApi for FakeApi {
             ("content_requests", self.counters.ranges.load(Ordering::Relaxed)),
         ]
     }
+}
+
+fn not_a(kind: &ListKind, what: &str) -> ApiError {
+    ApiError::Status {
+        status: 400,
+        code: None,
+        message: format!("{} is not a {what}", kind.href()),
+    }
+}
+
+/// The files a files listing (v1pre3 container files, v2 dataset files, logs) holds.
+fn files_of<'a>(a: &'a Account, kind: &ListKind) -> Result<Vec<&'a Arc<FileEntry>>, ApiError> {
+    let (ck, id, what) = match kind {
+        ListKind::SampleFiles(id) => (ContainerKind::Sample, id, "Sample"),
+        ListKind::AppResultFiles(id) => (ContainerKind::AppResult, id, "AppResult"),
+        ListKind::RunFiles(id) => (ContainerKind::Run, id, "Run"),
+        ListKind::DatasetFiles(ds) => {
+            let c = a.dataset(ds).ok_or_else(|| not_found("Dataset"))?;
+            return Ok(c.files.iter().filter_map(|f| a.files.get(f)).collect());
+        }
+        ListKind::AppSessionLogs(s) => {
+            let s = a
+                .appsessions
+                .get(&num(s, "AppSession")?)
+                .ok_or_else(|| not_found("AppSession"))?;
+            return Ok(s.logs.iter().filter_map(|f| a.files.get(f)).collect());
+        }
+        other => return Err(not_a(other, "files list")),
+    };
+    let c = a
+        .containers
+        .get(&ContainerRef {
+            kind: ck,
+            id: num(id, what)?,
+        })
+        .ok_or_else(|| not_found(what))?;
+    Ok(c.files.iter().filter_map(|f| a.files.get(f)).collect())
 }
 
 fn url_of(id: u64) -> String {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 pub use client::{HttpClient, RetryPolicy};
 pub use config::{Credentials, Token};
 pub use error::{ApiError, ConfigError};
-pub use model::{ContentMeta, Entity, EntityItem, FileInfo, Listed, User};
+pub use model::{ContentMeta, Entity, EntityItem, FileInfo, Listed, PropertyItem, User};
 
 /// Characters left as they are in a URL path segment built from a server-given id; every
 /// other byte is percent-encoded, so an id such as `../../etc` stays one segment.
@@ -52,6 +52,25 @@ pub enum ListKind {
     SampleFiles(String),
     AppResultFiles(String),
     RunFiles(String),
+    /// v2 `biosamples`: every biosample of the account.
+    BioSamples,
+    /// v2 `datasets?inputbiosamples=ID`: the datasets made from a biosample.
+    BioSampleDatasets(String),
+    /// v2 `appsessions?input.biosamples=ID`: the analyses that read a biosample.
+    BioSampleAppSessions(String),
+    /// v2 `datasets?projectid=ID`: a project's datasets (its samples and appresults too).
+    ProjectDatasets(String),
+    /// v2 `datasets/{id}/files`.
+    DatasetFiles(String),
+    /// v2 `appsessions/{id}/logfiles`.
+    AppSessionLogs(String),
+    /// `{resource}/{id}/properties` (v1pre3 for samples, appresults, runs, appsessions,
+    /// projects; v2 for datasets and biosamples): resource path and id.
+    Properties(&'static str, String),
+    /// The same files as the listing inside, one metadata directory each (`Files.metadata/`).
+    FilesMetadata(Box<ListKind>),
+    /// `oauthv2/token/current`: what the token may do and until when (`.AccessToken/`).
+    AccessToken,
 }
 
 impl ListKind {
@@ -90,6 +109,34 @@ impl ListKind {
                 F,
             ),
             ListKind::RunFiles(id) => (format!("v1pre3/runs/{}/files", segment(id)), String::new(), false, F),
+            ListKind::BioSamples => ("v2/biosamples".into(), String::new(), true, L),
+            ListKind::BioSampleDatasets(id) => (
+                "v2/datasets".into(),
+                format!("inputbiosamples={}&", segment(id)),
+                true,
+                L,
+            ),
+            ListKind::BioSampleAppSessions(id) => (
+                "v2/appsessions".into(),
+                format!("input.biosamples={}&", segment(id)),
+                true,
+                L,
+            ),
+            ListKind::ProjectDatasets(id) => ("v2/datasets".into(), format!("projectid={}&", segment(id)), true, L),
+            ListKind::DatasetFiles(id) => (format!("v2/datasets/{}/files", segment(id)), String::new(), true, F),
+            ListKind::AppSessionLogs(id) => (
+                format!("v2/appsessions/{}/logfiles", segment(id)),
+                String::new(),
+                true,
+                F,
+            ),
+            ListKind::Properties(res, id) => {
+                let v2 = matches!(*res, "datasets" | "biosamples");
+                let api = if v2 { "v2" } else { "v1pre3" };
+                (format!("{api}/{res}/{}/properties", segment(id)), String::new(), v2, L)
+            }
+            ListKind::FilesMetadata(inner) => inner.request(),
+            ListKind::AccessToken => ("v1pre3/oauthv2/token/current".into(), String::new(), false, L),
         }
     }
 
@@ -132,6 +179,20 @@ pub trait BaseSpaceApi: Send + Sync + 'static {
     fn list_entities(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<EntityItem>, ApiError>>;
     /// Every file of a files list, likewise.
     fn list_files(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<FileInfo>, ApiError>>;
+    /// Every property of an entity ([`ListKind::Properties`]), likewise.
+    fn list_properties(&self, _kind: ListKind) -> BoxFuture<'_, Result<Listed<PropertyItem>, ApiError>> {
+        Box::pin(async { Ok(Listed::default()) })
+    }
+    /// `oauthv2/token/current` without the token itself: scopes, dates, application.
+    fn token_info(&self) -> BoxFuture<'_, Result<Value, ApiError>> {
+        Box::pin(async {
+            Err(ApiError::Status {
+                status: 404,
+                code: None,
+                message: "no token information here".into(),
+            })
+        })
+    }
     /// `files/{id}/content?redirect=meta`: the presigned URL and when it expires (or the
     /// one the file's listing resolved, with no request).
     fn content_meta(&self, file_id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>>;

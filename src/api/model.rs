@@ -186,6 +186,28 @@ impl ListItem for EntityItem {
     }
 }
 
+/// One property of an entity, as `…/properties` lists it: its name and its JSON (the tree
+/// reads `Type`, `Content` and the item arrays from it).
+#[derive(Debug, Clone)]
+pub struct PropertyItem {
+    pub name: String,
+    pub raw: Value,
+}
+
+impl ListItem for PropertyItem {
+    fn from_raw(raw: &serde_json::value::RawValue) -> Result<Self, String> {
+        let v: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        let name = v.get("Name").and_then(Value::as_str).unwrap_or("").to_string();
+        if name.is_empty() {
+            return Err(format!("property without Name: {}", truncate(raw.get(), 120)));
+        }
+        Ok(PropertyItem { name, raw: v })
+    }
+    fn id(&self) -> &str {
+        &self.name
+    }
+}
+
 impl ListItem for FileInfo {
     fn from_raw(raw: &serde_json::value::RawValue) -> Result<Self, String> {
         let f: FileInfo = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
@@ -229,6 +251,8 @@ pub struct EntityRef {
 pub struct Entity {
     #[serde(deserialize_with = "de_id")]
     pub id: String,
+    /// Biosamples (v2) are named by `BioSampleName`.
+    #[serde(alias = "BioSampleName")]
     pub name: Option<String>,
     pub href: Option<String>,
     pub date_created: Option<String>,

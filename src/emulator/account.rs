@@ -61,6 +61,9 @@ pub enum ContainerKind {
     Sample,
     AppResult,
     Run,
+    /// A dataset made in API v2 (an upload by `bs`, a DRAGEN output): no v1 sample or
+    /// appresult behind it, so only the v2 views show it.
+    Dataset,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -79,6 +82,9 @@ pub struct Container {
     pub appsession: Option<u64>,
     pub created: SystemTime,
     pub files: Vec<u64>,
+    /// What it was made from, as BaseSpace's `Input.*` properties say: a sample's run
+    /// (`Input.Runs`), an appresult's samples (`Input.Samples`). Set by [`AccountBuilder::build`].
+    pub inputs: Vec<ContainerRef>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,6 +96,8 @@ pub struct Project {
     pub samples: Vec<u64>,
     pub appresults: Vec<u64>,
     pub appsessions: Vec<u64>,
+    /// Datasets of its own ([`ContainerKind::Dataset`]).
+    pub datasets: Vec<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -101,6 +109,8 @@ pub struct AppSession {
     pub created: SystemTime,
     /// Samples and appresults it produced.
     pub outputs: Vec<ContainerRef>,
+    /// Its log files (`v2/appsessions/{id}/logfiles`).
+    pub logs: Vec<u64>,
 }
 
 /// The whole account.
@@ -121,6 +131,7 @@ const SAMPLE_BASE: u64 = 400_000_000;
 const APPRESULT_BASE: u64 = 500_000_000;
 const RUN_BASE: u64 = 200_000_000;
 const APPSESSION_BASE: u64 = 600_000_000;
+const DATASET_BASE: u64 = 700_000_000;
 const FILE_BASE: u64 = 20_000_000_000;
 
 /// A fixed epoch for generated dates, so the same source gives the same JSON.
@@ -199,6 +210,7 @@ impl AccountBuilder {
             samples: vec![],
             appresults: vec![],
             appsessions: vec![],
+            datasets: vec![],
         });
         id
     }
@@ -215,6 +227,7 @@ impl AccountBuilder {
                 project,
                 created,
                 outputs: vec![],
+                logs: vec![],
             },
         );
         if let Some(p) = self.acct.projects.iter_mut().find(|p| p.id == project) {
@@ -234,6 +247,7 @@ impl AccountBuilder {
             ContainerKind::Sample => ("sample", SAMPLE_BASE),
             ContainerKind::AppResult => ("appresult", APPRESULT_BASE),
             ContainerKind::Run => ("run", RUN_BASE),
+            ContainerKind::Dataset => ("dataset", DATASET_BASE),
         };
         let id = self.id(key, base, &format!("{project:?}/{name}"));
         let r = ContainerRef { kind, id };
@@ -248,6 +262,7 @@ impl AccountBuilder {
                 appsession,
                 created,
                 files: vec![],
+                inputs: vec![],
             },
         );
         if let Some(pid) = project {
@@ -255,6 +270,7 @@ impl AccountBuilder {
                 match kind {
                     ContainerKind::Sample => p.samples.push(id),
                     ContainerKind::AppResult => p.appresults.push(id),
+                    ContainerKind::Dataset => p.datasets.push(id),
                     ContainerKind::Run => {}
                 }
             }
@@ -274,6 +290,11 @@ impl AccountBuilder {
 
     pub fn appresult(&mut self, project: u64, name: &str, appsession: Option<u64>) -> ContainerRef {
         self.container(ContainerKind::AppResult, name, Some(project), appsession)
+    }
+
+    /// A v2-only dataset (type `common.files`) of a project, made by `appsession`.
+    pub fn dataset(&mut self, project: u64, name: &str, appsession: Option<u64>) -> ContainerRef {
+        self.container(ContainerKind::Dataset, name, Some(project), appsession)
     }
 
     pub fn run(&mut self, name: &str) -> ContainerRef {
@@ -334,7 +355,58 @@ impl AccountBuilder {
         }
     }
 
-    pub fn build(self) -> Account {
+    /// The account, with every container's inputs linked the way BaseSpace links them: a
+    /// sample was demultiplexed from the account's first run (if it has one); an appresult
+    /// analysed the samples of its project whose names start its own name, else all of them.
+    pub fn build(mut self) -> Account {
+        let first_run = self.acct.runs.first().map(|id| ContainerRef {
+            kind: ContainerKind::Run,
+            id: *id,
+        });
+        let projects: Vec<(Vec<u64>, Vec<u64>)> = self
+            .acct
+            .projects
+            .iter()
+            .map(|p| (p.samples.clone(), p.appresults.clone()))
+            .collect();
+        for (samples, results) in projects {
+            for s in &samples {
+                if let Some(c) = self.acct.containers.get_mut(&ContainerRef {
+                    kind: ContainerKind::Sample,
+                    id: *s,
+                }) {
+                    c.inputs = first_run.into_iter().collect();
+                }
+            }
+            let named: Vec<(u64, String)> = samples
+                .iter()
+                .filter_map(|s| self.acct.container(ContainerKind::Sample, *s))
+                .map(|c| (c.id, c.name.clone()))
+                .collect();
+            for a in results {
+                let Some(c) = self.acct.containers.get_mut(&ContainerRef {
+                    kind: ContainerKind::AppResult,
+                    id: a,
+                }) else {
+                    continue;
+                };
+                let mut inputs: Vec<u64> = named
+                    .iter()
+                    .filter(|(_, n)| c.name.starts_with(n.as_str()))
+                    .map(|(id, _)| *id)
+                    .collect();
+                if inputs.is_empty() {
+                    inputs = named.iter().map(|(id, _)| *id).collect();
+                }
+                c.inputs = inputs
+                    .into_iter()
+                    .map(|id| ContainerRef {
+                        kind: ContainerKind::Sample,
+                        id,
+                    })
+                    .collect();
+            }
+        }
         self.acct
     }
 }
@@ -433,7 +505,143 @@ fn content_type(path: &str) -> &'static str {
     }
 }
 
+/// A sample's biosample id: BaseSpace shows every v1 sample as a biosample (API v2).
+pub fn biosample_id(sample: u64) -> u64 {
+    sample + BIOSAMPLE_OFFSET
+}
+/// Biosample (and library) ids sit this far above their sample's id, clear of every range.
+const BIOSAMPLE_OFFSET: u64 = 1_000_000_000;
+const LIBRARY_OFFSET: u64 = 2_000_000_000;
+
+/// A sample's library id (`Input.Libraries` of its FASTQ dataset).
+pub fn library_id(sample: u64) -> u64 {
+    sample + LIBRARY_OFFSET
+}
+
+/// The v2 dataset id of a sample or appresult: `ds.` and 32 hex digits, the container's id
+/// in the first 16 so it maps back ([`Account::dataset`]).
+pub fn dataset_id(c: &Container) -> String {
+    format!("ds.{:016x}{:016x}", c.id, splitmix64(c.id ^ c.kind as u64))
+}
+
+/// The filters `v2/datasets` honours (each `None` when not asked).
+#[derive(Debug, Default)]
+pub struct DatasetQuery {
+    /// `appsessionids`: made by one of these appsessions.
+    pub appsessions: Option<Vec<u64>>,
+    /// `inputbiosamples`: made from one of these biosamples.
+    pub biosamples: Option<Vec<u64>>,
+    /// `projectid` (an id that does not parse matches nothing).
+    pub project: Option<Option<u64>>,
+    /// `datasettypes`: type ids, or `~type` for any type conforming to it.
+    pub types: Option<Vec<String>>,
+}
+
+impl DatasetQuery {
+    pub fn matches(&self, c: &Container) -> bool {
+        self.appsessions
+            .as_ref()
+            .is_none_or(|ss| c.appsession.is_some_and(|x| ss.contains(&x)))
+            && self.biosamples.as_ref().is_none_or(|bs| uses_biosample(c, bs))
+            && self.project.is_none_or(|p| p.is_some() && c.project == p)
+            && self.types.as_ref().is_none_or(|ts| ts.iter().any(|t| dataset_is(c, t)))
+    }
+}
+
+/// A sample or appresult made from one of these biosamples: a FASTQ dataset's own
+/// biosample, an analysis's input samples' ones.
+pub fn uses_biosample(c: &Container, bios: &[u64]) -> bool {
+    let b = |id: u64| bios.contains(&biosample_id(id));
+    match c.kind {
+        ContainerKind::Sample => b(c.id),
+        _ => c.inputs.iter().any(|r| r.kind == ContainerKind::Sample && b(r.id)),
+    }
+}
+
+/// A dataset's type id and the types it conforms to: samples are FASTQ datasets, appresults
+/// plain file sets.
+pub fn dataset_type(c: &Container) -> (&'static str, &'static str, &'static [&'static str]) {
+    match c.kind {
+        // What `bs upload dataset` makes by default.
+        ContainerKind::Dataset => ("common.files", "Files", &["common.files"]),
+        ContainerKind::Sample => (
+            "illumina.fastq.v1.8",
+            "Illumina Fastq",
+            &["common.files", "common.fastq"],
+        ),
+        _ => ("common.files", "Files", &["common.files"]),
+    }
+}
+
+/// Whether a dataset matches a `datasettypes` entry: its type id, or with a leading `~` any
+/// type it conforms to (`~common.fastq`).
+pub fn dataset_is(c: &Container, filter: &str) -> bool {
+    let (id, _, conforms) = dataset_type(c);
+    match filter.strip_prefix('~') {
+        Some(t) => t == id || conforms.contains(&t),
+        None => filter == id,
+    }
+}
+
 impl Account {
+    /// The datasets a `v2/datasets` query lists, by id.
+    pub fn datasets_where(&self, q: &DatasetQuery) -> Vec<&Container> {
+        self.datasets().into_iter().filter(|c| q.matches(c)).collect()
+    }
+
+    /// The appsessions that read one of these biosamples (`input.biosamples`).
+    pub fn appsessions_reading(&self, bios: &[u64]) -> Vec<&AppSession> {
+        let mut v: Vec<&AppSession> = self
+            .appsessions
+            .values()
+            .filter(|x| {
+                x.outputs
+                    .iter()
+                    .filter_map(|r| self.containers.get(r))
+                    .any(|c| uses_biosample(c, bios))
+            })
+            .collect();
+        v.sort_by_key(|x| x.id);
+        v
+    }
+
+    /// The sample or appresult behind a v2 dataset id.
+    pub fn dataset(&self, ds: &str) -> Option<&Container> {
+        let hex = ds.strip_prefix("ds.").filter(|h| h.len() == 32)?;
+        let id = u64::from_str_radix(&hex[..16], 16).ok()?;
+        [ContainerKind::Sample, ContainerKind::AppResult, ContainerKind::Dataset]
+            .into_iter()
+            .filter_map(|k| self.container(k, id))
+            .find(|c| dataset_id(c) == ds)
+    }
+
+    /// The sample behind a biosample id.
+    pub fn biosample(&self, id: u64) -> Option<&Container> {
+        self.container(ContainerKind::Sample, id.checked_sub(BIOSAMPLE_OFFSET)?)
+    }
+
+    /// Every sample and appresult, as the datasets `v2/datasets` lists (by id).
+    pub fn datasets(&self) -> Vec<&Container> {
+        let mut v: Vec<&Container> = self
+            .containers
+            .values()
+            .filter(|c| c.kind != ContainerKind::Run)
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
+    /// Every sample, as the biosamples `v2/biosamples` lists (by id).
+    pub fn biosamples(&self) -> Vec<&Container> {
+        let mut v: Vec<&Container> = self
+            .containers
+            .values()
+            .filter(|c| c.kind == ContainerKind::Sample)
+            .collect();
+        v.sort_by_key(|c| c.id);
+        v
+    }
+
     pub fn project(&self, id: u64) -> Option<&Project> {
         self.projects.iter().find(|p| p.id == id)
     }
@@ -504,6 +712,27 @@ impl Account {
                 );
                 for (c, cname) in cs.into_iter().zip(cnames) {
                     add_container(format!("Projects/{pname}/{dir}/{cname}"), c);
+                }
+            }
+            // v2-only datasets are named among all the project's datasets, as `Datasets/` lists them.
+            let all: Vec<&Container> = self
+                .datasets_where(&DatasetQuery {
+                    project: Some(Some(p.id)),
+                    ..DatasetQuery::default()
+                })
+                .into_iter()
+                .collect();
+            let ids: Vec<String> = all.iter().map(|c| dataset_id(c)).collect();
+            let dnames = names::disambiguate(
+                &all.iter()
+                    .zip(&ids)
+                    .map(|(c, id)| (id.as_str(), c.name.as_str()))
+                    .collect::<Vec<_>>(),
+                &reserved,
+            );
+            for (c, dname) in all.into_iter().zip(dnames) {
+                if c.kind == ContainerKind::Dataset {
+                    add_container(format!("Projects/{pname}/Datasets/{dname}"), c);
                 }
             }
         }

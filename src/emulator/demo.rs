@@ -238,6 +238,22 @@ pub fn account() -> Account {
         "metrics/NA12878.mapping_metrics.csv",
         format!("MAPPING/ALIGNING SUMMARY,,Total input reads,{BAM_READS},100.00\n").into_bytes(),
     );
+    // A dataset made in API v2 (`bs upload dataset`): only BioSamples/ and Datasets/ show it.
+    let up = b.appsession(p2, "BaseSpace CLI 2024-01-18 08:00:00Z", "BaseSpace CLI");
+    let ds = b.dataset(p2, "Trio QC summary", Some(up));
+    add(
+        &mut b,
+        ds,
+        "trio_qc.csv",
+        format!(
+            "sample,reads\n{}",
+            p2_samples
+                .iter()
+                .map(|(s, _)| format!("{s},{BAM_READS}\n"))
+                .collect::<String>()
+        )
+        .into_bytes(),
+    );
     let run = b.run("240115_A01234_0042_AHDEMOXX");
     run_folder(&mut b, run, "240115_A01234_0042_AHDEMOXX");
     b.build()

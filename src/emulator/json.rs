@@ -7,7 +7,10 @@ use std::time::SystemTime;
 
 use serde_json::{json, Value};
 
-use super::account::{Account, AppSession, Container, ContainerKind, FileEntry, Project};
+use super::account::{
+    biosample_id, dataset_id, library_id, Account, AppSession, Container, ContainerKind, ContainerRef, FileEntry,
+    Project,
+};
 use crate::api::model::format_date;
 
 fn d(t: SystemTime) -> String {
@@ -53,7 +56,9 @@ fn project_size(a: &Account, p: &Project) -> u64 {
             .map(|c| container_size(a, c))
             .sum::<u64>()
     };
-    s(ContainerKind::Sample, &p.samples) + s(ContainerKind::AppResult, &p.appresults)
+    s(ContainerKind::Sample, &p.samples)
+        + s(ContainerKind::AppResult, &p.appresults)
+        + s(ContainerKind::Dataset, &p.datasets)
 }
 
 pub fn project(a: &Account, p: &Project, full: bool) -> Value {
@@ -144,24 +149,18 @@ pub fn appsession_v2(a: &Account, s: &AppSession, base: &str) -> Value {
 
 /// v2 dataset for a sample or appresult (as `datasets?appsessionids=` lists them).
 pub fn dataset_v2(a: &Account, c: &Container, base: &str) -> Value {
-    let (prefix, dtype, dname, conforms) = match c.kind {
-        ContainerKind::Sample => (
-            "sample",
-            "illumina.fastq.v1.8",
-            "Illumina Fastq",
-            json!(["common.files", "common.fastq"]),
-        ),
-        _ => ("appresult", "common.files", "Files", json!(["common.files"])),
+    let v1 = match c.kind {
+        ContainerKind::Sample => Some(format!("sample.{}", c.id)),
+        ContainerKind::AppResult => Some(format!("appresult.{}", c.id)),
+        _ => None,
     };
-    let ds = format!(
-        "ds.{:032x}",
-        super::account::splitmix64(c.id) as u128 | ((c.id as u128) << 64)
-    );
+    let (dtype, dname, conforms) = super::account::dataset_type(c);
+    let ds = dataset_id(c);
     let session = c
         .appsession
         .and_then(|s| a.appsessions.get(&s))
         .map(|s| appsession_v2(a, s, base));
-    let proj = c.project.and_then(|p| a.project(p)).map(|p| project(a, p, false));
+    let proj = c.project.and_then(|p| a.project(p)).map(|p| project_v2(a, p, base));
     json!({
         "Id": ds,
         "Href": format!("{base}/v2/datasets/{ds}"),
@@ -175,13 +174,13 @@ pub fn dataset_v2(a: &Account, c: &Container, base: &str) -> Value {
         "IsArchived": false,
         "UserOwnedBy": owner(a),
         "DatasetType": {"Id": dtype, "Href": format!("{base}/v2/datasettypes/{dtype}"), "Name": dname, "ConformsToIds": conforms},
-        "Attributes": {},
+        "Attributes": attributes(a, c),
         "QcStatus": "Undefined",
         "QcStatusSummary": "",
         "UploadStatus": "Completed",
         "UploadStatusSummary": "",
         "ValidationStatus": "Passed",
-        "V1pre3Id": format!("{prefix}.{}", c.id),
+        "V1pre3Id": v1,
         "HrefComments": format!("{base}/v2/datasets/{ds}/comments"),
         "ContainsComments": false
     })
@@ -233,7 +232,7 @@ pub fn sample(a: &Account, c: &Container, full: bool) -> Value {
         "IsMerged": false,
         "UserOwnedBy": owner(a),
         "Name": c.name,
-        "ExperimentName": "Emulated_Experiment",
+        "ExperimentName": experiment_name(a, c),
         "SampleId": c.name,
         "Status": "Complete",
         "StatusSummary": "Application completed successfully",
@@ -372,4 +371,241 @@ pub fn file(f: &FileEntry, full: bool) -> Value {
         m.insert("IdAsLong".into(), json!(f.id));
     }
     v
+}
+
+/// A sample's `ExperimentName`: that of the run it was demultiplexed from (a run's
+/// experiment name is its name here), else its project's name.
+fn experiment_name(a: &Account, c: &Container) -> String {
+    c.inputs
+        .iter()
+        .find(|r| r.kind == ContainerKind::Run)
+        .and_then(|r| a.containers.get(r))
+        .map(|r| r.name.clone())
+        .or_else(|| c.project.and_then(|p| a.project(p)).map(|p| p.name.clone()))
+        .unwrap_or_default()
+}
+
+/// A v2 project object (inside biosamples and datasets).
+fn project_v2(a: &Account, p: &Project, base: &str) -> Value {
+    let mut v = project(a, p, false);
+    v["Href"] = json!(format!("{base}/v2/projects/{}", p.id));
+    v
+}
+
+/// A v2 biosample for a sample (`v2/biosamples` item and `v2/biosamples/{id}`).
+pub fn biosample(a: &Account, c: &Container, base: &str) -> Value {
+    let id = biosample_id(c.id);
+    json!({
+        "Id": id.to_string(),
+        "Href": format!("{base}/v2/biosamples/{id}"),
+        "UserOwnedBy": owner(a),
+        "BioSampleName": c.name,
+        "DefaultProject": c.project.and_then(|p| a.project(p)).map(|p| project_v2(a, p, base)),
+        "DateModified": d(c.created),
+        "DateCreated": d(c.created),
+        "Status": "New",
+        "LabStatus": "Sequencing"
+    })
+}
+
+/// A sample's library (`Input.Libraries` of its FASTQ dataset).
+fn library_v2(a: &Account, c: &Container, base: &str) -> Value {
+    let id = library_id(c.id);
+    json!({
+        "Id": id.to_string(),
+        "Href": format!("{base}/v2/libraries/{id}"),
+        "Name": c.name,
+        "DateCreated": d(c.created),
+        "DateModified": d(c.created),
+        "Status": "Active",
+        "BioSample": biosample(a, c, base),
+        "Biomolecule": "DNA",
+        "LibraryPrep": {"Id": "1", "Href": format!("{base}/v2/libraryprep/1"), "Name": "Illumina DNA Prep"},
+        "Project": c.project.and_then(|p| a.project(p)).map(|p| project_v2(a, p, base)),
+        "UserOwnedBy": owner(a)
+    })
+}
+
+/// A v2 file (dataset files, appsession log files): v2 hrefs are absolute.
+pub fn file_v2(f: &FileEntry, base: &str) -> Value {
+    let mut v = file(f, false);
+    v["Href"] = json!(format!("{base}/v2/files/{}", f.id));
+    v["HrefContent"] = json!(format!("{base}/v2/files/{}/content", f.id));
+    v
+}
+
+/// One property in the v1pre3 shape: `Content` for a single value, `Items` for an array.
+fn property(owner_href: &str, name: &str, kind: &str, value: Value) -> Value {
+    let mut p = json!({
+        "Type": kind,
+        "Href": format!("{owner_href}/properties/{name}"),
+        "Name": name,
+        "Description": ""
+    });
+    match value {
+        Value::Array(items) => {
+            let n = items.len();
+            p["Items"] = Value::Array(items);
+            p["ItemsDisplayedCount"] = json!(n);
+            p["ItemsTotalCount"] = json!(n);
+        }
+        other => p["Content"] = other,
+    }
+    p
+}
+
+/// The v2 shape of an array property: items under `<Kind>Items`, as BaseSpace's v2
+/// responses carry them (`SampleLibraryItems` for `library[]`, recorded).
+fn property_v2(owner_href: &str, name: &str, kind: &str, items_key: &str, items: Vec<Value>) -> Value {
+    let n = items.len();
+    json!({
+        "Type": kind,
+        "Href": format!("{owner_href}/properties/{name}"),
+        "Name": name,
+        "Description": "",
+        items_key: items,
+        "HrefItems": format!("{owner_href}/properties/{name}/items"),
+        "ItemsDisplayedCount": n,
+        "ItemsTotalCount": n
+    })
+}
+
+fn refs<'a>(a: &'a Account, rs: impl IntoIterator<Item = &'a ContainerRef>) -> Vec<&'a Container> {
+    rs.into_iter().filter_map(|r| a.containers.get(r)).collect()
+}
+
+/// An entity as a property item: in full, so it names its project (`Projects`).
+fn compact(a: &Account, c: &Container) -> Value {
+    match c.kind {
+        ContainerKind::Sample => sample(a, c, true),
+        ContainerKind::AppResult => appresult(a, c, true),
+        ContainerKind::Run => run(a, c, false),
+        ContainerKind::Dataset => json!({"Id": dataset_id(c), "Name": c.name}),
+    }
+}
+
+/// `v1pre3/{samples|appresults|runs}/{id}/properties`: how a container was made and what
+/// was made of it.
+pub fn container_properties(a: &Account, c: &Container) -> Vec<Value> {
+    let href = match c.kind {
+        ContainerKind::Sample => format!("v1pre3/samples/{}", c.id),
+        ContainerKind::AppResult => format!("v1pre3/appresults/{}", c.id),
+        ContainerKind::Run => format!("v1pre3/runs/{}", c.id),
+        ContainerKind::Dataset => return Vec::new(),
+    };
+    let list = |cs: Vec<&Container>| Value::Array(cs.into_iter().map(|x| compact(a, x)).collect());
+    match c.kind {
+        ContainerKind::Sample => vec![property(&href, "Input.Runs", "run[]", list(refs(a, &c.inputs)))],
+        ContainerKind::AppResult => vec![property(&href, "Input.Samples", "sample[]", list(refs(a, &c.inputs)))],
+        ContainerKind::Dataset => Vec::new(),
+        ContainerKind::Run => {
+            let me = ContainerRef {
+                kind: ContainerKind::Run,
+                id: c.id,
+            };
+            let made: Vec<&Container> = a.datasets().into_iter().filter(|s| s.inputs.contains(&me)).collect();
+            vec![property(&href, "Output.Samples", "sample[]", list(made))]
+        }
+    }
+}
+
+/// `v1pre3/appsessions/{id}/properties`: its inputs (the run and its sample sheet for a
+/// FASTQ generation, the samples for an analysis) and outputs.
+pub fn appsession_properties(a: &Account, s: &AppSession) -> Vec<Value> {
+    let href = format!("v1pre3/appsessions/{}", s.id);
+    let outs = refs(a, &s.outputs);
+    let mut inputs: Vec<ContainerRef> = Vec::new();
+    for c in &outs {
+        for i in &c.inputs {
+            if !inputs.contains(i) {
+                inputs.push(*i);
+            }
+        }
+    }
+    let list = |cs: Vec<&Container>| Value::Array(cs.into_iter().map(|x| compact(a, x)).collect());
+    let of = |k: ContainerKind| -> Vec<&Container> { refs(a, inputs.iter().filter(|r| r.kind == k)) };
+    let mut props = Vec::new();
+    let runs = of(ContainerKind::Run);
+    if let Some(run) = runs.first() {
+        let mut sheet = format!(
+            "[Header]\nExperiment Name,{}\n\n[Data]\nSample_ID,Sample_Name\n",
+            run.name
+        );
+        for c in outs.iter().filter(|c| c.kind == ContainerKind::Sample) {
+            sheet.push_str(&format!("{},{}\n", c.name, c.name));
+        }
+        props.push(property(&href, "Input.sample-sheet", "string", json!(sheet)));
+    }
+    if !runs.is_empty() {
+        props.push(property(&href, "Input.Runs", "run[]", list(runs)));
+    }
+    let samples = of(ContainerKind::Sample);
+    if !samples.is_empty() {
+        props.push(property(&href, "Input.Samples", "sample[]", list(samples)));
+    }
+    for (k, name, t) in [
+        (ContainerKind::Sample, "Output.Samples", "sample[]"),
+        (ContainerKind::AppResult, "Output.AppResults", "appresult[]"),
+    ] {
+        let made: Vec<&Container> = outs.iter().copied().filter(|c| c.kind == k).collect();
+        if !made.is_empty() {
+            props.push(property(&href, name, t, list(made)));
+        }
+    }
+    props
+}
+
+/// `v2/datasets/{id}/properties`: a FASTQ dataset's library and run (as recorded,
+/// `Input.Libraries` of type `library[]`), an analysis dataset's input biosamples.
+pub fn dataset_properties(a: &Account, c: &Container, base: &str) -> Vec<Value> {
+    let href = format!("{base}/v2/datasets/{}", dataset_id(c));
+    match c.kind {
+        ContainerKind::Sample => {
+            let runs: Vec<Value> = refs(a, &c.inputs).into_iter().map(|r| run(a, r, false)).collect();
+            let mut v = vec![
+                json!({
+                    "Type": "map",
+                    "Href": format!("{href}/properties/BaseSpace.Metrics.FastQ"),
+                    "Name": "BaseSpace.Metrics.FastQ",
+                    "Description": "",
+                    "ContentMap": [{"Key": "LaneNumber", "Values": ["1"]}]
+                }),
+                property_v2(
+                    &href,
+                    "Input.Libraries",
+                    "library[]",
+                    "SampleLibraryItems",
+                    vec![library_v2(a, c, base)],
+                ),
+            ];
+            if !runs.is_empty() {
+                v.push(property_v2(&href, "Input.Runs", "run[]", "RunItems", runs));
+            }
+            v
+        }
+        _ => {
+            let bios: Vec<Value> = refs(a, &c.inputs).into_iter().map(|s| biosample(a, s, base)).collect();
+            vec![property_v2(
+                &href,
+                "Input.BioSamples",
+                "biosample[]",
+                "BioSampleItems",
+                bios,
+            )]
+        }
+    }
+}
+
+/// A dataset's `Attributes`: read counts for FASTQ datasets (as recorded), none otherwise.
+fn attributes(a: &Account, c: &Container) -> Value {
+    if c.kind != ContainerKind::Sample {
+        return json!({});
+    }
+    let reads = (container_size(a, c) / 150).max(1);
+    json!({"common_fastq": {
+        "MaxLengthRead1": 151, "MaxLengthRead2": 151, "IsPairedEnd": true,
+        "TotalClustersPF": reads / 2, "TotalClustersRaw": reads / 2,
+        "TotalReadsPF": reads, "TotalReadsRaw": reads,
+        "MaxLengthIndexRead1": 8, "MaxLengthIndexRead2": 8
+    }})
 }

@@ -24,7 +24,7 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'.').remove(b'
 use serde_json::{json, Value};
 use sha2::Sha256;
 
-use super::account::{fill, Account, ContainerKind, FileEntry};
+use super::account::{fill, Account, ContainerKind, DatasetQuery, FileEntry};
 use super::faults::{Fault, Faults};
 use super::http::{json_response, Query};
 use super::json;
@@ -133,7 +133,16 @@ impl Shared {
 
     /// A file's JSON; with `resolve`, `HrefContent` is a fresh presigned URL.
     fn file_json(&self, f: &FileEntry, full: bool, resolve: bool) -> Value {
-        let mut v = json::file(f, full);
+        self.file_json_in(f, full, resolve, false)
+    }
+
+    /// A file's JSON in a v1pre3 (relative hrefs) or v2 (absolute) listing.
+    fn file_json_in(&self, f: &FileEntry, full: bool, resolve: bool, v2: bool) -> Value {
+        let mut v = if v2 {
+            json::file_v2(f, &self.base_url)
+        } else {
+            json::file(f, full)
+        };
         if resolve {
             self.stats.resolved_in_listings.fetch_add(1, Ordering::Relaxed);
             v["HrefContent"] = Value::String(self.presign(f).0);
@@ -413,6 +422,11 @@ fn resolve_hrefs(q: &Query) -> bool {
 }
 
 fn files_page(s: &Arc<Shared>, q: &Query, a: &Account, ids: &[u64]) -> Response {
+    files_page_in(s, q, a, ids, false)
+}
+
+/// [`files_page`] in the v1pre3 or the v2 shape.
+fn files_page_in(s: &Arc<Shared>, q: &Query, a: &Account, ids: &[u64], v2: bool) -> Response {
     let req = match PageReq::parse(q, MAX_FILES_LIMIT) {
         Ok(r) => r,
         Err(resp) => return *resp,
@@ -428,10 +442,10 @@ fn files_page(s: &Arc<Shared>, q: &Query, a: &Account, ids: &[u64]) -> Response 
                     path: &f.path,
                     ..keys(f.id, f.name(), f.created)
                 };
-                (Box::new(move || s.file_json(f, false, resolve)) as Render, keys)
+                (Box::new(move || s.file_json_in(f, false, resolve, v2)) as Render, keys)
             })
             .collect();
-        return page(q, items, MAX_FILES_LIMIT, false);
+        return page(q, items, MAX_FILES_LIMIT, v2);
     }
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
@@ -440,9 +454,9 @@ fn files_page(s: &Arc<Shared>, q: &Query, a: &Account, ids: &[u64]) -> Response 
     }
     let shown = files(&mut sorted[req.window(sorted.len())].iter())
         .into_iter()
-        .map(|f| s.file_json(f, false, resolve))
+        .map(|f| s.file_json_in(f, false, resolve, v2))
         .collect();
-    req.body(sorted.len() as u64, shown, false)
+    req.body(sorted.len() as u64, shown, v2)
 }
 
 /// Borrowed from the account: a 100,000-file listing sorts its keys for every page it
@@ -479,6 +493,7 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
             q,
             a.projects
                 .iter()
+                .filter(|p| q.get("name").is_none_or(|n| n == p.name))
                 .map(|p| {
                     (
                         Box::new(move || json::project(a, p, false)) as Render,
@@ -544,15 +559,22 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
                 [] => ok(match k {
                     ContainerKind::Sample => json::sample(a, c, true),
                     ContainerKind::AppResult => json::appresult(a, c, true),
-                    ContainerKind::Run => json::run(a, c, true),
+                    ContainerKind::Run | ContainerKind::Dataset => json::run(a, c, true),
                 }),
                 ["files"] => files_page(s, q, a, &c.files),
+                ["properties"] => properties_page(q, json::container_properties(a, c), false),
                 _ => unrecognized(),
             }
         }
-        ["v1pre3", "appsessions", _] => match id(2).and_then(|i| a.appsessions.get(&i)) {
-            Some(x) => ok(json::appsession_v1(a, x)),
-            None => no_access("AppSession"),
+        ["v1pre3", "projects", _, "properties"] => match id(2).and_then(|i| a.project(i)) {
+            Some(_) => properties_page(q, Vec::new(), false),
+            None => no_access("Project"),
+        },
+        ["v1pre3", "appsessions", _, rest @ ..] => match (id(2).and_then(|i| a.appsessions.get(&i)), rest) {
+            (Some(x), []) => ok(json::appsession_v1(a, x)),
+            (Some(x), ["properties"]) => properties_page(q, json::appsession_properties(a, x), false),
+            (Some(_), _) => unrecognized(),
+            (None, _) => no_access("AppSession"),
         },
         ["v1pre3", "files", _, rest @ ..] => {
             let Some(f) = id(2).and_then(|i| a.files.get(&i)) else {
@@ -565,11 +587,16 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
             }
         }
         ["v2", "appsessions"] => {
-            let project = q.get("output.projects").and_then(|p| p.parse::<u64>().ok());
+            let project = q.get("output.projects").map(|p| p.parse::<u64>().ok());
+            let reading: Option<Vec<u64>> = q
+                .get("input.biosamples")
+                .map(|b| a.appsessions_reading(&id_list(b)).iter().map(|x| x.id).collect());
             let items = a
                 .appsessions
                 .values()
-                .filter(|x| project.is_none_or(|p| x.project == p))
+                .filter(|x| project.is_none_or(|p| Some(x.project) == p))
+                .filter(|x| reading.as_ref().is_none_or(|r| r.contains(&x.id)))
+                .filter(|x| q.get("name").is_none_or(|n| n == x.name))
                 .map(|x| {
                     (
                         Box::new(move || json::appsession_v2(a, x, &s.base_url)) as Render,
@@ -579,30 +606,100 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
                 .collect();
             page(q, items, MAX_LIMIT, true)
         }
-        ["v2", "datasets"] => {
-            let sessions: Option<Vec<u64>> = q
-                .get("appsessionids")
-                .map(|v| v.split(',').filter_map(|x| x.trim().parse().ok()).collect());
+        ["v2", "appsessions", _, "logfiles"] => match id(2).and_then(|i| a.appsessions.get(&i)) {
+            Some(x) => files_page_in(s, q, a, &x.logs, true),
+            None => no_access("AppSession"),
+        },
+        ["v2", "biosamples"] => {
+            let project = q.get("projectid").map(|p| p.parse::<u64>().ok());
             let items = a
-                .containers
-                .values()
-                .filter(|c| c.kind != ContainerKind::Run)
-                .filter(|c| {
-                    sessions
-                        .as_ref()
-                        .is_none_or(|ss| c.appsession.is_some_and(|x| ss.contains(&x)))
-                })
+                .biosamples()
+                .into_iter()
+                .filter(|c| project.is_none_or(|p| c.project.is_some() && c.project == p))
+                .filter(|c| q.get("biosamplename").is_none_or(|n| n == c.name))
                 .map(|c| {
                     (
-                        Box::new(move || json::dataset_v2(a, c, &s.base_url)) as Render,
-                        keys(c.id, &c.name, c.created),
+                        Box::new(move || json::biosample(a, c, &s.base_url)) as Render,
+                        keys(super::account::biosample_id(c.id), &c.name, c.created),
                     )
                 })
                 .collect();
             page(q, items, MAX_LIMIT, true)
         }
+        ["v2", "biosamples", _, rest @ ..] => match (id(2).and_then(|i| a.biosample(i)), rest) {
+            (Some(c), []) => json_response(StatusCode::OK, &json::biosample(a, c, &s.base_url)),
+            (Some(_), ["properties"]) => properties_page(q, Vec::new(), true),
+            (Some(_), _) => unrecognized(),
+            (None, _) => no_access("BioSample"),
+        },
+        ["v2", "datasets"] => {
+            let query = DatasetQuery {
+                appsessions: q.get("appsessionids").map(id_list),
+                biosamples: q.get("inputbiosamples").map(id_list),
+                project: q.get("projectid").map(|p| p.parse::<u64>().ok()),
+                types: q
+                    .get("datasettypes")
+                    .map(|v| v.split(',').map(|x| x.trim().to_string()).collect()),
+            };
+            let with_props = q
+                .get("include")
+                .is_some_and(|v| v.split(',').any(|x| x.eq_ignore_ascii_case("properties")));
+            let items = a
+                .datasets_where(&query)
+                .into_iter()
+                .map(|c| {
+                    let render = move || {
+                        let mut v = json::dataset_v2(a, c, &s.base_url);
+                        if with_props {
+                            let props = json::dataset_properties(a, c, &s.base_url);
+                            let href = format!("{}/properties", v["Href"].as_str().unwrap_or(""));
+                            let n = props.len();
+                            v["Properties"] =
+                                json!({"Items": props, "DisplayedCount": n, "TotalCount": n, "Href": href});
+                        }
+                        v
+                    };
+                    (Box::new(render) as Render, keys(c.id, &c.name, c.created))
+                })
+                .collect();
+            page(q, items, MAX_LIMIT, true)
+        }
+        ["v2", "datasets", ds, rest @ ..] => match (a.dataset(ds), rest) {
+            (Some(c), []) => json_response(StatusCode::OK, &json::dataset_v2(a, c, &s.base_url)),
+            (Some(c), ["files"]) => files_page_in(s, q, a, &c.files, true),
+            (Some(c), ["properties"]) => properties_page(q, json::dataset_properties(a, c, &s.base_url), true),
+            (Some(_), _) => unrecognized(),
+            (None, _) => no_access("Dataset"),
+        },
         _ => unrecognized(),
     }
+}
+
+/// Comma-separated ids of a filter (`appsessionids=1,2`); what does not parse matches nothing.
+fn id_list(v: &str) -> Vec<u64> {
+    v.split(',').filter_map(|x| x.trim().parse().ok()).collect()
+}
+
+/// A properties list: v1pre3 inside `Response`, v2 bare.
+fn properties_page(q: &Query, props: Vec<Value>, v2: bool) -> Response {
+    let items = props
+        .into_iter()
+        .map(|p| {
+            let name = p["Name"].as_str().unwrap_or("").to_string();
+            (p, name)
+        })
+        .collect::<Vec<_>>();
+    let refs: Vec<(Render, SortKeys)> = items
+        .iter()
+        .enumerate()
+        .map(|(i, (p, name))| {
+            (
+                Box::new(move || p.clone()) as Render,
+                keys(i as u64, name.as_str(), UNIX_EPOCH),
+            )
+        })
+        .collect();
+    page(q, refs, MAX_LIMIT, v2)
 }
 
 fn content_redirect(s: &Arc<Shared>, f: &Arc<FileEntry>, q: &Query, method: &Method, headers: &HeaderMap) -> Response {

@@ -31,6 +31,14 @@ pub fn from_dir(dir: &Path) -> std::io::Result<Account> {
             let a = b.appresult(pid, &file_name(&adir), analysis);
             add_tree(&mut b, a, &adir)?;
         }
+        // `Datasets/<d>/**`: datasets made in API v2, as `bs upload dataset` makes them.
+        let datasets = sorted_dirs(&pdir.join("Datasets"))?;
+        let upload =
+            (!datasets.is_empty()).then(|| b.appsession(pid, &format!("BaseSpace CLI {pname}"), "BaseSpace CLI"));
+        for ddir in datasets {
+            let d = b.dataset(pid, &file_name(&ddir), upload);
+            add_tree(&mut b, d, &ddir)?;
+        }
     }
     for rdir in sorted_dirs(&dir.join("Runs"))? {
         let r = b.run(&file_name(&rdir));

@@ -1,16 +1,18 @@
 //! BaseMount's layout as data: one row per entity kind, saying what its directory holds.
 //!
 //! ```text
-//! /README  /.bsmount/stats  /.id .type .name .href .json      (the user)
-//! /Projects/<project>/{Samples,AppResults,AppSessions}/…
-//! /Projects/<p>/Samples/<s>/{Files/…, SampleProperties}
-//! /Projects/<p>/AppResults/<a>/Files/…
-//! /Projects/<p>/AppSessions/<as>/{Samples.<id>.<name> -> ../../Samples/.id.<id>, …}
-//! /Runs/<run>/Files/<run folder>
+//! /README  /.bsmount/stats  /.AccessToken/.json  /.id .type .name .href .json .curl .status
+//! /Projects/<project>/{Samples,AppResults,AppSessions,AppSessions.v1,Datasets,Properties}/…
+//! /Projects/<p>/Samples/<s>/{Files/…, Files.metadata/…, Properties/…, SampleProperties}
+//! /Projects/<p>/AppResults/<a>/{Files/…, Files.metadata/…, Properties/…}
+//! /Projects/<p>/AppSessions/<as>/{Sample.<id>.<name> -> ../../Samples/.id.<id>, …, Logs/, Properties/}
+//! /Projects/<p>/Datasets/<d>/{Files/…, Files.metadata/…, Properties/…, DatasetTypeId, Attributes}
+//! /BioSamples/<b>/{Datasets/<d>/…, AppSessions/…, Properties/…, Status, DefaultProject}
+//! /Runs/<run>/{Files/<run folder>, Files.metadata/…, Properties/…}
 //! ```
 //! Every entity directory holds the hidden files [`HIDDEN`]; every list directory holds
-//! `.id.<ID>` links to its entries. Adding a view (v2 BioSamples, Datasets) is adding rows
-//! here and the listings that fill them in [`crate::api::ListKind`].
+//! `.id.<ID>` links to its entries. The v2 views (BioSamples, Datasets) are rows marked
+//! [`Sub::v2`], hidden by `--no-v2`.
 
 use crate::api::ListKind;
 
@@ -23,6 +25,10 @@ pub enum EntityKind {
     AppResult,
     Run,
     AppSession,
+    BioSample,
+    Dataset,
+    /// A file's metadata directory under `Files.metadata/`.
+    File,
 }
 
 /// A generated file of an entity directory, rendered from the entity when read.
@@ -33,11 +39,34 @@ pub enum Meta {
     Name,
     Href,
     Json,
+    /// The request that fills the directory, with `$BASESPACE_ACCESS_TOKEN` for the token.
+    Curl,
+    /// The entity's `Status` (`ExecutionStatus` for v2 appsessions).
+    Status,
     SampleProperties,
+    DatasetTypeId,
+    Attributes,
+    DefaultProject,
 }
 
 /// The listing of an entity (given its id) that fills a directory.
 pub type ListingOf = fn(String) -> ListKind;
+
+/// A sub-directory of an entity directory.
+pub struct Sub {
+    pub name: &'static str,
+    pub list: ListingOf,
+    /// Part of the v2 views (off with `--no-v2`).
+    pub v2: bool,
+}
+
+const fn sub(name: &'static str, list: ListingOf) -> Sub {
+    Sub { name, list, v2: false }
+}
+
+const fn sub_v2(name: &'static str, list: ListingOf) -> Sub {
+    Sub { name, list, v2: true }
+}
 
 /// What one entity kind's directory holds.
 pub struct Row {
@@ -47,7 +76,7 @@ pub struct Row {
     /// Generated files besides [`HIDDEN`].
     pub files: &'static [(&'static str, Meta)],
     /// Sub-directories, each filled by a listing of this entity (given its id).
-    pub dirs: &'static [(&'static str, ListingOf)],
+    pub dirs: &'static [Sub],
     /// A listing that fills the entity directory itself (what an appsession produced).
     pub listing: Option<ListingOf>,
 }
@@ -59,6 +88,8 @@ pub const HIDDEN: &[(&str, Meta)] = &[
     (".name", Meta::Name),
     (".href", Meta::Href),
     (".json", Meta::Json),
+    (".curl", Meta::Curl),
+    (".status", Meta::Status),
 ];
 
 fn projects(_: String) -> ListKind {
@@ -67,13 +98,63 @@ fn projects(_: String) -> ListKind {
 fn runs(_: String) -> ListKind {
     ListKind::Runs
 }
+fn biosamples(_: String) -> ListKind {
+    ListKind::BioSamples
+}
+fn access_token(_: String) -> ListKind {
+    ListKind::AccessToken
+}
+fn meta_of(files: ListingOf) -> impl Fn(String) -> ListKind {
+    move |id| ListKind::FilesMetadata(Box::new(files(id)))
+}
+fn sample_meta(id: String) -> ListKind {
+    meta_of(ListKind::SampleFiles)(id)
+}
+fn appresult_meta(id: String) -> ListKind {
+    meta_of(ListKind::AppResultFiles)(id)
+}
+fn run_meta(id: String) -> ListKind {
+    meta_of(ListKind::RunFiles)(id)
+}
+fn dataset_meta(id: String) -> ListKind {
+    meta_of(ListKind::DatasetFiles)(id)
+}
+fn props(resource: &'static str) -> impl Fn(String) -> ListKind {
+    move |id| ListKind::Properties(resource, id)
+}
+fn project_props(id: String) -> ListKind {
+    props("projects")(id)
+}
+fn sample_props(id: String) -> ListKind {
+    props("samples")(id)
+}
+fn appresult_props(id: String) -> ListKind {
+    props("appresults")(id)
+}
+fn run_props(id: String) -> ListKind {
+    props("runs")(id)
+}
+fn appsession_props(id: String) -> ListKind {
+    props("appsessions")(id)
+}
+fn dataset_props(id: String) -> ListKind {
+    props("datasets")(id)
+}
+fn biosample_props(id: String) -> ListKind {
+    props("biosamples")(id)
+}
 
 const ROWS: &[Row] = &[
     Row {
         kind: EntityKind::User,
         type_name: "users",
         files: &[],
-        dirs: &[("Projects", projects), ("Runs", runs)],
+        dirs: &[
+            sub("Projects", projects),
+            sub("Runs", runs),
+            sub_v2("BioSamples", biosamples),
+            sub(".AccessToken", access_token),
+        ],
         listing: None,
     },
     Row {
@@ -81,9 +162,13 @@ const ROWS: &[Row] = &[
         type_name: "projects",
         files: &[],
         dirs: &[
-            ("Samples", ListKind::Samples),
-            ("AppResults", ListKind::AppResults),
-            ("AppSessions", ListKind::AppSessions),
+            sub("Samples", ListKind::Samples),
+            sub("AppResults", ListKind::AppResults),
+            sub("AppSessions", ListKind::AppSessions),
+            // BaseMount 0.15's name for the same list; scripts written then still use it.
+            sub("AppSessions.v1", ListKind::AppSessions),
+            sub_v2("Datasets", ListKind::ProjectDatasets),
+            sub("Properties", project_props),
         ],
         listing: None,
     },
@@ -91,29 +176,73 @@ const ROWS: &[Row] = &[
         kind: EntityKind::Sample,
         type_name: "samples",
         files: &[("SampleProperties", Meta::SampleProperties)],
-        dirs: &[("Files", ListKind::SampleFiles)],
+        dirs: &[
+            sub("Files", ListKind::SampleFiles),
+            sub("Files.metadata", sample_meta),
+            sub("Properties", sample_props),
+        ],
         listing: None,
     },
     Row {
         kind: EntityKind::AppResult,
         type_name: "appresults",
         files: &[],
-        dirs: &[("Files", ListKind::AppResultFiles)],
+        dirs: &[
+            sub("Files", ListKind::AppResultFiles),
+            sub("Files.metadata", appresult_meta),
+            sub("Properties", appresult_props),
+        ],
         listing: None,
     },
     Row {
         kind: EntityKind::Run,
         type_name: "runs",
         files: &[],
-        dirs: &[("Files", ListKind::RunFiles)],
+        dirs: &[
+            sub("Files", ListKind::RunFiles),
+            sub("Files.metadata", run_meta),
+            sub("Properties", run_props),
+        ],
         listing: None,
     },
     Row {
         kind: EntityKind::AppSession,
         type_name: "appsessions",
         files: &[],
-        dirs: &[],
+        dirs: &[
+            sub("Logs", ListKind::AppSessionLogs),
+            sub("Properties", appsession_props),
+        ],
         listing: Some(ListKind::AppSessionOutputs),
+    },
+    Row {
+        kind: EntityKind::BioSample,
+        type_name: "biosamples",
+        files: &[("Status", Meta::Status), ("DefaultProject", Meta::DefaultProject)],
+        dirs: &[
+            sub_v2("Datasets", ListKind::BioSampleDatasets),
+            sub_v2("AppSessions", ListKind::BioSampleAppSessions),
+            sub_v2("Properties", biosample_props),
+        ],
+        listing: None,
+    },
+    Row {
+        kind: EntityKind::Dataset,
+        type_name: "datasets",
+        files: &[("DatasetTypeId", Meta::DatasetTypeId), ("Attributes", Meta::Attributes)],
+        dirs: &[
+            sub_v2("Files", ListKind::DatasetFiles),
+            sub_v2("Files.metadata", dataset_meta),
+            sub_v2("Properties", dataset_props),
+        ],
+        listing: None,
+    },
+    Row {
+        kind: EntityKind::File,
+        type_name: "files",
+        files: &[],
+        dirs: &[],
+        listing: None,
     },
 ];
 
@@ -131,6 +260,12 @@ pub enum Holds {
     Files,
     /// Links to the samples and appresults an appsession produced.
     Outputs,
+    /// A `Properties/` tree: text files, arrays as `0`, `1`, …, entity links.
+    Properties,
+    /// `Files.metadata/`: the `Files/` tree with a hidden metadata directory per file.
+    FilesMetadata,
+    /// `.AccessToken/`: the token's scopes and dates as `.json`.
+    Token,
 }
 
 pub fn holds(list: &ListKind) -> Holds {
@@ -139,9 +274,18 @@ pub fn holds(list: &ListKind) -> Holds {
         ListKind::Runs => Holds::Entities(EntityKind::Run),
         ListKind::Samples(_) => Holds::Entities(EntityKind::Sample),
         ListKind::AppResults(_) => Holds::Entities(EntityKind::AppResult),
-        ListKind::AppSessions(_) => Holds::Entities(EntityKind::AppSession),
+        ListKind::AppSessions(_) | ListKind::BioSampleAppSessions(_) => Holds::Entities(EntityKind::AppSession),
+        ListKind::BioSamples => Holds::Entities(EntityKind::BioSample),
+        ListKind::BioSampleDatasets(_) | ListKind::ProjectDatasets(_) => Holds::Entities(EntityKind::Dataset),
         ListKind::AppSessionOutputs(_) => Holds::Outputs,
-        ListKind::SampleFiles(_) | ListKind::AppResultFiles(_) | ListKind::RunFiles(_) => Holds::Files,
+        ListKind::SampleFiles(_)
+        | ListKind::AppResultFiles(_)
+        | ListKind::RunFiles(_)
+        | ListKind::DatasetFiles(_)
+        | ListKind::AppSessionLogs(_) => Holds::Files,
+        ListKind::Properties(..) => Holds::Properties,
+        ListKind::FilesMetadata(_) => Holds::FilesMetadata,
+        ListKind::AccessToken => Holds::Token,
     }
 }
 
@@ -151,6 +295,23 @@ pub fn output_kind(prefix: &str) -> Option<(&'static str, &'static str)> {
     match prefix {
         "sample" => Some(("Samples", "Samples")),
         "appresult" => Some(("AppResults", "AppResults")),
+        _ => None,
+    }
+}
+
+/// Where an entity a property refers to lives, from the mount's root: the property's
+/// `Type` (without `[]`), the entity's id and the project the reference is read in
+/// (`None` outside a project). `None` for types that have no directory.
+pub fn entity_path(kind: &str, id: &str, project: Option<&str>) -> Option<String> {
+    let in_project = |list: &str| project.map(|p| format!("Projects/.id.{p}/{list}/.id.{id}"));
+    match kind {
+        "project" => Some(format!("Projects/.id.{id}")),
+        "run" => Some(format!("Runs/.id.{id}")),
+        "biosample" => Some(format!("BioSamples/.id.{id}")),
+        "sample" => in_project("Samples"),
+        "appresult" => in_project("AppResults"),
+        "appsession" => in_project("AppSessions"),
+        "dataset" => in_project("Datasets"),
         _ => None,
     }
 }
@@ -168,12 +329,15 @@ mod tests {
             EntityKind::AppResult,
             EntityKind::Run,
             EntityKind::AppSession,
+            EntityKind::BioSample,
+            EntityKind::Dataset,
+            EntityKind::File,
         ] {
             assert_eq!(ROWS.iter().filter(|r| r.kind == k).count(), 1, "{k:?}");
         }
-        assert_eq!(holds(&(row(EntityKind::Sample).dirs[0].1)("7".into())), Holds::Files);
+        assert_eq!(holds(&(row(EntityKind::Sample).dirs[0].list)("7".into())), Holds::Files);
         assert_eq!(
-            holds(&(row(EntityKind::Project).dirs[0].1)("7".into())),
+            holds(&(row(EntityKind::Project).dirs[0].list)("7".into())),
             Holds::Entities(EntityKind::Sample)
         );
         assert_eq!(

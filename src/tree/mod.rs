@@ -32,7 +32,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
-use crate::api::{ApiError, BaseSpaceApi, EntityItem, FileInfo, ListKind, Listed};
+use crate::api::{ApiError, BaseSpaceApi, EntityItem, FileInfo, ListKind, Listed, PropertyItem};
 use layout::{EntityKind, Holds, Meta};
 use names::PlanEntry;
 
@@ -122,6 +122,8 @@ struct EntityData {
     href: String,
     /// The JSON BaseSpace sent, served pretty-printed as `.json`.
     raw: Arc<str>,
+    /// The API server, for `.curl`.
+    server: Arc<str>,
 }
 
 #[derive(Debug, Default)]
@@ -214,12 +216,16 @@ struct Node {
 pub struct TreeOptions {
     /// How long a listing is trusted before it is fetched again.
     pub metadata_ttl: Duration,
+    /// Show the v2 views (`BioSamples/`, `Projects/<p>/Datasets/`); `--no-v2` turns them off.
+    pub v2: bool,
 }
 
 /// The inode table.
 pub struct Tree {
     api: Arc<dyn BaseSpaceApi>,
     opts: TreeOptions,
+    /// The API server (for `.curl`).
+    server: Arc<str>,
     nodes: RwLock<HashMap<Ino, Node>>,
     next_ino: AtomicU64,
     /// One fill at a time per directory; concurrent lookers wait for it. Entries leave
@@ -237,7 +243,10 @@ fn readme(server: &str) -> String {
          Projects/<project>/Samples/<sample>/Files/     FASTQ files of a sample\n\
          Projects/<project>/AppResults/<result>/Files/  outputs of an analysis\n\
          Projects/<project>/AppSessions/<analysis>/     what each analysis produced\n\
-         Runs/<run>/Files/                             the sequencing run folder\n\n\
+         Projects/<project>/Datasets/<dataset>/Files/   the same data as API v2 datasets\n\
+         BioSamples/<biosample>/Datasets/               datasets by biosample (API v2)\n\
+         Runs/<run>/Files/                             the sequencing run folder\n\
+         <entity>/Properties/                          inputs and outputs, as links\n\n\
          Every directory has hidden metadata: .id .type .name .href .json (ls -a).\n\
          Listings are cached; `bsmount refresh PATH` re-reads them.\n\
          To unmount: bsmount unmount <mountpoint>\n"
@@ -271,6 +280,7 @@ impl Tree {
         let t = Tree {
             api,
             opts,
+            server: Arc::from(server.trim_end_matches('/')),
             nodes: RwLock::new(HashMap::new()),
             next_ino: AtomicU64::new(ROOT + 1),
             fill_locks: Mutex::new(HashMap::new()),
@@ -284,6 +294,7 @@ impl Tree {
             name: s("Name"),
             href: "v1pre3/users/current".into(),
             raw: Arc::from(user.to_string()),
+            server: t.server.clone(),
         };
         {
             let mut nodes = t.nodes.write();
@@ -339,13 +350,13 @@ impl Tree {
                     self.insert(nodes, leaf(dir, mtime, NodeKind::Meta(*m))),
                 );
             }
-            for (name, list) in row.dirs {
+            for d in row.dirs.iter().filter(|d| self.opts.v2 || !d.v2) {
                 let sub = Dir {
-                    listing: Some(list(e.id.clone())),
+                    listing: Some((d.list)(e.id.clone())),
                     built: true,
                     ..Dir::default()
                 };
-                fixed.insert(OsString::from(*name), self.insert(nodes, dir_node(dir, mtime, sub)));
+                fixed.insert(OsString::from(d.name), self.insert(nodes, dir_node(dir, mtime, sub)));
             }
         }
         if let Some(d) = dir_mut(nodes, dir) {
@@ -495,7 +506,12 @@ impl Tree {
             out.extend(attr_of(&nodes, *c).map(|a| (name.clone(), a)));
         }
         for (name, c) in &d.listed {
-            if !shadowed(name) {
+            // `Files.metadata/` keeps its per-file directories hidden, as BaseMount does:
+            // found by name (`cd Files.metadata/<path>`), not listed.
+            let hidden = dir_ref(&nodes, *c)
+                .and_then(|x| x.entity.as_ref())
+                .is_some_and(|e| e.kind == EntityKind::File);
+            if !shadowed(name) && !hidden {
                 out.extend(attr_of(&nodes, *c).map(|a| (name.clone(), a)));
             }
         }
@@ -600,6 +616,9 @@ impl Tree {
                 .await
                 .map(|l| Listing::Entities(k, l)),
             Holds::Outputs => self.api.list_entities(kind.clone()).await.map(Listing::Outputs),
+            Holds::Properties => self.api.list_properties(kind.clone()).await.map(Listing::Properties),
+            Holds::FilesMetadata => self.api.list_entities(kind.clone()).await.map(Listing::FilesMetadata),
+            Holds::Token => self.api.token_info().await.map(Listing::Token),
         };
         match listed {
             Ok(l) => {
@@ -640,6 +659,26 @@ impl Tree {
             Listing::Files(files) => self.apply_files(&mut nodes, ino, files),
             Listing::Entities(k, items) => self.apply_entities(&mut nodes, ino, k, items),
             Listing::Outputs(items) => self.apply_outputs(&mut nodes, ino, items),
+            Listing::Properties(props) => self.apply_properties(&mut nodes, ino, props),
+            Listing::FilesMetadata(files) => self.apply_files_metadata(&mut nodes, ino, files),
+            Listing::Token(v) => {
+                let old = dir_mut(&mut nodes, ino).map(|d| std::mem::take(&mut d.listed));
+                let json = self.insert(
+                    &mut nodes,
+                    leaf(
+                        ino,
+                        SystemTime::now(),
+                        NodeKind::Text(Arc::from(pretty(&v.to_string()).into_bytes())),
+                    ),
+                );
+                self.finish_listing(
+                    &mut nodes,
+                    ino,
+                    old.unwrap_or_default(),
+                    [(".json".into(), json)].into(),
+                );
+                Vec::new()
+            }
         };
         for s in &skipped {
             tracing::warn!(href = %kind.href(), "{s}");
@@ -718,6 +757,7 @@ impl Tree {
                     .clone()
                     .unwrap_or_else(|| format!("v1pre3/{}/{}", row.type_name, e.id)),
                 raw: item.raw.clone(),
+                server: self.server.clone(),
             });
             let name = OsString::from(name);
             let same = old.get(&name).copied().filter(|i| {
@@ -927,6 +967,239 @@ impl Tree {
         listed.skipped
     }
 
+    /// Steps from `dir` up to the root: how many `../` a link in `dir` needs to reach it.
+    fn depth(nodes: &HashMap<Ino, Node>, mut dir: Ino) -> usize {
+        let mut n = 0;
+        while dir != ROOT && n < 4096 {
+            match nodes.get(&dir) {
+                Some(x) => dir = x.parent,
+                None => break,
+            }
+            n += 1;
+        }
+        n
+    }
+
+    /// The project a reference below `dir` is read in: the enclosing project directory, else
+    /// the project the nearest entity names (a dataset's `Project`, a biosample's
+    /// `DefaultProject`).
+    fn context_project(nodes: &HashMap<Ino, Node>, mut dir: Ino) -> Option<String> {
+        let mut named = None;
+        for _ in 0..4096 {
+            if let Some(e) = dir_ref(nodes, dir).and_then(|d| d.entity.as_ref()) {
+                if e.kind == EntityKind::Project {
+                    return Some(e.id.clone());
+                }
+                if named.is_none() {
+                    let v: Value = serde_json::from_str(&e.raw).unwrap_or(Value::Null);
+                    named = ["Project", "DefaultProject"]
+                        .iter()
+                        .find_map(|k| v.get(k)?.get("Id").and_then(id_text));
+                }
+            }
+            if dir == ROOT {
+                break;
+            }
+            dir = nodes.get(&dir)?.parent;
+        }
+        named.filter(|p| names::safe_id(p))
+    }
+
+    /// Fills a `Properties/` directory: a string property is a file, an array a directory of
+    /// `0`, `1`, …, a map a directory of its keys; an entity reference is a symlink to the
+    /// entity's directory, built from the layout and a checked id (never a server path), so
+    /// it never leaves the mount. Rebuilt whole on every fill: properties are few.
+    fn apply_properties(&self, nodes: &mut HashMap<Ino, Node>, dir: Ino, listed: Listed<PropertyItem>) -> Vec<String> {
+        let mut skipped = listed.skipped;
+        let old = match dir_mut(nodes, dir) {
+            Some(d) => std::mem::take(&mut d.listed),
+            None => return skipped,
+        };
+        let project = Self::context_project(nodes, dir);
+        let depth = Self::depth(nodes, dir);
+        let mtime = nodes.get(&dir).map_or(UNIX_EPOCH, |n| n.mtime);
+        let mut new = BTreeMap::new();
+        for p in listed.items {
+            let name = names::sanitize(&p.name);
+            if new.contains_key(OsStr::new(&name)) {
+                skipped.push(format!("skipped a second property named {:?}", p.name));
+                continue;
+            }
+            let ty = p.raw.get("Type").and_then(Value::as_str).unwrap_or("string");
+            let base = ty.trim_end_matches("[]");
+            let ino = if ty.ends_with("[]") {
+                let items = property_items(&p.raw);
+                let sub = self.insert(
+                    nodes,
+                    dir_node(
+                        dir,
+                        mtime,
+                        Dir {
+                            built: true,
+                            ..Dir::default()
+                        },
+                    ),
+                );
+                let mut entries = BTreeMap::new();
+                for (i, item) in items.iter().enumerate() {
+                    let e = self.property_entry(nodes, sub, base, item, project.as_deref(), depth + 1, mtime);
+                    entries.insert(OsString::from(i.to_string()), e);
+                }
+                if let Some(d) = dir_mut(nodes, sub) {
+                    d.listed = entries;
+                }
+                sub
+            } else if let Some(map) = p.raw.get("ContentMap").and_then(Value::as_array) {
+                let sub = self.insert(
+                    nodes,
+                    dir_node(
+                        dir,
+                        mtime,
+                        Dir {
+                            built: true,
+                            ..Dir::default()
+                        },
+                    ),
+                );
+                let mut entries = BTreeMap::new();
+                for kv in map {
+                    let Some(k) = kv.get("Key").and_then(Value::as_str) else {
+                        continue;
+                    };
+                    let text: Vec<String> = match kv.get("Values") {
+                        Some(Value::Array(vs)) => vs.iter().map(scalar_text).collect(),
+                        Some(v) => vec![scalar_text(v)],
+                        None => Vec::new(),
+                    };
+                    let f = self.insert(nodes, leaf(sub, mtime, NodeKind::Text(lines(&text))));
+                    entries.insert(OsString::from(names::sanitize(k)), f);
+                }
+                if let Some(d) = dir_mut(nodes, sub) {
+                    d.listed = entries;
+                }
+                sub
+            } else {
+                let content = p.raw.get("Content").cloned().unwrap_or(Value::Null);
+                self.property_entry(nodes, dir, base, &content, project.as_deref(), depth, mtime)
+            };
+            new.insert(OsString::from(name), ino);
+        }
+        self.finish_listing(nodes, dir, old, new);
+        skipped
+    }
+
+    /// One property value in `dir` (`depth` steps below the root): a link for an entity of
+    /// a kind that has a directory, else its text.
+    #[allow(clippy::too_many_arguments)]
+    fn property_entry(
+        &self,
+        nodes: &mut HashMap<Ino, Node>,
+        dir: Ino,
+        kind: &str,
+        v: &Value,
+        project: Option<&str>,
+        depth: usize,
+        mtime: SystemTime,
+    ) -> Ino {
+        // The project named by the entity itself wins over the one it is read in.
+        let own = [("Projects", true), ("Project", false), ("DefaultProject", false)]
+            .iter()
+            .find_map(|(k, list)| {
+                let p = v.get(*k)?;
+                let p = if *list { p.get(0)? } else { p };
+                p.get("Id").and_then(id_text)
+            })
+            .filter(|p| names::safe_id(p));
+        let project = own.as_deref().or(project);
+        let target = v
+            .get("Id")
+            .and_then(id_text)
+            .filter(|id| names::safe_id(id))
+            .and_then(|id| layout::entity_path(kind, &id, project));
+        let node = match target {
+            Some(t) => NodeKind::Symlink(format!("{}{t}", "../".repeat(depth)).into()),
+            None if v.is_object() || v.is_array() => NodeKind::Text(Arc::from(pretty(&v.to_string()).into_bytes())),
+            None => NodeKind::Text(lines(&[scalar_text(v)])),
+        };
+        self.insert(nodes, leaf(dir, mtime, node))
+    }
+
+    /// Fills `Files.metadata/`: the folders of the `Files/` listing, and for each file a
+    /// directory (hidden from `readdir`) holding its `.id .type .name .href .json .curl`.
+    fn apply_files_metadata(
+        &self,
+        nodes: &mut HashMap<Ino, Node>,
+        dir: Ino,
+        listed: Listed<EntityItem>,
+    ) -> Vec<String> {
+        let old = match dir_mut(nodes, dir) {
+            Some(d) => std::mem::take(&mut d.listed),
+            None => return listed.skipped,
+        };
+        let files = listed.items;
+        let paths: Vec<String> = files
+            .iter()
+            .map(|f| {
+                serde_json::from_str::<Value>(&f.raw)
+                    .ok()
+                    .and_then(|v| v.get("Path").and_then(Value::as_str).map(str::to_string))
+                    .unwrap_or_else(|| f.entity.name.clone().unwrap_or_default())
+            })
+            .collect();
+        let pairs: Vec<(&str, &str)> = files
+            .iter()
+            .zip(&paths)
+            .map(|(f, p)| (f.entity.id.as_str(), p.as_str()))
+            .collect();
+        let plan = names::plan_files(&pairs);
+        free_subtree(nodes, old.into_values().collect());
+        let mut stack = vec![(0usize, dir)];
+        while let Some((d, ino)) = stack.pop() {
+            let mut entries = BTreeMap::new();
+            for (name, entry) in plan[d].entries() {
+                let child = match entry {
+                    PlanEntry::Dir(sub) => {
+                        let c = self.insert(
+                            nodes,
+                            dir_node(
+                                ino,
+                                UNIX_EPOCH,
+                                Dir {
+                                    built: true,
+                                    ..Dir::default()
+                                },
+                            ),
+                        );
+                        stack.push((sub, c));
+                        c
+                    }
+                    PlanEntry::File(i) => {
+                        let f = &files[i];
+                        let e = &f.entity;
+                        let data = EntityData {
+                            kind: EntityKind::File,
+                            id: e.id.clone(),
+                            name: e.name.clone().unwrap_or_default(),
+                            href: e.href.clone().unwrap_or_else(|| format!("v1pre3/files/{}", e.id)),
+                            raw: f.raw.clone(),
+                            server: self.server.clone(),
+                        };
+                        let d = Dir {
+                            entity: Some(Arc::new(data)),
+                            ..Dir::default()
+                        };
+                        self.insert(nodes, dir_node(ino, e.mtime(), d))
+                    }
+                };
+                entries.insert(OsString::from(name), child);
+            }
+            if let Some(x) = dir_mut(nodes, ino) {
+                x.listed = entries;
+            }
+        }
+        listed.skipped
+    }
+
     /// Installs a directory's new listed entries; what the old listing had and the new one
     /// does not is freed, or orphaned while the kernel still holds it.
     fn finish_listing(
@@ -948,13 +1221,18 @@ enum Listing {
     Files(Listed<FileInfo>),
     Entities(EntityKind, Listed<EntityItem>),
     Outputs(Listed<EntityItem>),
+    Properties(Listed<PropertyItem>),
+    FilesMetadata(Listed<EntityItem>),
+    Token(Value),
 }
 
 impl Listing {
     fn len(&self) -> usize {
         match self {
             Listing::Files(l) => l.items.len(),
-            Listing::Entities(_, l) | Listing::Outputs(l) => l.items.len(),
+            Listing::Entities(_, l) | Listing::Outputs(l) | Listing::FilesMetadata(l) => l.items.len(),
+            Listing::Properties(l) => l.items.len(),
+            Listing::Token(_) => 1,
         }
     }
 }
@@ -1034,11 +1312,112 @@ fn render(nodes: &HashMap<Ino, Node>, n: &Node) -> Option<Arc<[u8]>> {
                 Meta::Href => format!("{}\n", e.href),
                 Meta::Json => pretty(&e.raw),
                 Meta::SampleProperties => sample_properties(&e.raw),
+                Meta::Curl => curl(e),
+                Meta::Status => field_line(&e.raw, &["Status", "ExecutionStatus", "UploadStatus"], &[]),
+                Meta::DatasetTypeId => field_line(&e.raw, &["DatasetType"], &["Id"]),
+                Meta::DefaultProject => field_line(&e.raw, &["DefaultProject"], &["Name"]),
+                Meta::Attributes => attributes(&e.raw),
             }
         }
         _ => return None,
     };
     Some(Arc::from(text.into_bytes()))
+}
+
+/// An id as BaseSpace sends it: a string, or a number.
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// A scalar as text (a string without its quotes).
+fn scalar_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+/// Lines of text, each ended by a newline.
+fn lines(items: &[String]) -> Arc<[u8]> {
+    let mut out = String::new();
+    for l in items {
+        out.push_str(l);
+        if !l.ends_with('\n') {
+            out.push('\n');
+        }
+    }
+    Arc::from(out.into_bytes())
+}
+
+/// The items of an array property: v1pre3 puts them in `Items`, v2 in `<Kind>Items`
+/// (`SampleLibraryItems`, `RunItems`, …).
+fn property_items(raw: &Value) -> Vec<Value> {
+    let Some(m) = raw.as_object() else { return Vec::new() };
+    if let Some(Value::Array(a)) = m.get("Items") {
+        return a.clone();
+    }
+    m.iter()
+        .find(|(k, v)| k.ends_with("Items") && v.is_array())
+        .and_then(|(_, v)| v.as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// `.curl`: the request that fills the directory, against the configured server (never a
+/// host a response named), with `$BASESPACE_ACCESS_TOKEN` where the token goes.
+fn curl(e: &EntityData) -> String {
+    let path = match e.href.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
+        None => e.href.as_str(),
+    };
+    let url = format!("{}/{}", e.server, path.trim_start_matches('/'));
+    format!(
+        "curl -s -H \"x-access-token: $BASESPACE_ACCESS_TOKEN\" '{}'\n",
+        url.replace('\'', "%27")
+    )
+}
+
+/// The first of `keys` the entity's JSON has, then `inner` fields below it, as one line.
+fn field_line(raw: &str, keys: &[&str], inner: &[&str]) -> String {
+    let v: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+    let mut x = keys.iter().find_map(|k| v.get(*k)).unwrap_or(&Value::Null);
+    for k in inner {
+        x = x.get(*k).unwrap_or(&Value::Null);
+    }
+    match x {
+        Value::Null => String::new(),
+        other => scalar_text(other) + "\n",
+    }
+}
+
+/// A dataset's `Attributes` as `key: value` lines, nested keys joined by `.`
+/// (`common_fastq.TotalReadsPF: 1688304`).
+fn attributes(raw: &str) -> String {
+    fn walk(prefix: &str, v: &Value, out: &mut String) {
+        match v {
+            Value::Object(m) => {
+                for (k, x) in m {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, x, out);
+                }
+            }
+            other => out.push_str(&format!("{prefix}: {}\n", scalar_text(other))),
+        }
+    }
+    let v: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+    let mut out = String::new();
+    if let Some(a) = v.get("Attributes") {
+        walk("", a, &mut out);
+    }
+    out
 }
 
 fn pretty(raw: &str) -> String {
