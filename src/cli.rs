@@ -48,6 +48,28 @@ pub enum Cmd {
         #[arg(long, value_name = "URL|REGION")]
         api_server: Option<String>,
     },
+    /// Mark an appresult (or appsession) you uploaded into complete: BaseMount's
+    /// `mark-as-complete`. Its files become final; the appsession is `Complete`.
+    Complete {
+        /// The appresult's (or appsession's) directory in a bsmount mount.
+        path: PathBuf,
+        #[arg(short = 'c', long = "config", value_name = "NAME")]
+        config: Option<String>,
+    },
+    /// Move a project, appresult, sample, run or dataset to BaseSpace's trash (BaseMount's
+    /// `move-to-trash`); `.Trash/` lists it and `bsmount restore` brings it back.
+    Trash {
+        /// Its directory in a bsmount mount.
+        path: PathBuf,
+        #[arg(short = 'c', long = "config", value_name = "NAME")]
+        config: Option<String>,
+    },
+    /// Restore a trash item: `bsmount restore MOUNT/.Trash/<item>`.
+    Restore {
+        path: PathBuf,
+        #[arg(short = 'c', long = "config", value_name = "NAME")]
+        config: Option<String>,
+    },
     /// Re-read directories from BaseSpace: PATH and everything below it.
     Refresh {
         #[arg(required = true)]
@@ -121,6 +143,14 @@ pub struct MountArgs {
     /// asks for the listed version, so versions never mix.
     #[arg(long)]
     pub no_verify: bool,
+    /// Upload: `mkdir` makes projects and appresults, `cp` into an appresult's `Files/`
+    /// uploads (needs a token with the CREATE GLOBAL scope).
+    #[arg(long)]
+    pub write: bool,
+    /// With --write: `rmdir` of a project, appresult, sample or run moves it to the trash
+    /// (needs MOVETOTRASH GLOBAL). Nothing is ever purged.
+    #[arg(long, requires = "write")]
+    pub allow_delete: bool,
     /// Hide the API v2 views (`BioSamples/`, `Projects/<p>/Datasets/`): the v1 tree only.
     #[arg(long)]
     pub no_v2: bool,
@@ -163,6 +193,10 @@ pub struct EmulatorArgs {
     /// Lifetime of presigned content URLs in seconds (BaseSpace: 7 days).
     #[arg(long, default_value_t = 7 * 24 * 3600)]
     pub url_ttl: u64,
+    /// Scopes of the token, comma-separated (default: those of a `bs auth` token:
+    /// READ, CREATE, BROWSE, MOVETOTRASH, WRITE GLOBAL). Writes need CREATE GLOBAL.
+    #[arg(long, value_delimiter = ',')]
+    pub scopes: Vec<String>,
     /// Delay before the first byte of every response.
     #[arg(long, default_value_t = 0)]
     pub latency_ms: u64,
@@ -220,6 +254,9 @@ pub fn run(cli: Cli) -> i32 {
         Cmd::Auth(a) => report(cmd_auth(&a)),
         Cmd::Whoami { config, api_server } => report(cmd_whoami(config.as_deref(), api_server.as_deref())),
         Cmd::Refresh { paths } => report(cmd_refresh(&paths)),
+        Cmd::Complete { path, config } => report(cmd_change(Change::Complete, &path, config.as_deref())),
+        Cmd::Trash { path, config } => report(cmd_change(Change::Trash, &path, config.as_deref())),
+        Cmd::Restore { path, config } => report(cmd_change(Change::Restore, &path, config.as_deref())),
         Cmd::Status { mountpoint, json } => report(cmd_status(mountpoint.as_deref(), json)),
         Cmd::Completions { shell } => {
             clap_complete::generate(
@@ -303,6 +340,137 @@ fn cmd_whoami(config: Option<&str>, server: Option<&str>) -> Result<(), String> 
     if let Some(scopes) = token.as_ref().and_then(|t| t.get("Scopes")).and_then(|s| s.as_array()) {
         let list: Vec<&str> = scopes.iter().filter_map(|s| s.as_str()).collect();
         println!("Scopes          {}", list.join(", "));
+    }
+    Ok(())
+}
+
+/// What `bsmount complete|trash|restore` do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    Complete,
+    Trash,
+    Restore,
+}
+
+/// A directory's hidden metadata file, trimmed.
+fn hidden(path: &Path, name: &str) -> Result<String, String> {
+    std::fs::read_to_string(path.join(name))
+        .map(|s| s.trim().to_string())
+        .map_err(|e| {
+            format!(
+                "{} is not an entity directory of a bsmount mount ({name}: {e})",
+                path.display()
+            )
+        })
+}
+
+/// `complete`, `trash`, `restore`: the entity comes from the directory's `.type` and `.id`
+/// (what the mount shows), the change goes to BaseSpace directly, then the mount re-reads
+/// the directory above so it shows the change at once.
+fn cmd_change(what: Change, path: &Path, config: Option<&str>) -> Result<(), String> {
+    use crate::api::write as call;
+    let (kind, id) = (hidden(path, ".type")?, hidden(path, ".id")?);
+    let creds = load_credentials(config, None).map_err(|e| e.to_string())?;
+    let client = HttpClient::new(creds, RetryPolicy::default()).map_err(|e| e.to_string())?;
+    let rt = runtime();
+    let v1_session = |kind: &str| -> Result<String, String> {
+        let v = rt
+            .block_on(client.get_response(&format!("v1pre3/{kind}/{}", crate::api::segment(&id))))
+            .map_err(|e| e.to_string())?;
+        v.pointer("/AppSession/Id")
+            .and_then(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .or_else(|| x.as_u64().map(|n| n.to_string()))
+            })
+            .ok_or_else(|| format!("{} names no appsession", path.display()))
+    };
+    let send = |c: call::Call| rt.block_on(client.send_call(c)).map_err(|e| e.to_string());
+    let done = match (what, kind.as_str()) {
+        (Change::Complete, "appresults") => {
+            let session = v1_session("appresults")?;
+            send(call::set_appsession_status(
+                &session,
+                "Complete",
+                "Marked complete with bsmount",
+            ))?;
+            format!("{} is complete", path.display())
+        }
+        (Change::Complete, "appsessions") => {
+            send(call::set_appsession_status(
+                &id,
+                "Complete",
+                "Marked complete with bsmount",
+            ))?;
+            format!("{} is complete", path.display())
+        }
+        (Change::Complete, other) => {
+            return Err(format!(
+                "{} is {other}: only appresults and appsessions are completed",
+                path.display()
+            ))
+        }
+        (Change::Trash, "projects" | "runs" | "datasets") => {
+            send(call::move_to_trash(&kind, &id))?;
+            format!("{} moved to the trash", path.display())
+        }
+        (Change::Trash, k @ ("appresults" | "samples")) => {
+            // v1 appresults and samples are trashed as the v2 datasets they are.
+            let session = v1_session(k)?;
+            let v1 = format!("{}.{id}", k.trim_end_matches('s'));
+            let listed = rt
+                .block_on(
+                    client.list_typed::<crate::api::EntityItem>(&crate::api::ListKind::AppSessionOutputs(session)),
+                )
+                .map_err(|e| e.to_string())?;
+            let ds = listed
+                .items
+                .into_iter()
+                .find(|i| i.entity.v1pre3_id.as_deref() == Some(v1.as_str()))
+                .map(|i| i.entity.id)
+                .ok_or_else(|| format!("BaseSpace lists no dataset for {v1}"))?;
+            send(call::move_to_trash("datasets", &ds))?;
+            format!("{} moved to the trash", path.display())
+        }
+        (Change::Trash, other) => {
+            return Err(format!(
+                "{} is {other}: it cannot be moved to the trash",
+                path.display()
+            ))
+        }
+        (Change::Restore, "trash") => {
+            send(call::restore_from_trash(&id))?;
+            format!(
+                "{} restored (refresh its parent directory if it does not show yet)",
+                path.display()
+            )
+        }
+        (Change::Restore, other) => return Err(format!("{} is {other}, not a .Trash/ item", path.display())),
+    };
+    // The mount shows the change: the list the entity is in, and the trash.
+    let parent = path.parent().unwrap_or(path);
+    let _ = refresh_quietly(parent);
+    if let Some(root) = mount_root(path) {
+        let _ = refresh_quietly(&root.join(".Trash"));
+    }
+    println!("{done}");
+    Ok(())
+}
+
+/// The mount point above `path` (the directory with a `.bsmount/`).
+fn mount_root(path: &Path) -> Option<PathBuf> {
+    path.ancestors()
+        .find(|p| p.join(".bsmount/stats").exists())
+        .map(Path::to_path_buf)
+}
+
+fn refresh_quietly(p: &Path) -> Result<(), String> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(p).map_err(|e| e.to_string())?;
+    // SAFETY: a valid open descriptor and an ioctl that carries no data.
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), crate::fs::REFRESH_IOCTL as _) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error().to_string());
     }
     Ok(())
 }
@@ -555,6 +723,10 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
             return Err(e);
         }
     };
+    if let Err(e) = check_scopes(&rt, &api, a) {
+        report(Err(e.clone()));
+        return Err(e);
+    }
     let opts = MountOptions {
         mountpoint: mp,
         cache_bytes: a.cache_size,
@@ -564,11 +736,54 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
         allow_other: a.allow_other,
         verify: !a.no_verify,
         v2: !a.no_v2,
+        write: a.write,
+        allow_delete: a.allow_delete,
     };
     let server = api.api_server().to_string();
     let r = mount::run_session(&rt, Arc::new(api), &server, &user, &opts, report);
     rt.shutdown_timeout(Duration::from_secs(1));
     r
+}
+
+/// `--write` needs a token that may create (`CREATE GLOBAL`), `--allow-delete` one that
+/// may trash (`MOVETOTRASH GLOBAL`): refused before mounting, with the fix.
+fn check_scopes(rt: &tokio::runtime::Runtime, api: &HttpClient, a: &MountArgs) -> Result<(), String> {
+    let needed: Vec<&str> = [(a.write, "CREATE GLOBAL"), (a.allow_delete, "MOVETOTRASH GLOBAL")]
+        .into_iter()
+        .filter_map(|(on, s)| on.then_some(s))
+        .collect();
+    if needed.is_empty() {
+        return Ok(());
+    }
+    let info = rt
+        .block_on(api.token_info())
+        .map_err(|e| format!("cannot read the token's scopes for --write: {e}"))?;
+    let has: Vec<String> = info
+        .get("Scopes")
+        .and_then(|s| s.as_array())
+        .map(|a| {
+            a.iter()
+                .filter_map(|x| x.as_str())
+                .map(str::to_ascii_uppercase)
+                .collect()
+        })
+        .unwrap_or_default();
+    let missing: Vec<&str> = needed.into_iter().filter(|n| !has.iter().any(|h| h == n)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "the token lacks the {} scope{} that {} need{}; get a new token with: bsmount auth --force{}",
+        missing.join(" and "),
+        if missing.len() > 1 { "s" } else { "" },
+        if a.allow_delete {
+            "--write --allow-delete"
+        } else {
+            "--write"
+        },
+        if a.allow_delete { "" } else { "s" },
+        a.config.as_deref().map(|c| format!(" -c {c}")).unwrap_or_default()
+    ))
 }
 
 /// Builds the client and checks the token with `users/current` (fails fast).
@@ -721,6 +936,8 @@ fn cmd_demo(mountpoint: &Path) -> i32 {
         allow_other: false,
         verify: true,
         v2: true,
+        write: false,
+        allow_delete: false,
     };
     let m = mp.display().to_string();
     let ar = format!(
@@ -809,6 +1026,7 @@ fn cmd_emulator(a: EmulatorArgs) -> i32 {
         rescan,
         listen: a.listen,
         token: a.token.clone(),
+        scopes: (!a.scopes.is_empty()).then(|| a.scopes.iter().map(|s| s.trim().to_string()).collect()),
         url_ttl: Duration::from_secs(a.url_ttl),
         net: NetProfile {
             latency: Duration::from_millis(a.latency_ms),
@@ -899,12 +1117,20 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                     out.push("--no-v2".into());
                     continue;
                 }
+                "write" => {
+                    out.push("--write".into());
+                    continue;
+                }
+                "allow_delete" => {
+                    out.push("--allow-delete".into());
+                    continue;
+                }
                 // Generic mount options mount(8) and mount.fuse3 pass along: nothing to do.
                 "rw" | "ro" | "dev" | "nodev" | "suid" | "nosuid" | "exec" | "noexec" | "auto" | "noauto" | "user" | "nouser"
                 | "users" | "defaults" | "nofail" | "_netdev" | "async" | "sync" | "atime" | "noatime" | "relatime"
                 | "x-systemd.automount" => continue,
                 k if k.starts_with("x-") || k.starts_with("comment=") => continue,
-                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, shared_cache_dir, shared_cache_dir_size, metadata_ttl, io_timeout, allow_other, no_verify, no_v2, log_file, log_level)")),
+                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, shared_cache_dir, shared_cache_dir_size, metadata_ttl, io_timeout, allow_other, no_verify, no_v2, write, allow_delete, log_file, log_level)")),
             };
             let v = v.ok_or_else(|| format!("mount option {k} needs a value ({k}=...)"))?;
             out.extend([flag.into(), v.into()]);

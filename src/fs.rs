@@ -34,10 +34,11 @@ impl BsFs {
     pub fn new(core: Arc<FsCore>, rt: RtHandle) -> Self {
         // SAFETY: getuid/getgid cannot fail.
         let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        let write = core.writes();
         BsFs {
             core,
             rt,
-            attrs: AttrMaker { uid, gid },
+            attrs: AttrMaker { uid, gid, write },
         }
     }
 }
@@ -213,8 +214,148 @@ impl Filesystem for BsFs {
         reply.ok();
     }
 
-    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
-        reply.ok();
+    /// `close()`: an upload is completed here, so `close` reports whether it made it.
+    fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        let (core, pid) = (self.core.clone(), req.pid());
+        let span = tracing::debug_span!("flush", ino = ino.0, fh = fh.0);
+        self.rt.spawn(
+            async move {
+                match core.flush(fh.0, pid).await {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(fail("flush", e)),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: fuser::ReplyCreate,
+    ) {
+        let (core, attrs, name) = (self.core.clone(), self.attrs, name.to_os_string());
+        let span = tracing::debug_span!("create", parent = parent.0, ?name);
+        self.rt.spawn(
+            async move {
+                match core.create(parent.0, &name).await {
+                    Ok((a, o)) => reply.created(
+                        &KERNEL_TTL,
+                        &attrs.make(&a),
+                        Generation(0),
+                        FileHandle(o.fh),
+                        fopen(o.cache),
+                    ),
+                    Err(e) => reply.error(fail("create", e)),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: fuser::WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: fuser::ReplyWrite,
+    ) {
+        let (core, data) = (self.core.clone(), data.to_vec());
+        let span = tracing::debug_span!("write", ino = ino.0, fh = fh.0, offset, size = data.len());
+        self.rt.spawn(
+            async move {
+                match core.write(fh.0, offset, &data).await {
+                    Ok(n) => reply.written(n),
+                    Err(e) => reply.error(fail("write", e)),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {
+        let (core, attrs, name) = (self.core.clone(), self.attrs, name.to_os_string());
+        let span = tracing::debug_span!("mkdir", parent = parent.0, ?name);
+        self.rt.spawn(
+            async move {
+                match core.mkdir(parent.0, &name).await {
+                    Ok(a) => reply.entry(&KERNEL_TTL, &attrs.make(&a), Generation(0)),
+                    Err(e) => reply.error(fail("mkdir", e)),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    fn rmdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let (core, name) = (self.core.clone(), name.to_os_string());
+        let span = tracing::debug_span!("rmdir", parent = parent.0, ?name);
+        self.rt.spawn(
+            async move {
+                match core.rmdir(parent.0, &name).await {
+                    Ok(()) => reply.ok(),
+                    Err(e) => reply.error(fail("rmdir", e)),
+                }
+            }
+            .instrument(span),
+        );
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        match self.core.unlink(parent.0, name) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("unlink", e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        _parent: INodeNo,
+        _name: &OsStr,
+        _newparent: INodeNo,
+        _newname: &OsStr,
+        _flags: fuser::RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        match self.core.rename() {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(fail("rename", e)),
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<std::time::SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<std::time::SystemTime>,
+        _chgtime: Option<std::time::SystemTime>,
+        _bkuptime: Option<std::time::SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        match self.core.setattr(ino.0, size) {
+            Ok(a) => reply.attr(&KERNEL_TTL, &self.attrs.make(&a)),
+            Err(e) => reply.error(fail("setattr", e)),
+        }
     }
 
     fn ioctl(
@@ -265,11 +406,14 @@ impl Filesystem for BsFs {
 struct AttrMaker {
     uid: u32,
     gid: u32,
+    /// `--write`: directories are writable (each operation decides what it takes).
+    write: bool,
 }
 
 impl AttrMaker {
     fn make(&self, a: &Attr) -> FileAttr {
         let (kind, perm) = match a.kind {
+            Kind::Dir if self.write => (FileType::Directory, 0o755),
             Kind::Dir => (FileType::Directory, 0o555),
             Kind::File => (FileType::RegularFile, 0o444),
             Kind::Symlink => (FileType::Symlink, 0o777),

@@ -21,3 +21,4 @@ pub mod read;
 pub mod stats;
 pub mod tree;
 pub mod units;
+pub mod write;

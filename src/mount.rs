@@ -29,6 +29,10 @@ pub struct MountOptions {
     pub verify: bool,
     /// Show the API v2 views.
     pub v2: bool,
+    /// `--write`: uploads and creates.
+    pub write: bool,
+    /// `--allow-delete`: `rmdir` moves to the trash.
+    pub allow_delete: bool,
 }
 
 /// The mounts listed in /proc/self/mountinfo: (mount point, fs type, source).
@@ -164,11 +168,20 @@ pub fn run_session(
         },
     );
     let mp = opts.mountpoint.display().to_string();
-    let stats = Arc::new(MountStats::new(server, &mp, api, reader.clone(), tree.clone()));
-    let fs = BsFs::new(FsCore::new(tree, reader, stats), rt.handle().clone());
+    let stats = Arc::new(MountStats::new(server, &mp, api.clone(), reader.clone(), tree.clone()));
+    let write = opts.write.then(|| crate::core::WriteMode {
+        api: api.clone(),
+        uploader: crate::write::Uploader::new(api.clone()),
+        allow_delete: opts.allow_delete,
+    });
+    let fs = BsFs::new(FsCore::with_write(tree, reader, stats, write), rt.handle().clone());
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
-        fuser::MountOption::RO,
+        if opts.write {
+            fuser::MountOption::RW
+        } else {
+            fuser::MountOption::RO
+        },
         fuser::MountOption::FSName("bsmount".into()),
         fuser::MountOption::Subtype("bsmount".into()),
         fuser::MountOption::NoAtime,

@@ -14,7 +14,9 @@ use super::redact_url;
 pub const DEFAULT_CLIENT_ID: &str = "bsmount";
 
 /// Scopes a read-only mount needs.
-pub const DEFAULT_SCOPES: &str = "BROWSE GLOBAL, READ GLOBAL";
+/// What BaseMount asks for since v0.14: browse and read, and create (`--write`) and move to
+/// the trash (`--allow-delete`); nothing is written unless a mount asks with those flags.
+pub const DEFAULT_SCOPES: &str = "BROWSE GLOBAL, READ GLOBAL, CREATE GLOBAL, MOVETOTRASH GLOBAL";
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {

@@ -269,6 +269,74 @@ impl HttpClient {
         .await
     }
 
+    /// Makes a call that changes BaseSpace, under the retry policy (every write BaseSpace
+    /// takes is safe to repeat: a project is found by name, parts are numbered, completion
+    /// and status are idempotent). The answer's v1pre3 `Response`, or the v2 body.
+    pub async fn send_call(&self, call: super::write::Call) -> Result<Value, ApiError> {
+        use super::write::Verb;
+        let url = self.url(&call.path);
+        let shown = redact_url(&url);
+        let md5 = call.md5.then(|| {
+            use base64::Engine;
+            use md5::Digest;
+            base64::engine::general_purpose::STANDARD.encode(md5::Md5::digest(&call.body))
+        });
+        let (http, token, stats) = (self.http.clone(), self.creds.token.clone(), self.stats.clone());
+        let body = self
+            .retrying(&shown, move || {
+                let (http, url, token, stats, call, md5) = (
+                    http.clone(),
+                    url.clone(),
+                    token.clone(),
+                    stats.clone(),
+                    call.clone(),
+                    md5.clone(),
+                );
+                async move {
+                    stats.api_requests.fetch_add(1, Ordering::Relaxed);
+                    let shown = redact_url(&url);
+                    let mut req = match call.verb {
+                        Verb::Post => http.post(&url),
+                        Verb::Put => http.put(&url),
+                        Verb::Delete => http.delete(&url),
+                    }
+                    .header("x-access-token", token.expose())
+                    .header(
+                        reqwest::header::CONTENT_TYPE,
+                        if call.json {
+                            "application/json"
+                        } else {
+                            "application/octet-stream"
+                        },
+                    );
+                    if let Some(m) = md5 {
+                        req = req.header("Content-MD5", m);
+                    }
+                    let resp = req.body(call.body).send().await.map_err(|e| transport(&shown, &e))?;
+                    let status = resp.status();
+                    let retry_after = retry_after(resp.headers());
+                    if status.is_success() {
+                        return read_body(resp, MAX_JSON_BODY, &shown, true).await;
+                    }
+                    let body = read_body(resp, MAX_ERROR_BODY, &shown, false).await?;
+                    Err(Attempt {
+                        error: status_error(status, &body),
+                        retry_after,
+                    })
+                }
+                .boxed()
+            })
+            .await?;
+        let mut v: Value = serde_json::from_slice(&body).map_err(|e| ApiError::Malformed {
+            target: shown.clone(),
+            message: format!("invalid JSON: {e}"),
+        })?;
+        Ok(match v.get_mut("Response").map(Value::take) {
+            Some(r) => r,
+            None => v,
+        })
+    }
+
     /// `projects/{id}` (also samples, appresults, runs, appsessions: `kind` is the plural
     /// path segment), typed view and raw JSON.
     pub async fn entity(&self, kind: &str, id: &str) -> Result<(super::Entity, Value), ApiError> {
@@ -574,6 +642,10 @@ impl BaseSpaceApi for HttpClient {
             Ok(v)
         }
         .boxed()
+    }
+
+    fn send(&self, call: super::write::Call) -> BoxFuture<'_, Result<Value, ApiError>> {
+        async move { self.send_call(call).await }.boxed()
     }
 
     fn content_meta(&self, file_id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>> {

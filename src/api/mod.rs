@@ -11,6 +11,7 @@ pub mod error;
 pub mod fake;
 pub mod faulty;
 pub mod model;
+pub mod write;
 
 use futures::future::BoxFuture;
 use serde_json::Value;
@@ -71,6 +72,8 @@ pub enum ListKind {
     FilesMetadata(Box<ListKind>),
     /// `oauthv2/token/current`: what the token may do and until when (`.AccessToken/`).
     AccessToken,
+    /// v2 `trash`: what was moved to the trash (`.Trash/`).
+    Trash,
 }
 
 impl ListKind {
@@ -137,6 +140,7 @@ impl ListKind {
             }
             ListKind::FilesMetadata(inner) => inner.request(),
             ListKind::AccessToken => ("v1pre3/oauthv2/token/current".into(), String::new(), false, L),
+            ListKind::Trash => ("v2/trash".into(), String::new(), true, L),
         }
     }
 
@@ -210,6 +214,17 @@ pub trait BaseSpaceApi: Send + Sync + 'static {
         etag: Option<&str>,
         pieces: Pieces,
     ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, ApiError>>;
+    /// Makes a call that changes BaseSpace ([`write`]); the answer's `Response` (v1pre3)
+    /// or body (v2).
+    fn send(&self, call: write::Call) -> BoxFuture<'_, Result<Value, ApiError>> {
+        Box::pin(async move {
+            Err(ApiError::Status {
+                status: 405,
+                code: None,
+                message: format!("{} is not supported here", call.path),
+            })
+        })
+    }
     /// Request counters, for `bsmount status` (name, value).
     fn counters(&self) -> Vec<(&'static str, u64)> {
         Vec::new()

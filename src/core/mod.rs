@@ -4,6 +4,7 @@
 //! read, release, forget and every errno are checked without `/dev/fuse`.
 
 pub mod error;
+mod write;
 
 use std::collections::HashMap;
 use std::ffi::{OsStr, OsString};
@@ -15,6 +16,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 pub use error::FsError;
+pub use write::WriteMode;
 
 use crate::read::{Handle, Reader};
 use crate::stats::MountStats;
@@ -53,6 +55,13 @@ enum Open {
     /// 100,000-entry directory in page-sized pieces stays linear, and entries keep stable
     /// offsets while it is read.
     Dir(DirSnapshot),
+    /// A file being uploaded into `parent` as `name`.
+    Upload {
+        upload: Arc<crate::write::Upload>,
+        parent: Ino,
+        name: OsString,
+        ino: Ino,
+    },
 }
 
 pub struct FsCore {
@@ -61,6 +70,8 @@ pub struct FsCore {
     stats: Arc<MountStats>,
     handles: Mutex<HashMap<u64, Open>>,
     next_fh: AtomicU64,
+    /// `--write`: uploads, creates, the trash.
+    write: Option<WriteMode>,
 }
 
 fn bad_handle() -> FsError {
@@ -69,12 +80,23 @@ fn bad_handle() -> FsError {
 
 impl FsCore {
     pub fn new(tree: Arc<Tree>, reader: Arc<Reader>, stats: Arc<MountStats>) -> Arc<FsCore> {
+        Self::with_write(tree, reader, stats, None)
+    }
+
+    /// A core that also writes (`--write`).
+    pub fn with_write(
+        tree: Arc<Tree>,
+        reader: Arc<Reader>,
+        stats: Arc<MountStats>,
+        write: Option<WriteMode>,
+    ) -> Arc<FsCore> {
         Arc::new(FsCore {
             tree,
             reader,
             stats,
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            write,
         })
     }
 
@@ -111,10 +133,17 @@ impl FsCore {
         Ok(self.tree.readlink(ino)?)
     }
 
-    /// Opens a file for reading; anything else is refused (the mount is read-only).
+    /// Opens a file for reading. Writing is refused: read-only mounts say EROFS; with
+    /// `--write` an existing file is BaseSpace's and cannot be overwritten (EPERM); new
+    /// files come through [`FsCore::create`].
     pub fn open(&self, ino: Ino, write: bool) -> Result<Opened, FsError> {
         if write {
-            return Err(FsError::quiet(libc::EROFS, "read-only filesystem"));
+            self.writable()?;
+            return Err(FsError::new(
+                libc::EPERM,
+                tracing::Level::WARN,
+                "BaseSpace files cannot be overwritten or appended to",
+            ));
         }
         let (open, cache) = match self.tree.content(ino)? {
             FileContent::Static(b) => (Open::Static(b), CacheMode::Keep),
@@ -149,6 +178,7 @@ impl FsCore {
             }
             Some(Open::Remote(h)) => h.clone(),
             Some(Open::Dir(_)) => return Err(FsError::quiet(libc::EISDIR, "is a directory")),
+            Some(Open::Upload { .. }) => return Err(FsError::quiet(libc::EBADF, "open for writing only")),
             None => return Err(bad_handle()),
         };
         self.stats.reads_in_flight.fetch_add(1, Ordering::Relaxed);
@@ -160,7 +190,16 @@ impl FsCore {
     }
 
     pub fn release(&self, fh: u64) {
-        self.handles.lock().remove(&fh);
+        let gone = self.handles.lock().remove(&fh);
+        if let Some(Open::Upload {
+            upload, parent, name, ..
+        }) = gone
+        {
+            if !upload.is_finished() {
+                tracing::warn!(?name, "an upload was closed without a flush: nothing was published");
+                self.drop_upload(upload, parent, name);
+            }
+        }
     }
 
     /// Lists a directory (from the API if its listing is stale) into a snapshot.
@@ -197,11 +236,15 @@ impl FsCore {
         Ok(dir)
     }
 
-    /// `access(2)`: everything exists is readable; nothing is writable.
+    /// `access(2)`: everything that exists is readable; with `--write` directories are
+    /// writable (each operation then decides), files never (BaseSpace files are final).
     pub fn access(&self, ino: Ino, write: bool) -> Result<(), FsError> {
-        self.tree.getattr(ino)?;
+        let a = self.tree.getattr(ino)?;
         if write {
-            return Err(FsError::quiet(libc::EROFS, "read-only filesystem"));
+            self.writable()?;
+            if a.kind != Kind::Dir && !self.tree.is_pending(ino) {
+                return Err(FsError::quiet(libc::EPERM, "BaseSpace files cannot be changed"));
+            }
         }
         Ok(())
     }

@@ -85,6 +85,10 @@ pub struct Container {
     /// What it was made from, as BaseSpace's `Input.*` properties say: a sample's run
     /// (`Input.Runs`), an appresult's samples (`Input.Samples`). Set by [`AccountBuilder::build`].
     pub inputs: Vec<ContainerRef>,
+    /// `Complete`, or `Running` while an appresult made through the API takes uploads.
+    pub status: &'static str,
+    /// In the trash (on its own or with its project): no list shows it.
+    pub trashed: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -111,10 +115,29 @@ pub struct AppSession {
     pub outputs: Vec<ContainerRef>,
     /// Its log files (`v2/appsessions/{id}/logfiles`).
     pub logs: Vec<u64>,
+    /// `Complete`, or `Running` while its appresults take uploads.
+    pub status: &'static str,
 }
 
-/// The whole account.
-#[derive(Debug, Default)]
+/// What moved to the trash, and what restoring it puts back.
+#[derive(Debug, Clone)]
+pub struct TrashItem {
+    pub id: u64,
+    pub name: String,
+    pub deleted: SystemTime,
+    pub what: Trashed,
+}
+
+#[derive(Debug, Clone)]
+pub enum Trashed {
+    /// A project, whole (its containers are marked trashed too).
+    Project(Project),
+    /// A sample, appresult, dataset or run, with the project list it was in.
+    Container(ContainerRef),
+}
+
+/// The whole account. Cloned (cheaply: files are shared) when the API changes it.
+#[derive(Debug, Default, Clone)]
 pub struct Account {
     pub user_id: u64,
     pub user_name: String,
@@ -123,6 +146,7 @@ pub struct Account {
     pub runs: Vec<u64>,
     pub appsessions: HashMap<u64, AppSession>,
     pub files: HashMap<u64, Arc<FileEntry>>,
+    pub trash: Vec<TrashItem>,
 }
 
 /// Id ranges per entity type, shaped like real BaseSpace ids.
@@ -228,6 +252,7 @@ impl AccountBuilder {
                 created,
                 outputs: vec![],
                 logs: vec![],
+                status: "Complete",
             },
         );
         if let Some(p) = self.acct.projects.iter_mut().find(|p| p.id == project) {
@@ -263,6 +288,8 @@ impl AccountBuilder {
                 created,
                 files: vec![],
                 inputs: vec![],
+                status: "Complete",
+                trashed: false,
             },
         );
         if let Some(pid) = project {
@@ -494,7 +521,7 @@ pub fn splitmix64(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-fn content_type(path: &str) -> &'static str {
+pub(crate) fn content_type(path: &str) -> &'static str {
     let p = path.to_ascii_lowercase();
     if p.ends_with(".gz") || p.ends_with(".bgz") {
         "application/x-gzip"
@@ -646,8 +673,9 @@ impl Account {
         self.projects.iter().find(|p| p.id == id)
     }
 
+    /// A container, unless it is in the trash.
     pub fn container(&self, kind: ContainerKind, id: u64) -> Option<&Container> {
-        self.containers.get(&ContainerRef { kind, id })
+        self.containers.get(&ContainerRef { kind, id }).filter(|c| !c.trashed)
     }
 
     /// md5 of a file's bytes (cached after the first call).

@@ -108,9 +108,9 @@ pub fn appsession_v1(a: &Account, s: &AppSession) -> Value {
         "Href": format!("v1pre3/appsessions/{}", s.id),
         "Application": application(&s.application),
         "UserCreatedBy": owner(a),
-        "Status": "Complete",
+        "Status": s.status,
         "QcStatus": "Undefined",
-        "StatusSummary": "Application completed successfully",
+        "StatusSummary": summary(s.status),
         "DateCreated": d(s.created),
         "ModifiedOn": d(s.created),
         "DateCompleted": d(s.created),
@@ -133,9 +133,9 @@ pub fn appsession_v2(a: &Account, s: &AppSession, base: &str) -> Value {
         "Href": format!("{base}/v2/appsessions/{}", s.id),
         "Application": application(&s.application),
         "UserCreatedBy": owner(a),
-        "ExecutionStatus": "Complete",
+        "ExecutionStatus": s.status,
         "QcStatus": "Undefined",
-        "StatusSummary": "Application completed successfully",
+        "StatusSummary": summary(s.status),
         "Purpose": "Analysis",
         "DateCreated": d(s.created),
         "DateModified": d(s.created),
@@ -284,8 +284,8 @@ pub fn appresult(a: &Account, c: &Container, full: bool) -> Value {
         "Href": href,
         "UserOwnedBy": owner(a),
         "Name": c.name,
-        "Status": "Complete",
-        "StatusSummary": "Application completed successfully",
+        "Status": c.status,
+        "StatusSummary": summary(c.status),
         "DateCreated": d(c.created),
         "TotalSize": container_size(a, c),
         "AppSession": session
@@ -608,4 +608,41 @@ fn attributes(a: &Account, c: &Container) -> Value {
         "TotalReadsPF": reads, "TotalReadsRaw": reads,
         "MaxLengthIndexRead1": 8, "MaxLengthIndexRead2": 8
     }})
+}
+
+/// What BaseSpace says of an appsession or appresult in this status.
+fn summary(status: &str) -> &'static str {
+    match status {
+        "Complete" => "Application completed successfully",
+        _ => "",
+    }
+}
+
+/// A trash item (`v2/trash`): `TrashItemType` says what it was, `DeleteType` what went.
+pub fn trash_item(a: &Account, t: &super::account::TrashItem, base: &str) -> Value {
+    use super::account::Trashed;
+    let (kind, size) = match &t.what {
+        Trashed::Project(p) => ("DeletedProject", project_size(a, p)),
+        Trashed::Container(r) => {
+            let size = a.containers.get(r).map_or(0, |c| container_size(a, c));
+            let kind = match r.kind {
+                ContainerKind::Sample => "DeletedSample",
+                ContainerKind::AppResult => "DeletedAppResult",
+                ContainerKind::Dataset => "DeletedDataset",
+                ContainerKind::Run => "DeletedRun",
+            };
+            (kind, size)
+        }
+    };
+    json!({
+        "Id": t.id.to_string(),
+        "Href": format!("{base}/v2/trash/{}", t.id),
+        "Name": t.name,
+        "TrashItemType": kind,
+        "DeleteType": "FILEDATA+METADATA",
+        "DateDeleted": d(t.deleted),
+        "DateCreated": d(t.deleted),
+        "Size": size,
+        "UserOwnedBy": owner(a)
+    })
 }

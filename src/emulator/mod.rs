@@ -15,6 +15,7 @@ pub(crate) mod json;
 mod oauth;
 pub mod server;
 pub mod source;
+mod write;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -42,6 +43,8 @@ pub struct EmulatorOptions {
     pub token: Option<String>,
     pub url_ttl: Duration,
     pub net: NetProfile,
+    /// The token's scopes; `None` = what a default `bs auth` token has.
+    pub scopes: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for EmulatorOptions {
@@ -61,6 +64,7 @@ impl Default for EmulatorOptions {
             token: None,
             url_ttl: DEFAULT_URL_TTL,
             net: NetProfile::default(),
+            scopes: None,
         }
     }
 }
@@ -103,6 +107,9 @@ pub async fn start(account: Account, opts: EmulatorOptions) -> std::io::Result<E
         faults::Faults::new(opts.net),
     );
     shared.rescan = opts.rescan;
+    if let Some(scopes) = opts.scopes {
+        shared.scopes = scopes;
+    }
     let shared = Arc::new(shared);
     let app = axum::Router::new().fallback(server::handle).with_state(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();

@@ -6,7 +6,7 @@
 
 use axum::http::{Method, StatusCode};
 use axum::response::Response;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use super::http::{json_response, Query};
 
@@ -19,10 +19,15 @@ pub struct DeviceFlow {
     devices: parking_lot::Mutex<std::collections::HashMap<String, (u32, String)>>,
 }
 
-/// Scopes granted to tokens (what `bs whoami` shows for a default token).
-pub fn scopes() -> Value {
-    json!(["BROWSE GLOBAL", "READ GLOBAL"])
-}
+/// Scopes of the emulator's token unless `--scopes` says otherwise: what `bs whoami` shows
+/// for a default `bs auth` token.
+pub const DEFAULT_SCOPES: &[&str] = &[
+    "READ GLOBAL",
+    "CREATE GLOBAL",
+    "BROWSE GLOBAL",
+    "MOVETOTRASH GLOBAL",
+    "WRITE GLOBAL",
+];
 
 fn oauth_error(code: &str, description: &str) -> Response {
     json_response(

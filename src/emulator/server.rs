@@ -35,6 +35,9 @@ const DEFAULT_LIMIT: u64 = 10;
 /// Largest page for lists (files: [`MAX_FILES_LIMIT`]).
 const MAX_LIMIT: u64 = 1024;
 const MAX_FILES_LIMIT: u64 = 1000;
+/// Largest request body taken (an upload part or a single-request file): S3's parts go to
+/// 5 GiB, BaseSpace's uploaders send tens of MiB.
+const MAX_WRITE_BODY: usize = 256 << 20;
 /// Body chunk when no bandwidth cap applies: big enough for GB/s on loopback.
 const FAST_CHUNK: usize = 1 << 20;
 /// Body chunk under a bandwidth cap: small enough for smooth pacing.
@@ -70,6 +73,11 @@ pub struct Shared {
     pub devices: super::oauth::DeviceFlow,
     /// `true` while an outage is emulated: requests hang until it ends.
     pub outage: tokio::sync::watch::Sender<bool>,
+    /// Scopes of the token (`oauthv2/token/current`); writes need `CREATE GLOBAL`, the
+    /// trash `MOVETOTRASH GLOBAL`.
+    pub scopes: Vec<String>,
+    /// Uploads in progress, new ids, one change at a time.
+    pub writes: super::write::Writes,
     secret: [u8; 32],
     browse: RwLock<Arc<BrowseIndex>>,
 }
@@ -114,6 +122,8 @@ impl Shared {
             outage: tokio::sync::watch::channel(false).0,
             rescan: None,
             devices: Default::default(),
+            scopes: super::oauth::DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect(),
+            writes: Default::default(),
             secret,
             browse,
         }
@@ -224,11 +234,17 @@ pub async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
         );
     }
     if method != Method::GET && method != Method::HEAD {
-        return error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            Some("BASESPACE.COMMON.METHOD_NOT_ALLOWED"),
-            "This emulator is read-only",
-        );
+        let body = match axum::body::to_bytes(req.into_body(), MAX_WRITE_BODY).await {
+            Ok(b) => b,
+            Err(_) => {
+                return error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    Some("BASESPACE.COMMON.TOO_LARGE"),
+                    "request body too large or cut short",
+                )
+            }
+        };
+        return super::write::handle(&s, &path, &query, &method, &headers, body);
     }
     let acct = s.account.read().clone();
     api(&s, &acct, &path, &query, &method, &headers)
@@ -287,7 +303,7 @@ pub fn ok(v: Value) -> Response {
 }
 
 /// The v1pre3 error envelope (as recorded for 403s).
-fn error(status: StatusCode, code: Option<&str>, message: &str) -> Response {
+pub(crate) fn error(status: StatusCode, code: Option<&str>, message: &str) -> Response {
     let mut rs = json!({"Message": message});
     if let Some(c) = code {
         rs["ErrorCode"] = json!(c);
@@ -309,7 +325,7 @@ fn unrecognized() -> Response {
 }
 
 /// What BaseSpace answers for an id that does not exist or is not yours (recorded: 403).
-fn no_access(kind: &str) -> Response {
+pub(crate) fn no_access(kind: &str) -> Response {
     error(
         StatusCode::FORBIDDEN,
         Some("BASESPACE.COMMON.INSUFFICIENT_RESOURCE_PERMISSIONS"),
@@ -483,7 +499,7 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
     match segs.as_slice() {
         ["v1pre3", "users", "current"] => ok(json::user(a)),
         ["v1pre3", "oauthv2", "token", "current"] => ok(json!({
-            "Scopes": super::oauth::scopes(),
+            "Scopes": s.scopes,
             "DateCreated": format_date(super::account::base_time()),
             "UserResourceOwner": json::owner(a),
             "Application": {"Id": "1", "Name": "bsmount emulator"},
@@ -610,6 +626,10 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
             Some(x) => files_page_in(s, q, a, &x.logs, true),
             None => no_access("AppSession"),
         },
+        ["v2", "trash"] => {
+            let items = super::write::trash_list(s, a);
+            properties_page(q, items, true)
+        }
         ["v2", "biosamples"] => {
             let project = q.get("projectid").map(|p| p.parse::<u64>().ok());
             let items = a

@@ -1,7 +1,7 @@
 //! BaseMount's layout as data: one row per entity kind, saying what its directory holds.
 //!
 //! ```text
-//! /README  /.bsmount/stats  /.AccessToken/.json  /.id .type .name .href .json .curl .status
+//! /README  /.bsmount/stats  /.AccessToken/.json  /.Trash/<item>  /.id .type .name .href .json .curl .status
 //! /Projects/<project>/{Samples,AppResults,AppSessions,AppSessions.v1,Datasets,Properties}/…
 //! /Projects/<p>/Samples/<s>/{Files/…, Files.metadata/…, Properties/…, SampleProperties}
 //! /Projects/<p>/AppResults/<a>/{Files/…, Files.metadata/…, Properties/…}
@@ -29,6 +29,8 @@ pub enum EntityKind {
     Dataset,
     /// A file's metadata directory under `Files.metadata/`.
     File,
+    /// Something in the trash (`.Trash/<item>`).
+    TrashItem,
 }
 
 /// A generated file of an entity directory, rendered from the entity when read.
@@ -47,6 +49,8 @@ pub enum Meta {
     DatasetTypeId,
     Attributes,
     DefaultProject,
+    /// What a trash item was: `DeletedProject (FILEDATA+METADATA)`.
+    TrashItemType,
 }
 
 /// The listing of an entity (given its id) that fills a directory.
@@ -104,6 +108,9 @@ fn biosamples(_: String) -> ListKind {
 fn access_token(_: String) -> ListKind {
     ListKind::AccessToken
 }
+fn trash(_: String) -> ListKind {
+    ListKind::Trash
+}
 fn meta_of(files: ListingOf) -> impl Fn(String) -> ListKind {
     move |id| ListKind::FilesMetadata(Box::new(files(id)))
 }
@@ -154,6 +161,7 @@ const ROWS: &[Row] = &[
             sub("Runs", runs),
             sub_v2("BioSamples", biosamples),
             sub(".AccessToken", access_token),
+            sub(".Trash", trash),
         ],
         listing: None,
     },
@@ -244,6 +252,13 @@ const ROWS: &[Row] = &[
         dirs: &[],
         listing: None,
     },
+    Row {
+        kind: EntityKind::TrashItem,
+        type_name: "trash",
+        files: &[("TrashItemType", Meta::TrashItemType)],
+        dirs: &[],
+        listing: None,
+    },
 ];
 
 /// The row of an entity kind.
@@ -286,6 +301,7 @@ pub fn holds(list: &ListKind) -> Holds {
         ListKind::Properties(..) => Holds::Properties,
         ListKind::FilesMetadata(_) => Holds::FilesMetadata,
         ListKind::AccessToken => Holds::Token,
+        ListKind::Trash => Holds::Entities(EntityKind::TrashItem),
     }
 }
 
@@ -332,6 +348,7 @@ mod tests {
             EntityKind::BioSample,
             EntityKind::Dataset,
             EntityKind::File,
+            EntityKind::TrashItem,
         ] {
             assert_eq!(ROWS.iter().filter(|r| r.kind == k).count(), 1, "{k:?}");
         }

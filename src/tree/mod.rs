@@ -55,6 +55,8 @@ pub enum TreeError {
     Exists,
     #[error("listing {what} failed: {source}")]
     Api { what: String, source: ApiError },
+    #[error("the file is still uploading")]
+    Uploading,
 }
 
 impl TreeError {
@@ -65,6 +67,7 @@ impl TreeError {
             TreeError::IsDir => libc::EISDIR,
             TreeError::Exists => libc::EEXIST,
             TreeError::Api { source, .. } => source.errno(),
+            TreeError::Uploading => libc::EBUSY,
         }
     }
 }
@@ -85,6 +88,23 @@ impl RemoteFile {
     pub fn etag(&self) -> Option<&str> {
         self.has_etag.then_some(self.version.as_str())
     }
+}
+
+/// Where a directory sits, as far as writing into it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Place {
+    /// `Projects/`: `mkdir` makes a project.
+    Projects,
+    /// A project's `AppResults/`: `mkdir` makes an appresult.
+    AppResults { project: String },
+    /// An appresult's `Files/` or a folder in it (`dir`, `a/b`).
+    Files {
+        appresult: String,
+        dir: String,
+        complete: bool,
+    },
+    /// Anywhere else, and what it is.
+    Elsewhere(&'static str),
 }
 
 /// What opening a file gives.
@@ -198,6 +218,8 @@ enum NodeKind {
     Text(Arc<[u8]>),
     Stats,
     Symlink(Box<str>),
+    /// A file being uploaded (a local entry): its size so far.
+    Pending(Arc<AtomicU64>),
 }
 
 #[derive(Debug)]
@@ -388,6 +410,7 @@ impl Tree {
             NodeKind::Stats => Ok(FileContent::Stats),
             NodeKind::Dir(_) => Err(TreeError::IsDir),
             NodeKind::Symlink(_) => Err(TreeError::NotFound),
+            NodeKind::Pending(_) => Err(TreeError::Uploading),
             _ => Ok(FileContent::Static(
                 render(&nodes, n).unwrap_or_else(|| Arc::from(&b""[..])),
             )),
@@ -497,7 +520,15 @@ impl Tree {
 
     /// Entries of a directory (without `.` and `..`).
     pub async fn readdir(&self, ino: Ino) -> Result<Vec<(OsString, Attr)>, TreeError> {
-        self.ensure_filled(ino).await?;
+        // `Files.metadata/` lists nothing (its entries are hidden, as BaseMount's are) and so
+        // costs no listing: `find`, `du` and `cp -r` pass it by; `cd` into a path fills it.
+        let hidden = matches!(
+            dir_ref(&self.nodes.read(), ino).and_then(|d| d.listing.as_ref()),
+            Some(ListKind::FilesMetadata(_))
+        );
+        if !hidden {
+            self.ensure_filled(ino).await?;
+        }
         let nodes = self.nodes.read();
         let d = dir_ref(&nodes, ino).ok_or(TreeError::NotDir)?;
         let mut out = Vec::with_capacity(d.local.len() + d.fixed.len() + d.listed.len());
@@ -506,11 +537,11 @@ impl Tree {
             out.extend(attr_of(&nodes, *c).map(|a| (name.clone(), a)));
         }
         for (name, c) in &d.listed {
-            // `Files.metadata/` keeps its per-file directories hidden, as BaseMount does:
-            // found by name (`cd Files.metadata/<path>`), not listed.
-            let hidden = dir_ref(&nodes, *c)
-                .and_then(|x| x.entity.as_ref())
-                .is_some_and(|e| e.kind == EntityKind::File);
+            // Inside `Files.metadata/` the per-file directories stay hidden too.
+            let hidden = hidden
+                || dir_ref(&nodes, *c)
+                    .and_then(|x| x.entity.as_ref())
+                    .is_some_and(|e| e.kind == EntityKind::File);
             if !shadowed(name) && !hidden {
                 out.extend(attr_of(&nodes, *c).map(|a| (name.clone(), a)));
             }
@@ -555,6 +586,174 @@ impl Tree {
         let ino = d.local.remove(name).ok_or(TreeError::NotFound)?;
         free_subtree(&mut nodes, vec![ino]);
         Ok(())
+    }
+
+    /// Adds a local entry of `kind` (not listed by BaseSpace, kept through refills).
+    fn add_local_node(&self, parent: Ino, name: &OsStr, kind: NodeKind) -> Result<Attr, TreeError> {
+        let mut nodes = self.nodes.write();
+        let d = dir_ref(&nodes, parent).ok_or(TreeError::NotDir)?;
+        if d.get(name).is_some() {
+            return Err(TreeError::Exists);
+        }
+        let ino = self.insert(&mut nodes, leaf(parent, SystemTime::now(), kind));
+        let d = dir_mut(&mut nodes, parent).expect("checked above");
+        d.local.insert(name.to_os_string(), ino);
+        remember(&mut nodes, ino)
+    }
+
+    /// A file being uploaded, shown at once with the size written so far; counted as a
+    /// lookup (the kernel holds what `create` returns).
+    pub fn add_pending(&self, parent: Ino, name: &OsStr, size: Arc<AtomicU64>) -> Result<Attr, TreeError> {
+        self.add_local_node(parent, name, NodeKind::Pending(size))
+    }
+
+    /// A folder made by `mkdir` inside `Files/`: BaseSpace has no empty folders, so it lives
+    /// here until the files uploaded into it are listed.
+    pub fn add_local_dir(&self, parent: Ino, name: &OsStr) -> Result<Attr, TreeError> {
+        let d = Box::new(Dir {
+            built: true,
+            ..Dir::default()
+        });
+        self.add_local_node(parent, name, NodeKind::Dir(d))
+    }
+
+    /// An upload completed: the entry becomes the file BaseSpace now lists, readable.
+    pub fn publish(&self, ino: Ino, f: &FileInfo) {
+        let size = f.size.unwrap_or(0);
+        let (version, has_etag) = match &f.etag {
+            Some(e) if !e.is_empty() => (e.trim_matches('"').to_string(), true),
+            _ => (format!("{}-{size}", f.date_modified.as_deref().unwrap_or("")), false),
+        };
+        if let Some(n) = self.nodes.write().get_mut(&ino) {
+            n.mtime = f.mtime();
+            n.kind = NodeKind::File(FileNode {
+                id: f.id.as_str().into(),
+                size,
+                version: version.into(),
+                has_etag,
+                seq: u32::MAX,
+            });
+        }
+    }
+
+    /// Local entries of a directory with their inodes (empty local folders are the only
+    /// ones `rmdir` may remove).
+    pub fn is_empty_local_dir(&self, parent: Ino, name: &OsStr) -> bool {
+        let nodes = self.nodes.read();
+        let Some(ino) = dir_ref(&nodes, parent).and_then(|d| d.local.get(name).copied()) else {
+            return false;
+        };
+        dir_ref(&nodes, ino).is_some_and(|d| d.local.is_empty() && d.listed.is_empty() && d.listing.is_none())
+    }
+
+    /// Removes a local entry if it is still an upload in progress (never a published file).
+    pub fn remove_pending(&self, parent: Ino, name: &OsStr) {
+        let pending = {
+            let nodes = self.nodes.read();
+            dir_ref(&nodes, parent)
+                .and_then(|d| d.local.get(name))
+                .and_then(|i| nodes.get(i))
+                .is_some_and(|n| matches!(n.kind, NodeKind::Pending(_)))
+        };
+        if pending {
+            let _ = self.remove_local(parent, name);
+        }
+    }
+
+    /// Whether `ino` is a file being uploaded.
+    pub fn is_pending(&self, ino: Ino) -> bool {
+        matches!(self.nodes.read().get(&ino).map(|n| &n.kind), Some(NodeKind::Pending(_)))
+    }
+
+    /// Only `dir` (not what is below) is listed again on the next look.
+    pub fn stale(&self, dir: Ino) {
+        if let Some(d) = dir_mut(&mut self.nodes.write(), dir) {
+            d.filled_at = None;
+        }
+    }
+
+    /// The id of the project `dir` is in, if any.
+    pub fn project_of(&self, mut dir: Ino) -> Option<String> {
+        let nodes = self.nodes.read();
+        for _ in 0..4096 {
+            if let Some(e) = dir_ref(&nodes, dir).and_then(|d| d.entity.as_ref()) {
+                if e.kind == EntityKind::Project {
+                    return Some(e.id.clone());
+                }
+            }
+            if dir == ROOT {
+                return None;
+            }
+            dir = nodes.get(&dir)?.parent;
+        }
+        None
+    }
+
+    /// Sets a directory's `.error` (why a write there was refused).
+    pub fn note(&self, dir: Ino, text: &str) {
+        let mut nodes = self.nodes.write();
+        self.set_error(&mut nodes, dir, Some(&format!("{}\n", text.trim_end())));
+    }
+
+    /// What directory `dir` is, for the write operations.
+    pub fn place(&self, dir: Ino) -> Place {
+        let nodes = self.nodes.read();
+        let mut folders: Vec<String> = Vec::new();
+        let mut at = dir;
+        for _ in 0..4096 {
+            let Some(n) = nodes.get(&at) else {
+                return Place::Elsewhere("gone");
+            };
+            let NodeKind::Dir(d) = &n.kind else {
+                return Place::Elsewhere("not a directory");
+            };
+            if d.entity.is_some() {
+                return Place::Elsewhere("an entity directory");
+            }
+            match &d.listing {
+                None if at == ROOT => return Place::Elsewhere("the root"),
+                None => {
+                    let name = dir_ref(&nodes, n.parent)
+                        .and_then(|p| p.local.iter().chain(&p.listed).find(|(_, i)| **i == at))
+                        .map(|(k, _)| k.to_string_lossy().into_owned());
+                    match name {
+                        Some(x) => folders.push(x),
+                        None => return Place::Elsewhere("a folder"),
+                    }
+                    at = n.parent;
+                }
+                Some(ListKind::Projects) => return Place::Projects,
+                Some(ListKind::AppResults(p)) => return Place::AppResults { project: p.clone() },
+                Some(ListKind::AppResultFiles(a)) => {
+                    let status = dir_ref(&nodes, n.parent)
+                        .and_then(|x| x.entity.as_ref())
+                        .map(|e| field_line(&e.raw, &["Status"], &[]))
+                        .unwrap_or_default();
+                    folders.reverse();
+                    return Place::Files {
+                        appresult: a.clone(),
+                        dir: folders.join("/"),
+                        complete: status.trim().eq_ignore_ascii_case("complete"),
+                    };
+                }
+                Some(ListKind::SampleFiles(_)) => {
+                    return Place::Elsewhere("a sample's files (samples are uploaded with `bs upload sample`)")
+                }
+                Some(ListKind::RunFiles(_)) => {
+                    return Place::Elsewhere("a run's files (runs are uploaded by the instrument)")
+                }
+                Some(_) => return Place::Elsewhere("a listing BaseSpace makes"),
+            }
+        }
+        Place::Elsewhere("too deep")
+    }
+
+    /// The entity a directory shows: kind and id.
+    pub fn entity(&self, ino: Ino) -> Option<(EntityKind, String)> {
+        let nodes = self.nodes.read();
+        dir_ref(&nodes, ino)
+            .and_then(|d| d.entity.as_ref())
+            .map(|e| (e.kind, e.id.clone()))
     }
 
     /// Marks `ino` and every listed directory below it stale, so the next look re-lists.
@@ -1317,6 +1516,11 @@ fn render(nodes: &HashMap<Ino, Node>, n: &Node) -> Option<Arc<[u8]>> {
                 Meta::DatasetTypeId => field_line(&e.raw, &["DatasetType"], &["Id"]),
                 Meta::DefaultProject => field_line(&e.raw, &["DefaultProject"], &["Name"]),
                 Meta::Attributes => attributes(&e.raw),
+                Meta::TrashItemType => {
+                    let t = field_line(&e.raw, &["TrashItemType"], &[]);
+                    let d = field_line(&e.raw, &["DeleteType"], &[]);
+                    format!("{} ({})\n", t.trim_end(), d.trim_end())
+                }
             }
         }
         _ => return None,
@@ -1434,6 +1638,7 @@ fn attr_of(nodes: &HashMap<Ino, Node>, ino: Ino) -> Option<Attr> {
         NodeKind::File(f) => (Kind::File, f.size),
         NodeKind::Stats => (Kind::File, 0),
         NodeKind::Symlink(t) => (Kind::Symlink, t.len() as u64),
+        NodeKind::Pending(n) => (Kind::File, n.load(Ordering::Relaxed)),
         _ => (Kind::File, render(nodes, n).map_or(0, |b| b.len() as u64)),
     };
     Some(Attr {

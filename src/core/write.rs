@@ -1,0 +1,338 @@
+//! The write operations (`--write`): `mkdir` makes projects and appresults, `create` and
+//! `write` upload into an appresult's `Files/`, `flush` publishes; `rmdir` moves to the
+//! trash (`--allow-delete`). What BaseSpace cannot do fails with the errno mountpoint-s3
+//! uses for the same: a random write EINVAL, an overwrite EPERM, `rename` ENOSYS; writes
+//! where BaseSpace takes none (samples, runs, completed results) EACCES with the reason in
+//! the directory's `.error`. Without `--write` every change is EROFS.
+
+use std::ffi::{OsStr, OsString};
+use std::sync::Arc;
+
+use tracing::Level;
+
+use super::{CacheMode, FsCore, FsError, Open, Opened};
+use crate::api::{write as call, BaseSpaceApi, ListKind};
+use crate::tree::layout::EntityKind;
+use crate::tree::{Attr, Ino, Place};
+use crate::write::{UploadError, Uploader};
+
+/// What `--write` (and `--allow-delete`) give the core.
+pub struct WriteMode {
+    pub api: Arc<dyn BaseSpaceApi>,
+    pub uploader: Arc<Uploader>,
+    /// `rmdir` of a project, appresult, sample or run moves it to the trash.
+    pub allow_delete: bool,
+}
+
+fn read_only() -> FsError {
+    FsError::quiet(libc::EROFS, "read-only filesystem (mount with --write to upload)")
+}
+
+impl From<UploadError> for FsError {
+    fn from(e: UploadError) -> Self {
+        let level = match e {
+            UploadError::Api { .. } => Level::ERROR,
+            _ => Level::WARN,
+        };
+        FsError::new(e.errno(), level, e.to_string())
+    }
+}
+
+impl FsCore {
+    pub(super) fn writable(&self) -> Result<&WriteMode, FsError> {
+        self.write.as_ref().ok_or_else(read_only)
+    }
+
+    /// A refusal to write into `dir`, also shown in its `.error`.
+    fn refuse(&self, dir: Ino, errno: i32, why: String) -> FsError {
+        self.tree.note(dir, &why);
+        FsError::new(errno, Level::WARN, why)
+    }
+
+    /// The appresult (and folder in its `Files/`) a new entry of `parent` goes into.
+    fn upload_target(&self, parent: Ino, name: &OsStr) -> Result<(String, String), FsError> {
+        match self.tree.place(parent) {
+            Place::Files {
+                appresult,
+                dir,
+                complete: false,
+            } => Ok((appresult, dir)),
+            Place::Files { complete: true, .. } => Err(self.refuse(
+                parent,
+                libc::EACCES,
+                format!("cannot write {name:?}: the appresult is complete (BaseSpace takes no more files)"),
+            )),
+            Place::Projects | Place::AppResults { .. } => Err(self.refuse(
+                parent,
+                libc::EACCES,
+                format!("cannot write {name:?} here: mkdir makes a project or an appresult; files go into an appresult's Files/"),
+            )),
+            Place::Elsewhere(what) => Err(self.refuse(
+                parent,
+                libc::EACCES,
+                format!("cannot write {name:?} into {what}: only an uncompleted appresult's Files/ takes uploads"),
+            )),
+        }
+    }
+
+    /// `creat`/`open(O_CREAT)` of a new file: an upload starts (bytes go at the first full
+    /// part, or at close).
+    pub async fn create(&self, parent: Ino, name: &OsStr) -> Result<(Attr, Opened), FsError> {
+        let w = self.writable()?;
+        let (appresult, dir) = self.upload_target(parent, name)?;
+        let text = name
+            .to_str()
+            .ok_or_else(|| FsError::quiet(libc::EINVAL, "file names must be UTF-8 for BaseSpace"))?;
+        if self.tree.lookup(parent, name).await.is_ok() {
+            return Err(FsError::new(
+                libc::EPERM,
+                Level::WARN,
+                format!("{text:?} exists: BaseSpace files cannot be overwritten"),
+            ));
+        }
+        let upload = Arc::new(w.uploader.begin(&appresult, &dir, text));
+        let attr = self.tree.add_pending(parent, name, upload.written())?;
+        let fh = self.add(Open::Upload {
+            upload,
+            parent,
+            name: name.to_os_string(),
+            ino: attr.ino,
+        });
+        Ok((
+            attr,
+            Opened {
+                fh,
+                cache: CacheMode::Direct,
+            },
+        ))
+    }
+
+    /// Bytes of an upload; they must follow each other.
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        let upload = match self.handles.lock().get(&fh) {
+            Some(Open::Upload { upload, .. }) => upload.clone(),
+            Some(_) => return Err(FsError::quiet(libc::EBADF, "not open for writing")),
+            None => return Err(super::bad_handle()),
+        };
+        upload.write(offset, data).await?;
+        Ok(data.len() as u32)
+    }
+
+    /// `close` of an upload: sends the rest and completes the file, or fails with EIO and
+    /// the file is not published (nor kept in the tree).
+    /// `pid` is the closing process: one killed by a signal (its descriptors closed as it
+    /// dies) publishes nothing, so a killed `cp` never leaves a truncated file.
+    pub async fn flush(&self, fh: u64, pid: u32) -> Result<(), FsError> {
+        let (upload, parent, name, ino) = match self.handles.lock().get(&fh) {
+            Some(Open::Upload {
+                upload,
+                parent,
+                name,
+                ino,
+            }) => (upload.clone(), *parent, name.clone(), *ino),
+            _ => return Ok(()),
+        };
+        if killed_by_signal(pid) {
+            tracing::warn!(
+                ?name,
+                pid,
+                "the writer was killed: the upload is dropped, nothing published"
+            );
+            upload.abort().await;
+            self.tree.remove_pending(parent, &name);
+            return Err(FsError::quiet(libc::EIO, "the writer was killed"));
+        }
+        match upload.finish().await {
+            Ok(f) => {
+                self.tree.publish(ino, &f);
+                Ok(())
+            }
+            Err(UploadError::Ended) => Ok(()), // a second close of a dup'd descriptor
+            Err(e) => {
+                let _ = self.tree.remove_local(parent, &name);
+                let e = FsError::from(e);
+                self.tree.note(parent, &e.message);
+                Err(e)
+            }
+        }
+    }
+
+    /// An upload's handle closed without a flush (the writer died): nothing is published.
+    pub(super) fn drop_upload(&self, upload: Arc<crate::write::Upload>, parent: Ino, name: OsString) {
+        self.tree.remove_pending(parent, &name);
+        tokio::spawn(async move { upload.abort().await });
+    }
+
+    /// `mkdir`: a project in `Projects/`, an appresult (and its appsession) in a project's
+    /// `AppResults/`, a folder inside an uncompleted appresult's `Files/`.
+    pub async fn mkdir(&self, parent: Ino, name: &OsStr) -> Result<Attr, FsError> {
+        let w = self.writable()?;
+        let text = name
+            .to_str()
+            .ok_or_else(|| FsError::quiet(libc::EINVAL, "names must be UTF-8 for BaseSpace"))?
+            .to_string();
+        if self.tree.lookup(parent, name).await.is_ok() {
+            return Err(FsError::quiet(libc::EEXIST, "exists"));
+        }
+        let made = match self.tree.place(parent) {
+            Place::Projects => call::create_project(&text),
+            Place::AppResults { project } => call::create_appresult(&project, &text),
+            Place::Files { complete: false, .. } => return Ok(self.tree.add_local_dir(parent, name)?),
+            _ => {
+                let (_, _) = self.upload_target(parent, name)?;
+                unreachable!("upload_target refuses every other place")
+            }
+        };
+        w.api.send(made).await.map_err(|e| {
+            let e = FsError::new(e.errno(), Level::ERROR, format!("creating {text:?} failed: {e}"));
+            self.tree.note(parent, &e.message);
+            e
+        })?;
+        self.tree.stale(parent);
+        Ok(self.tree.lookup(parent, name).await?)
+    }
+
+    /// `rmdir`: an empty local folder goes; with `--allow-delete` a project, appresult,
+    /// sample, run or dataset moves to BaseSpace's trash (restore with `bsmount restore`).
+    pub async fn rmdir(&self, parent: Ino, name: &OsStr) -> Result<(), FsError> {
+        let w = self.writable()?;
+        if self.tree.is_empty_local_dir(parent, name) {
+            return Ok(self.tree.remove_local(parent, name)?);
+        }
+        let attr = self.tree.lookup(parent, name).await?;
+        self.tree.forget(attr.ino, 1);
+        let Some((kind, id)) = self.tree.entity(attr.ino) else {
+            return Err(FsError::new(
+                libc::EPERM,
+                Level::WARN,
+                format!("{name:?} is not a project, appresult, sample, run or dataset: it cannot be removed"),
+            ));
+        };
+        if !w.allow_delete {
+            return Err(self.refuse(
+                parent,
+                libc::EPERM,
+                format!("{name:?} was not moved to the trash: mount with --allow-delete (or run bsmount trash)"),
+            ));
+        }
+        let (resource, target) = match kind {
+            EntityKind::Project => ("projects", id),
+            EntityKind::Run => ("runs", id),
+            EntityKind::Dataset => ("datasets", id),
+            EntityKind::AppResult | EntityKind::Sample => {
+                let project = match self.tree.place(parent) {
+                    Place::AppResults { project } => project,
+                    _ => self.tree.project_of(parent).unwrap_or_default(),
+                };
+                let prefix = if kind == EntityKind::Sample {
+                    "sample"
+                } else {
+                    "appresult"
+                };
+                (
+                    "datasets",
+                    self.dataset_of(&w.api, &project, &format!("{prefix}.{id}")).await?,
+                )
+            }
+            _ => {
+                return Err(FsError::new(
+                    libc::EPERM,
+                    Level::WARN,
+                    format!("{name:?} cannot be moved to the trash"),
+                ))
+            }
+        };
+        w.api.send(call::move_to_trash(resource, &target)).await.map_err(|e| {
+            FsError::new(
+                e.errno(),
+                Level::ERROR,
+                format!("moving {name:?} to the trash failed: {e}"),
+            )
+        })?;
+        tracing::info!(?name, resource, id = %target, "moved to the trash");
+        self.tree.stale(parent);
+        Ok(())
+    }
+
+    /// The v2 dataset id of a v1 sample or appresult (`V1pre3Id`), from its project's datasets.
+    async fn dataset_of(&self, api: &Arc<dyn BaseSpaceApi>, project: &str, v1: &str) -> Result<String, FsError> {
+        let listed = api
+            .list_entities(ListKind::ProjectDatasets(project.to_string()))
+            .await
+            .map_err(|e| FsError::new(e.errno(), Level::ERROR, format!("finding the dataset of {v1}: {e}")))?;
+        listed
+            .items
+            .into_iter()
+            .find(|i| i.entity.v1pre3_id.as_deref() == Some(v1))
+            .map(|i| i.entity.id)
+            .ok_or_else(|| {
+                FsError::new(
+                    libc::ENOENT,
+                    Level::WARN,
+                    format!("no dataset of {v1} in project {project}"),
+                )
+            })
+    }
+
+    /// `unlink`: BaseSpace removes whole appresults (to the trash), never single files.
+    pub fn unlink(&self, parent: Ino, name: &OsStr) -> Result<(), FsError> {
+        self.writable()?;
+        Err(self.refuse(
+            parent,
+            libc::EPERM,
+            format!("{name:?} was not removed: BaseSpace deletes whole appresults (rmdir with --allow-delete, or bsmount trash), not single files"),
+        ))
+    }
+
+    /// `rename`: BaseSpace has no rename of files or entities through this API.
+    pub fn rename(&self) -> Result<(), FsError> {
+        self.writable()?;
+        Err(FsError::new(
+            libc::ENOSYS,
+            Level::WARN,
+            "rename is not supported: BaseSpace files cannot be renamed (rsync: use --inplace)",
+        ))
+    }
+
+    /// `truncate`/`chmod`/`utimes`: times and modes are BaseSpace's; a size change only as
+    /// a no-op on a file being written (`O_TRUNC` of a new file).
+    pub fn setattr(&self, ino: Ino, size: Option<u64>) -> Result<Attr, FsError> {
+        let attr = self.tree.getattr(ino)?;
+        if let Some(n) = size {
+            self.writable()?;
+            if n != attr.size || !self.tree.is_pending(ino) {
+                return Err(FsError::new(
+                    libc::EPERM,
+                    Level::WARN,
+                    "BaseSpace files cannot be truncated or extended",
+                ));
+            }
+        }
+        Ok(attr)
+    }
+
+    /// Whether this mount writes (for the adapter: mount options, permissions).
+    pub fn writes(&self) -> bool {
+        self.write.is_some()
+    }
+}
+
+/// Linux's task flag for a process that is exiting (`PF_EXITING`).
+const PF_EXITING: u64 = 0x4;
+
+/// Whether process `pid` is dying of a signal (`SIGKILL`, `SIGTERM`, …): its descriptors
+/// are being closed by the kernel, not by the program. Read from `/proc/<pid>/stat`: the
+/// task's flags (field 9) and its exit code (field 52, the signal in its low 7 bits).
+pub fn killed_by_signal(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The command name may hold spaces and parentheses: fields start after the last ')'.
+    let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+        return false;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |n: usize| f.get(n - 3).and_then(|x| x.parse::<u64>().ok());
+    let exiting = field(9).is_some_and(|flags| flags & PF_EXITING != 0);
+    exiting && field(52).is_some_and(|code| code & 0x7f != 0)
+}
