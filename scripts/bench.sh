@@ -152,6 +152,11 @@ put find_100k_api_requests $(( $(emu_stat api_requests) - a0 ))
 t0=$(now); ls -lR "$M/Runs" > /dev/null; t1=$(now)
 put ls_lR_100k_warm_s "$(secs "$t0" "$t1")"
 
+echo "10. upload: cp into a --write mount vs one curl stream" >&2
+"$B" unmount "$M" >/dev/null 2>&1 || true
+kill "$EMU_PID" 2>/dev/null || true; EMU_PID=""
+RESULTS="$R" SIZE="$SIZE" "$ROOT/scripts/bench-upload.sh" > "$WORK/upload.txt"
+
 python3 - "$R" "$OUT" <<'PY'
 import json, sys, platform, datetime, os
 r = {}
@@ -179,6 +184,9 @@ print(f"(after remount: {int(r['bsmount_disk_content_requests'])} content reques
 print(f"\nsamtools view -c region on the demo BAM: {r['samtools_region_s']:.2f} s, {int(r['samtools_region_content_requests'])} content requests")
 print(f"find over {int(r['find_100k_files'])} run files: {r['find_100k_s']:.2f} s, {int(r['find_100k_api_requests'])} API requests; ls -lR afterwards {r['ls_lR_100k_warm_s']:.2f} s")
 print(f"peak RSS: {int(r['bsmount_cold_rss_MiB'])} MiB (sequential), {int(r['concurrent16_rss_MiB'])} MiB (16 readers); cache budget 512 MiB")
+print(f"\n{'upload of the same file':40} {'MB/s':>9} {'vs curl':>10}")
+print(f"{'curl -T, one stream':40} {r['upload_curl_MBps']:9.1f} {1:9.2f}x")
+print(f"{'cp into bsmount --write':40} {r['upload_bsmount_MBps']:9.1f} {r['upload_bsmount_MBps']/r['upload_curl_MBps']:9.2f}x")
 try:
     import matplotlib
     matplotlib.use("Agg")

@@ -153,6 +153,8 @@ impl Filesystem for BsFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        // Releasing an upload may start its abort (a task on the runtime).
+        let _rt = self.rt.enter();
         self.core.release(fh.0);
         reply.ok();
     }
@@ -270,17 +272,26 @@ impl Filesystem for BsFs {
         _lock_owner: Option<LockOwner>,
         reply: fuser::ReplyWrite,
     ) {
-        let (core, data) = (self.core.clone(), data.to_vec());
-        let span = tracing::debug_span!("write", ino = ino.0, fh = fh.0, offset, size = data.len());
-        self.rt.spawn(
-            async move {
-                match core.write(fh.0, offset, &data).await {
-                    Ok(n) => reply.written(n),
-                    Err(e) => reply.error(fail("write", e)),
-                }
+        // The bytes are copied once, into the part being filled, here; only a write that
+        // fills a part goes to the runtime (to wait for a slot and send it).
+        let n = data.len() as u32;
+        match self.core.write_now(fh.0, offset, data) {
+            Ok(None) => reply.written(n),
+            Ok(Some(parts)) => {
+                let core = self.core.clone();
+                let span = tracing::debug_span!("write", ino = ino.0, fh = fh.0, offset, size = n);
+                self.rt.spawn(
+                    async move {
+                        match core.send_parts(parts).await {
+                            Ok(()) => reply.written(n),
+                            Err(e) => reply.error(fail("write", e)),
+                        }
+                    }
+                    .instrument(span),
+                );
             }
-            .instrument(span),
-        );
+            Err(e) => reply.error(fail("write", e)),
+        }
     }
 
     fn mkdir(&self, _req: &Request, parent: INodeNo, name: &OsStr, _mode: u32, _umask: u32, reply: ReplyEntry) {

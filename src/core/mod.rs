@@ -16,7 +16,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 pub use error::FsError;
-pub use write::WriteMode;
+pub use write::{Pending, WriteMode};
 
 use crate::read::{Handle, Reader};
 use crate::stats::MountStats;
@@ -196,7 +196,6 @@ impl FsCore {
         }) = gone
         {
             if !upload.is_finished() {
-                tracing::warn!(?name, "an upload was closed without a flush: nothing was published");
                 self.drop_upload(upload, parent, name);
             }
         }

@@ -16,6 +16,12 @@ use crate::tree::layout::EntityKind;
 use crate::tree::{Attr, Ino, Place};
 use crate::write::{UploadError, Uploader};
 
+/// Full parts a write completed, to send.
+pub struct Pending {
+    upload: Arc<crate::write::Upload>,
+    parts: crate::write::Parts,
+}
+
 /// What `--write` (and `--allow-delete`) give the core.
 pub struct WriteMode {
     pub api: Arc<dyn BaseSpaceApi>,
@@ -107,14 +113,28 @@ impl FsCore {
         ))
     }
 
-    /// Bytes of an upload; they must follow each other.
-    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+    /// Bytes of an upload; they must follow each other. Copied into the part being filled
+    /// at once; `Some` when full parts are to be sent (then [`FsCore::send_parts`]).
+    pub fn write_now(&self, fh: u64, offset: u64, data: &[u8]) -> Result<Option<Pending>, FsError> {
         let upload = match self.handles.lock().get(&fh) {
             Some(Open::Upload { upload, .. }) => upload.clone(),
             Some(_) => return Err(FsError::quiet(libc::EBADF, "not open for writing")),
             None => return Err(super::bad_handle()),
         };
-        upload.write(offset, data).await?;
+        let parts = upload.append(offset, data)?;
+        Ok((!parts.is_empty()).then_some(Pending { upload, parts }))
+    }
+
+    /// Sends the parts a write completed (waits for a free slot: backpressure).
+    pub async fn send_parts(&self, p: Pending) -> Result<(), FsError> {
+        Ok(p.upload.send(p.parts).await?)
+    }
+
+    /// [`FsCore::write_now`] then [`FsCore::send_parts`].
+    pub async fn write(&self, fh: u64, offset: u64, data: &[u8]) -> Result<u32, FsError> {
+        if let Some(p) = self.write_now(fh, offset, data)? {
+            self.send_parts(p).await?;
+        }
         Ok(data.len() as u32)
     }
 
@@ -132,6 +152,11 @@ impl FsCore {
             }) => (upload.clone(), *parent, name.clone(), *ino),
             _ => return Ok(()),
         };
+        if upload.written().load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            // Nothing written yet: this close may be of a duplicate (`dd` dups its output
+            // and closes the original before writing). The file is decided at release.
+            return Ok(());
+        }
         if killed_by_signal(pid) {
             tracing::warn!(
                 ?name,
@@ -157,8 +182,16 @@ impl FsCore {
         }
     }
 
-    /// An upload's handle closed without a flush (the writer died): nothing is published.
+    /// An upload's last descriptor closed without a completing flush: an empty file (which
+    /// BaseSpace refuses) or a writer that died; nothing is published either way.
     pub(super) fn drop_upload(&self, upload: Arc<crate::write::Upload>, parent: Ino, name: OsString) {
+        if upload.written().load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            let why = format!("{name:?} was not uploaded: BaseSpace refuses zero-byte files");
+            tracing::warn!("{why}");
+            self.tree.note(parent, &why);
+        } else {
+            tracing::warn!(?name, "an upload was closed without a flush: nothing was published");
+        }
         self.tree.remove_pending(parent, &name);
         tokio::spawn(async move { upload.abort().await });
     }

@@ -22,6 +22,57 @@ pub enum Content {
     Synthetic { seed: u64 },
     /// Bytes held in memory (demo and catalog files).
     Memory(Bytes),
+    /// An upload's parts as they arrived, kept apart (joining a 1 GiB upload would copy it).
+    Parts(Arc<Chunks>),
+}
+
+/// Consecutive buffers making one file.
+#[derive(Debug)]
+pub struct Chunks {
+    parts: Vec<Bytes>,
+    /// Where each part starts in the file.
+    starts: Vec<u64>,
+}
+
+impl Chunks {
+    pub fn new(parts: Vec<Bytes>) -> Chunks {
+        let mut starts = Vec::with_capacity(parts.len());
+        let mut at = 0u64;
+        for p in &parts {
+            starts.push(at);
+            at += p.len() as u64;
+        }
+        Chunks { parts, starts }
+    }
+
+    /// Up to `len` bytes at `offset` without copying when they lie in one part.
+    pub fn slice(&self, offset: u64, len: usize) -> Bytes {
+        let i = self.starts.partition_point(|s| *s <= offset).saturating_sub(1);
+        let within = (offset - self.starts[i]) as usize;
+        let part = &self.parts[i];
+        if within + len <= part.len() {
+            return part.slice(within..within + len);
+        }
+        let mut out = vec![0u8; len];
+        self.copy(offset, &mut out);
+        Bytes::from(out)
+    }
+
+    fn copy(&self, mut offset: u64, mut buf: &mut [u8]) -> bool {
+        while !buf.is_empty() {
+            let i = self.starts.partition_point(|s| *s <= offset).saturating_sub(1);
+            let Some(part) = self.parts.get(i) else { return false };
+            let within = (offset - self.starts[i]) as usize;
+            if within >= part.len() {
+                return false;
+            }
+            let n = (part.len() - within).min(buf.len());
+            buf[..n].copy_from_slice(&part[within..within + n]);
+            buf = &mut buf[n..];
+            offset += n as u64;
+        }
+        true
+    }
 }
 
 /// One file.
@@ -487,6 +538,10 @@ pub fn fill(content: &Content, offset: u64, buf: &mut [u8]) -> std::io::Result<(
             synth_fill(*seed, offset, buf);
             Ok(())
         }
+        Content::Parts(c) => match c.copy(offset, buf) {
+            true => Ok(()),
+            false => Err(std::io::Error::other("range past end of uploaded file")),
+        },
         Content::Memory(b) => {
             let start = offset as usize;
             let src = b

@@ -43,7 +43,8 @@ const UPLOAD_FILE_BASE: u64 = 30_000_000_000;
 pub struct Pending {
     parent: ContainerRef,
     path: String,
-    parts: BTreeMap<u32, Bytes>,
+    /// Part number → bytes and their md5 (taken once, when the part arrives).
+    parts: BTreeMap<u32, (Bytes, [u8; 16])>,
     created: SystemTime,
 }
 
@@ -300,7 +301,8 @@ fn start_upload(s: &Arc<Shared>, appresult: Option<u64>, q: &Query, body: Bytes)
         s.writes.pending.lock().insert(id, pending);
         return ok(v);
     }
-    publish(s, id, pending, vec![body])
+    let digest = Md5::digest(&body).into();
+    publish(s, id, pending, vec![(body, digest)])
 }
 
 /// `PUT files/{id}/parts/{n}`: one part, refused unless its `Content-MD5` matches.
@@ -324,7 +326,7 @@ fn put_part(s: &Arc<Shared>, file: Option<u64>, n: Option<u32>, headers: &Header
         return no_access("File");
     };
     let size = body.len();
-    p.parts.insert(n, body);
+    p.parts.insert(n, (body, digest.into()));
     ok(json!({"Number": n, "Size": size, "ETag": hex::encode(digest)}))
 }
 
@@ -348,11 +350,11 @@ fn complete_upload(s: &Arc<Shared>, file: Option<u64>, q: &Query, body: &Value) 
         s.writes.pending.lock().insert(id, p);
         return bad("parts must be numbered 1..n with none missing");
     }
-    if p.parts.values().rev().skip(1).any(|b| b.len() < MIN_PART) {
+    if p.parts.values().rev().skip(1).any(|(b, _)| b.len() < MIN_PART) {
         s.writes.pending.lock().insert(id, p);
         return bad("every part but the last must be at least 5 MiB");
     }
-    let parts: Vec<Bytes> = p.parts.values().cloned().collect();
+    let parts: Vec<(Bytes, [u8; 16])> = p.parts.values().cloned().collect();
     let pending = Pending {
         parts: BTreeMap::new(),
         ..p
@@ -362,8 +364,8 @@ fn complete_upload(s: &Arc<Shared>, file: Option<u64>, q: &Query, body: &Value) 
 
 /// Makes the file of an upload visible: content, ETag (md5, or S3's multipart form when
 /// it came in parts), in its appresult's listing and the manifest.
-fn publish(s: &Arc<Shared>, id: u64, p: Pending, parts: Vec<Bytes>) -> Response {
-    let size: usize = parts.iter().map(Bytes::len).sum();
+fn publish(s: &Arc<Shared>, id: u64, p: Pending, parts: Vec<(Bytes, [u8; 16])>) -> Response {
+    let size: usize = parts.iter().map(|(b, _)| b.len()).sum();
     if size == 0 {
         return error(
             StatusCode::BAD_REQUEST,
@@ -373,23 +375,20 @@ fn publish(s: &Arc<Shared>, id: u64, p: Pending, parts: Vec<Bytes>) -> Response 
     }
     let etag = if parts.len() > 1 {
         let mut outer = Md5::new();
-        for b in &parts {
-            outer.update(Md5::digest(b));
+        for (_, d) in &parts {
+            outer.update(d);
         }
         format!("{}-{}", hex::encode(outer.finalize()), parts.len())
     } else {
-        hex::encode(Md5::digest(&parts[0]))
+        hex::encode(parts[0].1)
     };
-    let mut whole = Vec::with_capacity(size);
-    for b in &parts {
-        whole.extend_from_slice(b);
-    }
+    let chunks = super::account::Chunks::new(parts.into_iter().map(|(b, _)| b).collect());
     let entry = Arc::new(FileEntry {
         id,
         content_type: super::account::content_type(&p.path),
         path: p.path,
         size: size as u64,
-        content: super::account::Content::Memory(Bytes::from(whole)),
+        content: super::account::Content::Parts(Arc::new(chunks)),
         created: p.created,
         parent: p.parent,
         etag: OnceLock::from(etag),

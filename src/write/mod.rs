@@ -87,25 +87,35 @@ impl Uploader {
             directory: directory.to_string(),
             name: name.to_string(),
             written: Arc::new(AtomicU64::new(0)),
-            state: Mutex::new(State {
-                buf: BytesMut::new(),
-                file: None,
+            buf: parking_lot::Mutex::new(Buf {
+                bytes: BytesMut::new(),
                 next_part: 1,
-                parts: JoinSet::new(),
                 ended: false,
+            }),
+            sending: Mutex::new(Sending {
+                file: None,
+                parts: JoinSet::new(),
             }),
         }
     }
 }
 
-struct State {
-    buf: BytesMut,
-    /// The pending file, once the first part is due.
-    file: Option<String>,
+/// The bytes not yet cut into a part, and the next part's number (taken as parts are cut,
+/// so parts are numbered in the order their bytes were written).
+struct Buf {
+    bytes: BytesMut,
     next_part: u32,
-    parts: JoinSet<Result<(), ApiError>>,
     ended: bool,
 }
+
+/// The pending file (once the first part is due) and the parts in flight.
+struct Sending {
+    file: Option<String>,
+    parts: JoinSet<Result<(), ApiError>>,
+}
+
+/// Full parts cut by a write, to be sent: (number, bytes).
+pub type Parts = Vec<(u32, Bytes)>;
 
 /// One file being written.
 pub struct Upload {
@@ -114,7 +124,8 @@ pub struct Upload {
     directory: String,
     name: String,
     written: Arc<AtomicU64>,
-    state: Mutex<State>,
+    buf: parking_lot::Mutex<Buf>,
+    sending: Mutex<Sending>,
 }
 
 impl Upload {
@@ -138,77 +149,108 @@ impl Upload {
         }
     }
 
-    /// Takes `data` written at `offset`, which must be where the file ends now.
-    pub async fn write(&self, offset: u64, data: &[u8]) -> Result<(), UploadError> {
-        let mut st = self.state.lock().await;
-        if st.ended {
+    /// Takes `data` written at `offset`, which must be where the file ends now; copies it
+    /// once, into the part being filled. The parts it completed are returned for
+    /// [`Upload::send`] (most writes complete none, and need nothing else).
+    pub fn append(&self, offset: u64, data: &[u8]) -> Result<Parts, UploadError> {
+        let mut b = self.buf.lock();
+        if b.ended {
             return Err(UploadError::Ended);
         }
         let written = self.written.load(Ordering::Relaxed);
         if offset != written {
             return Err(UploadError::NotSequential { offset, written });
         }
-        // A part that already failed fails the writer now, not only at close.
+        let size = self.up.part_size;
+        let total = data.len() as u64;
+        let mut data = data;
+        let mut parts = Parts::new();
+        while !data.is_empty() {
+            if b.bytes.capacity() == 0 {
+                b.bytes.reserve(size);
+            }
+            let n = data.len().min(size - b.bytes.len());
+            b.bytes.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if b.bytes.len() == size {
+                let n = b.next_part;
+                b.next_part += 1;
+                parts.push((n, b.bytes.split().freeze()));
+            }
+        }
+        self.written.fetch_add(total, Ordering::Relaxed);
+        Ok(parts)
+    }
+
+    /// Sends full parts in the background, once slots are free (the writer waits here when
+    /// the network is slower than it). A part that already failed fails the writer now.
+    pub async fn send(&self, parts: Parts) -> Result<(), UploadError> {
+        if parts.is_empty() {
+            return Ok(());
+        }
+        let mut st = self.sending.lock().await;
         while let Some(done) = st.parts.try_join_next() {
             done.unwrap_or_else(|e| Err(join_error(e)))
                 .map_err(|e| self.failed(e))?;
         }
-        st.buf.extend_from_slice(data);
-        self.written.fetch_add(data.len() as u64, Ordering::Relaxed);
-        while st.buf.len() >= self.up.part_size {
-            let part = st.buf.split_to(self.up.part_size).freeze();
-            self.send_part(&mut st, part).await?;
+        let file = self.started(&mut st).await?;
+        for (n, part) in parts {
+            let permit = self.up.slots.clone().acquire_owned().await.expect("never closed");
+            let (api, done, file) = (self.up.api.clone(), self.up.bytes_uploaded.clone(), file.clone());
+            st.parts.spawn(async move {
+                let _slot = permit;
+                let len = part.len() as u64;
+                api.send(write::upload_part(&file, n, part)).await?;
+                done.fetch_add(len, Ordering::Relaxed);
+                Ok(())
+            });
         }
         Ok(())
     }
 
-    /// Sends one part in the background, once a slot is free.
-    async fn send_part(&self, st: &mut State, part: Bytes) -> Result<(), UploadError> {
-        let file = match &st.file {
-            Some(f) => f.clone(),
-            None => {
-                let call = write::start_upload(&self.appresult, &self.directory, &self.name);
-                let v = self.up.api.send(call).await.map_err(|e| self.failed(e))?;
-                let id = v
-                    .get("Id")
-                    .and_then(|x| {
-                        x.as_str()
-                            .map(str::to_string)
-                            .or_else(|| x.as_u64().map(|n| n.to_string()))
-                    })
-                    .ok_or_else(|| {
-                        self.failed(ApiError::Malformed {
-                            target: "start upload".into(),
-                            message: "the pending file has no Id".into(),
-                        })
-                    })?;
-                st.file = Some(id.clone());
-                id
-            }
-        };
-        let permit = self.up.slots.clone().acquire_owned().await.expect("never closed");
-        let n = st.next_part;
-        st.next_part += 1;
-        let (api, done) = (self.up.api.clone(), self.up.bytes_uploaded.clone());
-        st.parts.spawn(async move {
-            let _slot = permit;
-            let len = part.len() as u64;
-            api.send(write::upload_part(&file, n, part)).await?;
-            done.fetch_add(len, Ordering::Relaxed);
-            Ok(())
-        });
-        Ok(())
+    /// The pending file's id, starting the multipart upload the first time.
+    async fn started(&self, st: &mut Sending) -> Result<String, UploadError> {
+        if let Some(f) = &st.file {
+            return Ok(f.clone());
+        }
+        let call = write::start_upload(&self.appresult, &self.directory, &self.name);
+        let v = self.up.api.send(call).await.map_err(|e| self.failed(e))?;
+        let id = v
+            .get("Id")
+            .and_then(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .or_else(|| x.as_u64().map(|n| n.to_string()))
+            })
+            .ok_or_else(|| {
+                self.failed(ApiError::Malformed {
+                    target: "start upload".into(),
+                    message: "the pending file has no Id".into(),
+                })
+            })?;
+        st.file = Some(id.clone());
+        Ok(id)
+    }
+
+    /// [`Upload::append`] then [`Upload::send`].
+    pub async fn write(&self, offset: u64, data: &[u8]) -> Result<(), UploadError> {
+        let parts = self.append(offset, data)?;
+        self.send(parts).await
     }
 
     /// Sends what is left and completes the file; the completed file as BaseSpace lists it.
     pub async fn finish(&self) -> Result<FileInfo, UploadError> {
-        let mut st = self.state.lock().await;
-        if st.ended {
-            return Err(UploadError::Ended);
-        }
-        st.ended = true;
-        let rest = std::mem::take(&mut st.buf).freeze();
-        let v = if st.file.is_none() {
+        let (rest, last) = {
+            let mut b = self.buf.lock();
+            if b.ended {
+                return Err(UploadError::Ended);
+            }
+            b.ended = true;
+            let n = b.next_part;
+            (b.bytes.split().freeze(), n)
+        };
+        let mut st = self.sending.lock().await;
+        let v = if last == 1 {
             // Smaller than a part: one request (an empty file is refused by BaseSpace).
             let len = rest.len() as u64;
             let call = write::upload_whole(&self.appresult, &self.directory, &self.name, rest);
@@ -216,9 +258,11 @@ impl Upload {
             self.up.bytes_uploaded.fetch_add(len, Ordering::Relaxed);
             v
         } else {
+            drop(st);
             if !rest.is_empty() {
-                self.send_part(&mut st, rest).await?;
+                self.send(vec![(last, rest)]).await?;
             }
+            st = self.sending.lock().await;
             let mut first_error = None;
             while let Some(done) = st.parts.join_next().await {
                 if let Err(e) = done.unwrap_or_else(|e| Err(join_error(e))) {
@@ -228,7 +272,7 @@ impl Upload {
             if let Some(e) = first_error {
                 return Err(self.failed(e));
             }
-            let file = st.file.clone().expect("started");
+            let file = self.started(&mut st).await?;
             self.up
                 .api
                 .send(write::complete_upload(&file))
@@ -245,14 +289,13 @@ impl Upload {
 
     /// Whether `finish` (or `abort`) ran.
     pub fn is_finished(&self) -> bool {
-        self.state.try_lock().map_or(true, |s| s.ended)
+        self.buf.lock().ended
     }
 
     /// Gives up: parts in flight are cancelled, nothing is completed.
     pub async fn abort(&self) {
-        let mut st = self.state.lock().await;
-        st.ended = true;
-        st.parts.abort_all();
+        self.buf.lock().ended = true;
+        self.sending.lock().await.parts.abort_all();
     }
 }
 
@@ -261,5 +304,149 @@ fn join_error(e: tokio::task::JoinError) -> ApiError {
         target: "upload part".into(),
         message: e.to_string(),
         attempts: 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::model::{ContentMeta, EntityItem, Listed, User};
+    use crate::api::{ListKind, Pieces};
+    use futures::future::BoxFuture;
+    use serde_json::{json, Value};
+
+    /// Records every write call; fails the part numbers in `fail_parts`.
+    #[derive(Default)]
+    struct Recorder {
+        calls: parking_lot::Mutex<Vec<(String, usize)>>,
+        fail_parts: Vec<u32>,
+    }
+
+    impl BaseSpaceApi for Recorder {
+        fn current_user(&self) -> BoxFuture<'_, Result<(User, Value), ApiError>> {
+            unimplemented!()
+        }
+        fn list_entities(&self, _: ListKind) -> BoxFuture<'_, Result<Listed<EntityItem>, ApiError>> {
+            unimplemented!()
+        }
+        fn list_files(&self, _: ListKind) -> BoxFuture<'_, Result<Listed<FileInfo>, ApiError>> {
+            unimplemented!()
+        }
+        fn content_meta(&self, _: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>> {
+            unimplemented!()
+        }
+        fn get_range(
+            &self,
+            _: &str,
+            _: u64,
+            _: u64,
+            _: Option<&str>,
+            _: Pieces,
+        ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, ApiError>> {
+            unimplemented!()
+        }
+        fn send(&self, call: write::Call) -> BoxFuture<'_, Result<Value, ApiError>> {
+            let failing = self
+                .fail_parts
+                .iter()
+                .any(|n| call.path.ends_with(&format!("/parts/{n}")));
+            self.calls.lock().push((call.path.clone(), call.body.len()));
+            let total: usize = self
+                .calls
+                .lock()
+                .iter()
+                .filter(|(p, _)| p.contains("/parts/"))
+                .map(|(_, n)| n)
+                .sum();
+            let whole = call.path.contains("/files?") && !call.path.contains("multipart");
+            Box::pin(async move {
+                if failing {
+                    return Err(ApiError::Status {
+                        status: 500,
+                        code: None,
+                        message: "part refused".into(),
+                    });
+                }
+                let size = if whole { call.body.len() } else { total };
+                Ok(json!({"Id": "77", "Name": "f.bin", "Path": "d/f.bin", "Size": size, "ETag": "e"}))
+            })
+        }
+    }
+
+    fn rt() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn parts_are_cut_in_order_sent_with_their_numbers_and_completed() {
+        let api = Arc::new(Recorder::default());
+        let up = Uploader::with_part_size(api.clone(), 1000);
+        rt().block_on(async {
+            let u = up.begin("5", "d", "f.bin");
+            // Writes that do not line up with parts: 700 + 700 + 1100 + 150 = 2650 bytes.
+            let mut off = 0;
+            for n in [700usize, 700, 1100, 150] {
+                u.write(off, &vec![1u8; n]).await.unwrap();
+                off += n as u64;
+            }
+            let err = u.write(10, b"x").await.unwrap_err();
+            assert_eq!(err.errno(), libc::EINVAL, "a write before the end");
+            let f = u.finish().await.unwrap();
+            assert_eq!(f.size, Some(2650));
+        });
+        let calls = api.calls.lock().clone();
+        assert_eq!(
+            calls[0].0,
+            "v1pre3/appresults/5/files?name=f%2Ebin&directory=d&multipart=true"
+        );
+        let mut parts: Vec<(String, usize)> = calls.iter().filter(|(p, _)| p.contains("/parts/")).cloned().collect();
+        parts.sort();
+        assert_eq!(
+            parts,
+            [
+                ("v1pre3/files/77/parts/1".to_string(), 1000),
+                ("v1pre3/files/77/parts/2".to_string(), 1000),
+                ("v1pre3/files/77/parts/3".to_string(), 650)
+            ]
+        );
+        assert_eq!(calls.last().unwrap().0, "v1pre3/files/77?uploadstatus=complete");
+    }
+
+    #[test]
+    fn a_small_file_is_one_request_and_a_failed_part_completes_nothing() {
+        let api = Arc::new(Recorder::default());
+        let up = Uploader::with_part_size(api.clone(), 1000);
+        rt().block_on(async {
+            let u = up.begin("5", "", "small.txt");
+            u.write(0, b"hello").await.unwrap();
+            u.finish().await.unwrap();
+        });
+        assert_eq!(
+            api.calls.lock().clone(),
+            [("v1pre3/appresults/5/files?name=small%2Etxt&directory=".to_string(), 5)]
+        );
+        let api = Arc::new(Recorder {
+            fail_parts: vec![2],
+            ..Recorder::default()
+        });
+        let up = Uploader::with_part_size(api.clone(), 1000);
+        rt().block_on(async {
+            let u = up.begin("5", "", "big.bin");
+            let _ = u.write(0, &vec![0u8; 3500]).await;
+            let e = u.finish().await.unwrap_err();
+            assert_eq!(e.errno(), libc::EIO);
+            assert!(e.to_string().contains("part refused"), "{e}");
+        });
+        assert!(
+            !api.calls
+                .lock()
+                .iter()
+                .any(|(p, _)| p.contains("uploadstatus=complete")),
+            "nothing completed after a failed part"
+        );
     }
 }
