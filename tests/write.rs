@@ -317,3 +317,34 @@ fn the_trash_needs_allow_delete_and_restores() {
     );
     assert!(m2.path(".Trash/Trash Me").is_dir());
 }
+
+#[test]
+fn a_mount_killed_mid_upload_leaves_no_file_behind() {
+    let m = write_mount(Emu::demo(), &[]);
+    let files = new_appresult(&m, "Crash", "R");
+    // A writer that has sent several parts and keeps the file open.
+    let mut child = Command::new("sh")
+        .args(["-c", &format!("cat > '{}'", files.join("half.bin").display())])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.as_mut().unwrap().write_all(&vec![3u8; 20 * MIB]).unwrap();
+    wait_until("the parts to go out", std::time::Duration::from_secs(20), || {
+        m.emu().stats()["api_requests"].as_u64().unwrap_or(0) > 0
+            && std::fs::metadata(files.join("half.bin")).is_ok_and(|a| a.len() == 20 * MIB as u64)
+    });
+    // The mount dies (kill -9): nothing completes the upload.
+    unsafe { libc::kill(m.daemon_pid(), libc::SIGKILL) };
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let o = m.unmount();
+    assert!(o.status.success(), "unmount clears the dead mount: {}", text(&o));
+    let fresh = Mounted::at(&m.server, &m.token, &[], None);
+    let f = fresh.path("Projects/Crash/AppResults/R/Files");
+    assert_eq!(
+        std::fs::read_dir(&f).unwrap().count(),
+        0,
+        "no file, complete or partial"
+    );
+    assert!(!m.manifest().keys().any(|k| k.starts_with("Projects/Crash/")));
+}

@@ -636,9 +636,7 @@ impl BaseSpaceApi for HttpClient {
     fn token_info(&self) -> BoxFuture<'_, Result<Value, ApiError>> {
         async move {
             let mut v = self.get_response("v1pre3/oauthv2/token/current").await?;
-            if let Some(m) = v.as_object_mut() {
-                m.retain(|k, _| !k.eq_ignore_ascii_case("AccessToken") && !k.eq_ignore_ascii_case("RefreshToken"));
-            }
+            scrub_token(&mut v, self.creds.token.expose());
             Ok(v)
         }
         .boxed()
@@ -826,6 +824,20 @@ pub fn status_error(status: StatusCode, body: &[u8]) -> ApiError {
     }
 }
 
+/// Drops every `AccessToken`/`RefreshToken` field, at any depth, and any string holding the
+/// token itself: what is left may be shown (`.AccessToken/.json`).
+fn scrub_token(v: &mut Value, token: &str) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|k, _| !k.eq_ignore_ascii_case("AccessToken") && !k.eq_ignore_ascii_case("RefreshToken"));
+            m.values_mut().for_each(|x| scrub_token(x, token));
+        }
+        Value::Array(a) => a.iter_mut().for_each(|x| scrub_token(x, token)),
+        Value::String(s) if !token.is_empty() && s.contains(token) => *s = "REDACTED".into(),
+        _ => {}
+    }
+}
+
 /// `ResponseStatus{ErrorCode,Message}` (v1), top-level `ErrorCode/ErrorMessage` (v2) or
 /// OAuth `error/error_description`.
 fn error_fields(body: &[u8]) -> (Option<String>, Option<String>) {
@@ -851,4 +863,18 @@ pub fn parse_content_range(v: &str) -> Option<(u64, u64)> {
     let (range, _total) = r.split_once('/')?;
     let (a, b) = range.split_once('-')?;
     Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_info_never_holds_the_token() {
+        let mut v = serde_json::json!({"AccessToken": "t0k", "Scopes": ["READ GLOBAL"],
+            "Application": {"RefreshToken": "x", "Note": "was t0k"}, "List": ["t0k"]});
+        scrub_token(&mut v, "t0k");
+        assert!(!v.to_string().contains("t0k"), "{v}");
+        assert_eq!(v["Scopes"][0], "READ GLOBAL");
+    }
 }
