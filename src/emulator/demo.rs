@@ -6,7 +6,7 @@
 use bytes::Bytes;
 
 use super::account::{splitmix64, Account, AccountBuilder, ContainerRef, Content};
-use super::formats::{gzip, gzip_fast, write_bam, write_vcf, BamRead, VcfLine};
+use super::formats::{gzip, gzip_fast};
 
 /// Reference contigs of the demo genome.
 pub const CONTIGS: &[(&str, u64)] = &[("chr1", 2_000_000), ("chr2", 1_000_000)];
@@ -55,44 +55,105 @@ fn fastq(read: u8, seed: u64) -> Vec<u8> {
     gzip_fast(out.as_bytes())
 }
 
+/// A private scratch directory, removed when dropped (noodles indexes files on disk).
+struct Scratch(std::path::PathBuf);
+
+impl Scratch {
+    fn new(what: &str) -> Scratch {
+        let p = std::env::temp_dir().join(format!(
+            "bsmount-demo-{what}-{}-{:x}",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        std::fs::create_dir_all(&p).expect("a scratch directory for the demo files");
+        Scratch(p)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The demo BAM (coordinate-sorted, `SO:coordinate`) and its BAI, written and indexed by
+/// noodles: the files samtools and IGV read are made by a well-kept genomics library, not
+/// by hand.
 fn bam_and_bai(seed: u64) -> (Vec<u8>, Vec<u8>) {
+    use noodles::core::Position;
+    use noodles::sam::alignment::io::Write as _;
+    use noodles::sam::alignment::record::cigar::{op::Kind, Op};
+    use noodles::sam::alignment::record::{Flags, MappingQuality};
+    use noodles::sam::alignment::record_buf::{Cigar, QualityScores, RecordBuf, Sequence};
+    use noodles::{bam, sam};
+
+    let mut text = String::from("@HD\tVN:1.6\tSO:coordinate\n");
+    for (n, l) in CONTIGS {
+        text.push_str(&format!("@SQ\tSN:{n}\tLN:{l}\n"));
+    }
+    text.push_str("@RG\tID:demo\tSM:NA12878\tPL:ILLUMINA\n@PG\tID:bsmount-demo\tPN:bsmount\n");
+    let header: sam::Header = text.parse().expect("the demo SAM header parses");
+    let dir = Scratch::new("bam");
+    let path = dir.0.join("demo.bam");
+    let mut writer = std::fs::File::create(&path)
+        .map(bam::io::Writer::new)
+        .expect("demo BAM");
+    writer.write_header(&header).expect("demo BAM header");
     let mut rng = Rng(seed);
     let total: u64 = CONTIGS.iter().map(|c| c.1).sum();
-    let mut reads = Vec::with_capacity(BAM_READS as usize);
     for (c, (_, clen)) in CONTIGS.iter().enumerate() {
         let n = BAM_READS * clen / total;
         let mut pos: Vec<u64> = (0..n).map(|_| rng.below(clen - READ_LEN as u64)).collect();
         pos.sort_unstable();
         for (i, p) in pos.into_iter().enumerate() {
             let seq: Vec<u8> = (0..READ_LEN as u64).map(|k| base(c, p + k)).collect();
-            let qual: Vec<u8> = (0..READ_LEN).map(|_| b'!' + 25 + rng.below(15) as u8).collect();
-            reads.push(BamRead {
-                ref_id: c,
-                pos: p,
-                name: format!("A01234:42:HDEMOXX:1:{c}:{i}"),
-                seq,
-                qual,
-                reverse: rng.below(2) == 1,
-            });
+            let qual: Vec<u8> = (0..READ_LEN).map(|_| 25 + rng.below(15) as u8).collect();
+            let flags = if rng.below(2) == 1 {
+                Flags::REVERSE_COMPLEMENTED
+            } else {
+                Flags::empty()
+            };
+            let record = RecordBuf::builder()
+                .set_name(format!("A01234:42:HDEMOXX:1:{c}:{i}"))
+                .set_flags(flags)
+                .set_reference_sequence_id(c)
+                .set_alignment_start(Position::new(p as usize + 1).expect("1-based"))
+                .set_mapping_quality(MappingQuality::new(60).expect("valid"))
+                .set_cigar(Cigar::from(vec![Op::new(Kind::Match, READ_LEN)]))
+                .set_sequence(Sequence::from(seq))
+                .set_quality_scores(QualityScores::from(qual))
+                .build();
+            writer
+                .write_alignment_record(&header, &record)
+                .expect("demo BAM record");
         }
     }
-    write_bam(
-        CONTIGS,
-        "@RG\tID:demo\tSM:NA12878\tPL:ILLUMINA\n@PG\tID:bsmount-demo\tPN:bsmount\n",
-        &reads,
+    writer.try_finish().expect("demo BAM end");
+    drop(writer);
+    let bam::Index::Bai(index) = bam::fs::index(&path).expect("noodles indexes the demo BAM") else {
+        unreachable!("contigs under 2^29 get a BAI")
+    };
+    let bai = dir.0.join("demo.bam.bai");
+    bam::bai::fs::write(&bai, &index).expect("demo BAI");
+    (
+        std::fs::read(&path).expect("demo BAM"),
+        std::fs::read(&bai).expect("demo BAI"),
     )
 }
 
+/// The demo VCF, BGZF-compressed and tabix-indexed by noodles.
 fn vcf_and_tbi(seed: u64) -> (Vec<u8>, Vec<u8>) {
+    use noodles::{bgzf, tabix, vcf};
+    use std::io::Write as _;
+
     let mut rng = Rng(seed);
-    let mut header = String::from("##fileformat=VCFv4.2\n##source=bsmount-demo\n");
+    let mut text = String::from("##fileformat=VCFv4.2\n##source=bsmount-demo\n");
     for (n, l) in CONTIGS {
-        header.push_str(&format!("##contig=<ID={n},length={l}>\n"));
+        text.push_str(&format!("##contig=<ID={n},length={l}>\n"));
     }
-    header.push_str("##INFO=<ID=DP,Number=1,Type=Integer,Description=\"Total depth\">\n");
-    header.push_str("##FORMAT=<ID=GT,Number=1,Type=String,Description=\"Genotype\">\n");
-    header.push_str("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tNA12878\n");
-    let mut lines = Vec::new();
+    text.push_str("##INFO=<ID=DP,Number=1,Type=Integer,Description=\"Total depth\">\n");
+    text.push_str("##FORMAT=<ID=GT,Number=1,Type=String,Description=\"Genotype\">\n");
+    text.push_str("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\tFORMAT\tNA12878\n");
     for (c, (name, len)) in CONTIGS.iter().enumerate() {
         let mut pos = 1 + rng.below(500);
         while pos < *len {
@@ -103,23 +164,33 @@ fn vcf_and_tbi(seed: u64) -> (Vec<u8>, Vec<u8>) {
                 .find(|b| *b != r && rng.below(2) == 0)
                 .unwrap_or(if r == b'A' { b'G' } else { b'A' });
             let gt = ["0/1", "1/1", "0/1"][rng.below(3) as usize];
-            let line = format!(
-                "{name}\t{pos}\t.\t{}\t{}\t{}\tPASS\tDP={}\tGT\t{gt}",
+            text.push_str(&format!(
+                "{name}\t{pos}\t.\t{}\t{}\t{}\tPASS\tDP={}\tGT\t{gt}\n",
                 r as char,
                 alt as char,
                 30 + rng.below(70),
                 10 + rng.below(60)
-            );
-            lines.push(VcfLine {
-                ref_id: c,
-                pos,
-                ref_len: 1,
-                line,
-            });
+            ));
             pos += 200 + rng.below(1800);
         }
     }
-    write_vcf(CONTIGS, &header, &lines)
+    let dir = Scratch::new("vcf");
+    let path = dir.0.join("demo.vcf.gz");
+    let mut w = std::fs::File::create(&path)
+        .map(bgzf::io::Writer::new)
+        .expect("demo VCF");
+    w.write_all(text.as_bytes()).expect("demo VCF");
+    w.try_finish().expect("demo VCF end");
+    drop(w);
+    let vcf::Index::Tabix(index) = vcf::fs::index(&path).expect("noodles indexes the demo VCF") else {
+        unreachable!("contigs under 2^29 get a tabix index")
+    };
+    let tbi = dir.0.join("demo.vcf.gz.tbi");
+    tabix::fs::write(&tbi, &index).expect("demo TBI");
+    (
+        std::fs::read(&path).expect("demo VCF"),
+        std::fs::read(&tbi).expect("demo TBI"),
+    )
 }
 
 fn mem(b: Vec<u8>) -> (u64, Content) {
