@@ -492,3 +492,32 @@ fn v2_filters_are_honoured_not_ignored() {
     );
     assert_eq!(p["Items"][0]["Name"], "NA12878");
 }
+
+#[test]
+fn dataset_files_list_one_folder_with_its_sub_directories() {
+    let e = Emu::demo();
+    let ds: Vec<Value> = e.get_json("v2/datasets?datasettypes=common.files")["Items"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let dragen = ds.iter().find(|d| d["Name"] == "NA12878 DRAGEN Germline").unwrap()["Id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let root = e.get_json(&format!("v2/datasets/{dragen}/files?directory=%2F"));
+    let names: Vec<&str> = root["Items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["Path"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 4, "{names:?}");
+    assert!(names.iter().all(|p| !p.contains('/')));
+    assert_eq!(root["SubDirectories"][0]["Name"], "metrics");
+    let sub = e.get_json(&format!("v2/datasets/{dragen}/files?directory=%2Fmetrics%2F"));
+    assert_eq!(sub["Items"][0]["Path"], "metrics/NA12878.mapping_metrics.csv");
+    let all = e.get_json(&format!(
+        "v2/datasets/{dragen}/files?directory=%2F&includesubdirectories=true"
+    ));
+    assert_eq!(all["Items"].as_array().unwrap().len(), 5);
+}

@@ -194,3 +194,22 @@ fn no_v2_shows_the_v1_tree_only() {
         "{p:?}"
     );
 }
+
+#[test]
+fn a_dataset_lists_one_folder_per_request() {
+    let m = Mounted::demo();
+    let d = m.path(&format!("{P2}/Datasets/NA12878 DRAGEN Germline"));
+    assert!(d.join("DatasetTypeId").exists());
+    let api = || m.emu().stats()["api_requests"].as_u64().unwrap();
+    let a0 = api();
+    let top = names(&d.join("Files"));
+    assert!(top.contains("metrics") && top.contains("NA12878.bam"), "{top:?}");
+    assert!(
+        !top.iter().any(|n| n.contains("mapping_metrics")),
+        "sub-folder files stay in it: {top:?}"
+    );
+    assert_eq!(api() - a0, 1, "the first folder costs one request (directory=/)");
+    let sub = names(&d.join("Files/metrics"));
+    assert_eq!(sub.into_iter().collect::<Vec<_>>(), ["NA12878.mapping_metrics.csv"]);
+    assert_eq!(api() - a0, 2, "and each folder below one more");
+}

@@ -697,6 +697,11 @@ impl BaseSpaceApi for HttpClient {
 /// named), each Id once. Returns how many new items it brought.
 fn absorb<T: ListItem>(out: &mut Listed<T>, seen: &mut std::collections::HashSet<String>, page: RawPage) -> usize {
     let before = out.items.len();
+    for d in page.subdirs {
+        if !out.subdirs.contains(&d) {
+            out.subdirs.push(d);
+        }
+    }
     for raw in page.items {
         match T::from_raw(&raw) {
             Ok(item) => {

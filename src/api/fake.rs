@@ -300,6 +300,17 @@ fn files_of<'a>(a: &'a Account, kind: &ListKind) -> Result<Vec<&'a Arc<FileEntry
             let c = a.dataset(ds).ok_or_else(|| not_found("Dataset"))?;
             return Ok(c.files.iter().filter_map(|f| a.files.get(f)).collect());
         }
+        ListKind::DatasetFolder(ds, dir) => {
+            // The files directly in the folder (the fake names no sub-folders).
+            let c = a.dataset(ds).ok_or_else(|| not_found("Dataset"))?;
+            let prefix = dir.trim_matches('/');
+            return Ok(c
+                .files
+                .iter()
+                .filter_map(|f| a.files.get(f))
+                .filter(|f| f.path.rsplit_once('/').map_or("", |(d, _)| d) == prefix)
+                .collect());
+        }
         ListKind::AppSessionLogs(s) => {
             let s = a
                 .appsessions

@@ -61,8 +61,11 @@ pub enum ListKind {
     BioSampleAppSessions(String),
     /// v2 `datasets?projectid=ID`: a project's datasets (its samples and appresults too).
     ProjectDatasets(String),
-    /// v2 `datasets/{id}/files`.
+    /// v2 `datasets/{id}/files`: every file of a dataset.
     DatasetFiles(String),
+    /// v2 `datasets/{id}/files?directory=<dir>`: the files of one folder (`/`, `/a/b/`) and
+    /// the folders below it, so a dataset of 100,000 files opens with one request.
+    DatasetFolder(String, String),
     /// v2 `appsessions/{id}/logfiles`.
     AppSessionLogs(String),
     /// `{resource}/{id}/properties` (v1pre3 for samples, appresults, runs, appsessions,
@@ -127,6 +130,15 @@ impl ListKind {
             ),
             ListKind::ProjectDatasets(id) => ("v2/datasets".into(), format!("projectid={}&", segment(id)), true, L),
             ListKind::DatasetFiles(id) => (format!("v2/datasets/{}/files", segment(id)), String::new(), true, F),
+            ListKind::DatasetFolder(id, dir) => (
+                format!("v2/datasets/{}/files", segment(id)),
+                format!(
+                    "directory={}&",
+                    percent_encoding::utf8_percent_encode(dir, percent_encoding::NON_ALPHANUMERIC)
+                ),
+                true,
+                F,
+            ),
             ListKind::AppSessionLogs(id) => (
                 format!("v2/appsessions/{}/logfiles", segment(id)),
                 String::new(),

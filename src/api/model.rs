@@ -106,6 +106,8 @@ impl Page {
 pub struct RawPage {
     pub items: Vec<Box<serde_json::value::RawValue>>,
     pub paging: Paging,
+    /// v2 file listings of one folder: the folders below it.
+    pub subdirs: Vec<String>,
 }
 
 impl RawPage {
@@ -134,6 +136,14 @@ impl RawPage {
             items: Option<Vec<Box<serde_json::value::RawValue>>>,
             #[serde(default)]
             paging: Option<Paging>,
+            #[serde(default)]
+            sub_directories: Option<Vec<SubDir>>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct SubDir {
+            #[serde(default)]
+            name: Option<String>,
         }
         let b: Body = serde_json::from_slice(body).map_err(|e| format!("invalid JSON list body: {e}"))?;
         match (b.response, b.paging) {
@@ -146,10 +156,17 @@ impl RawPage {
                     limit: r.limit,
                     ..Paging::default()
                 },
+                subdirs: Vec::new(),
             }),
             (None, Some(paging)) => Ok(RawPage {
                 items: b.items.unwrap_or_default(),
                 paging,
+                subdirs: b
+                    .sub_directories
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|d| d.name)
+                    .collect(),
             }),
             (None, None) => Err("neither a v1pre3 Response nor a v2 Paging object".into()),
         }
@@ -224,6 +241,8 @@ impl ListItem for FileInfo {
 pub struct Listed<T> {
     pub items: Vec<T>,
     pub skipped: Vec<String>,
+    /// Folders directly below, for a listing of one folder (v2 `SubDirectories`).
+    pub subdirs: Vec<String>,
 }
 
 impl<T> Default for Listed<T> {
@@ -231,6 +250,7 @@ impl<T> Default for Listed<T> {
         Listed {
             items: Vec::new(),
             skipped: Vec::new(),
+            subdirs: Vec::new(),
         }
     }
 }

@@ -410,14 +410,19 @@ impl PageReq {
         })
     }
 
-    /// The v1pre3 or v2 list body for the page's items out of `total`.
-    fn body(&self, total: u64, shown: Vec<Value>, v2: bool) -> Response {
+    /// The v1pre3 or v2 list body for the page's items out of `total`, with one more
+    /// top-level field if given (v2 `SubDirectories`).
+    fn body_with(&self, total: u64, shown: Vec<Value>, v2: bool, extra: Option<(&str, Value)>) -> Response {
         let paging = json!({
             "DisplayedCount": shown.len(), "TotalCount": total, "Offset": self.offset, "Limit": self.limit,
             "SortDir": if self.desc { "Desc" } else { "Asc" }, "SortBy": self.sort_by
         });
         if v2 {
-            return json_response(StatusCode::OK, &json!({"Items": shown, "Paging": paging}));
+            let mut b = json!({"Items": shown, "Paging": paging});
+            if let Some((k, v)) = extra {
+                b[k] = v;
+            }
+            return json_response(StatusCode::OK, &b);
         }
         let mut r = paging;
         // Keep BaseSpace's field order: Items first.
@@ -437,7 +442,17 @@ impl PageReq {
 }
 
 /// Sorts and pages `items` (each with its sort keys) into a v1pre3 or v2 list body.
-fn page<'a>(q: &Query, mut items: Vec<(Render<'a>, SortKeys<'a>)>, max: u64, v2: bool) -> Response {
+fn page<'a>(q: &Query, items: Vec<(Render<'a>, SortKeys<'a>)>, max: u64, v2: bool) -> Response {
+    page_with(q, items, max, v2, None)
+}
+
+fn page_with<'a>(
+    q: &Query,
+    mut items: Vec<(Render<'a>, SortKeys<'a>)>,
+    max: u64,
+    v2: bool,
+    extra: Option<(&str, Value)>,
+) -> Response {
     let req = match PageReq::parse(q, max) {
         Ok(r) => r,
         Err(resp) => return *resp,
@@ -456,7 +471,7 @@ fn page<'a>(q: &Query, mut items: Vec<(Render<'a>, SortKeys<'a>)>, max: u64, v2:
     }
     let total = items.len();
     let shown = items.drain(req.window(total)).map(|(v, _)| v()).collect();
-    req.body(total as u64, shown, v2)
+    req.body_with(total as u64, shown, v2, extra)
 }
 
 /// A container's files, paged. Sorting by Id (the default, and what clients page by) needs
@@ -474,6 +489,61 @@ fn files_page(s: &Arc<Shared>, q: &Query, a: &Account, ids: &[u64]) -> Response 
 
 /// [`files_page`] in the v1pre3 or the v2 shape.
 fn files_page_in(s: &Arc<Shared>, q: &Query, a: &Account, ids: &[u64], v2: bool) -> Response {
+    files_page_with(s, q, a, ids, v2, None)
+}
+
+/// `datasets/{id}/files?directory=/a/b/`: the files directly in that folder (all below it
+/// with `includesubdirectories=true`), and its sub-folders as `SubDirectories`.
+fn folder_page(s: &Arc<Shared>, q: &Query, a: &Account, ids: &[u64], dir: &str, base: &str) -> Response {
+    let prefix = dir.trim_matches('/');
+    let deep = q
+        .get("includesubdirectories")
+        .is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let mut subs: Vec<String> = Vec::new();
+    let mut inside: Vec<u64> = Vec::new();
+    for id in ids {
+        let Some(f) = a.files.get(id) else { continue };
+        let rest = if prefix.is_empty() {
+            Some(f.path.as_str())
+        } else {
+            f.path.strip_prefix(prefix).and_then(|r| r.strip_prefix('/'))
+        };
+        let Some(rest) = rest else { continue };
+        match rest.split_once('/') {
+            None => inside.push(*id),
+            Some((sub, _)) => {
+                if deep {
+                    inside.push(*id);
+                }
+                if !subs.iter().any(|x| x == sub) {
+                    subs.push(sub.to_string());
+                }
+            }
+        }
+    }
+    subs.sort();
+    let listed: Vec<Value> = subs
+        .iter()
+        .map(|d| {
+            let path = if prefix.is_empty() {
+                format!("/{d}/")
+            } else {
+                format!("/{prefix}/{d}/")
+            };
+            json!({"Name": d, "Href": format!("{base}?directory={}", utf8_percent_encode(&path, NON_ALPHANUMERIC))})
+        })
+        .collect();
+    files_page_with(s, q, a, &inside, true, Some(("SubDirectories", Value::Array(listed))))
+}
+
+fn files_page_with(
+    s: &Arc<Shared>,
+    q: &Query,
+    a: &Account,
+    ids: &[u64],
+    v2: bool,
+    extra: Option<(&str, Value)>,
+) -> Response {
     let req = match PageReq::parse(q, MAX_FILES_LIMIT) {
         Ok(r) => r,
         Err(resp) => return *resp,
@@ -492,7 +562,7 @@ fn files_page_in(s: &Arc<Shared>, q: &Query, a: &Account, ids: &[u64], v2: bool)
                 (Box::new(move || s.file_json_in(f, false, resolve, v2)) as Render, keys)
             })
             .collect();
-        return page(q, items, MAX_FILES_LIMIT, v2);
+        return page_with(q, items, MAX_FILES_LIMIT, v2, extra);
     }
     let mut sorted = ids.to_vec();
     sorted.sort_unstable();
@@ -503,7 +573,7 @@ fn files_page_in(s: &Arc<Shared>, q: &Query, a: &Account, ids: &[u64], v2: bool)
         .into_iter()
         .map(|f| s.file_json_in(f, false, resolve, v2))
         .collect();
-    req.body(sorted.len() as u64, shown, v2)
+    req.body_with(sorted.len() as u64, shown, v2, extra)
 }
 
 /// Borrowed from the account: a 100,000-file listing sorts its keys for every page it
@@ -717,7 +787,17 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
         }
         ["v2", "datasets", ds, rest @ ..] => match (a.dataset(ds), rest) {
             (Some(c), []) => json_response(StatusCode::OK, &json::dataset_v2(a, c, &s.base_url)),
-            (Some(c), ["files"]) => files_page_in(s, q, a, &c.files, true),
+            (Some(c), ["files"]) => match q.get("directory") {
+                Some(dir) => folder_page(
+                    s,
+                    q,
+                    a,
+                    &c.files,
+                    dir,
+                    &format!("{}/v2/datasets/{ds}/files", s.base_url),
+                ),
+                None => files_page_in(s, q, a, &c.files, true),
+            },
             (Some(c), ["properties"]) => properties_page(q, json::dataset_properties(a, c, &s.base_url), true),
             (Some(_), _) => unrecognized(),
             (None, _) => no_access("Dataset"),

@@ -123,6 +123,9 @@ fn appresult_meta(id: String) -> ListKind {
 fn run_meta(id: String) -> ListKind {
     meta_of(ListKind::RunFiles)(id)
 }
+fn dataset_root(id: String) -> ListKind {
+    ListKind::DatasetFolder(id, "/".into())
+}
 fn dataset_meta(id: String) -> ListKind {
     meta_of(ListKind::DatasetFiles)(id)
 }
@@ -239,7 +242,7 @@ const ROWS: &[Row] = &[
         type_name: "datasets",
         files: &[("DatasetTypeId", Meta::DatasetTypeId), ("Attributes", Meta::Attributes)],
         dirs: &[
-            sub_v2("Files", ListKind::DatasetFiles),
+            sub_v2("Files", dataset_root),
             sub_v2("Files.metadata", dataset_meta),
             sub_v2("Properties", dataset_props),
         ],
@@ -281,6 +284,8 @@ pub enum Holds {
     FilesMetadata,
     /// `.AccessToken/`: the token's scopes and dates as `.json`.
     Token,
+    /// One folder of a dataset's files: its files, and its sub-folders listed on their own.
+    Folder,
 }
 
 pub fn holds(list: &ListKind) -> Holds {
@@ -302,6 +307,7 @@ pub fn holds(list: &ListKind) -> Holds {
         ListKind::FilesMetadata(_) => Holds::FilesMetadata,
         ListKind::AccessToken => Holds::Token,
         ListKind::Trash => Holds::Entities(EntityKind::TrashItem),
+        ListKind::DatasetFolder(..) => Holds::Folder,
     }
 }
 

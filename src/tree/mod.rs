@@ -189,6 +189,23 @@ struct FileNode {
 }
 
 impl FileNode {
+    /// A listed (or just uploaded) file: its version is the ETag when BaseSpace gives one,
+    /// else date and size.
+    fn of(f: &FileInfo, seq: u32) -> FileNode {
+        let size = f.size.unwrap_or(0);
+        let (version, has_etag) = match &f.etag {
+            Some(e) if !e.is_empty() => (e.trim_matches('"').to_string(), true),
+            _ => (format!("{}-{size}", f.date_modified.as_deref().unwrap_or("")), false),
+        };
+        FileNode {
+            id: f.id.as_str().into(),
+            size,
+            version: version.into(),
+            has_etag,
+            seq,
+        }
+    }
+
     fn remote(&self) -> RemoteFile {
         RemoteFile {
             id: self.id.to_string(),
@@ -619,20 +636,9 @@ impl Tree {
 
     /// An upload completed: the entry becomes the file BaseSpace now lists, readable.
     pub fn publish(&self, ino: Ino, f: &FileInfo) {
-        let size = f.size.unwrap_or(0);
-        let (version, has_etag) = match &f.etag {
-            Some(e) if !e.is_empty() => (e.trim_matches('"').to_string(), true),
-            _ => (format!("{}-{size}", f.date_modified.as_deref().unwrap_or("")), false),
-        };
         if let Some(n) = self.nodes.write().get_mut(&ino) {
             n.mtime = f.mtime();
-            n.kind = NodeKind::File(FileNode {
-                id: f.id.as_str().into(),
-                size,
-                version: version.into(),
-                has_etag,
-                seq: u32::MAX,
-            });
+            n.kind = NodeKind::File(FileNode::of(f, u32::MAX));
         }
     }
 
@@ -818,6 +824,7 @@ impl Tree {
             Holds::Properties => self.api.list_properties(kind.clone()).await.map(Listing::Properties),
             Holds::FilesMetadata => self.api.list_entities(kind.clone()).await.map(Listing::FilesMetadata),
             Holds::Token => self.api.token_info().await.map(Listing::Token),
+            Holds::Folder => self.api.list_files(kind.clone()).await.map(Listing::Folder),
         };
         match listed {
             Ok(l) => {
@@ -860,6 +867,7 @@ impl Tree {
             Listing::Outputs(items) => self.apply_outputs(&mut nodes, ino, items),
             Listing::Properties(props) => self.apply_properties(&mut nodes, ino, props),
             Listing::FilesMetadata(files) => self.apply_files_metadata(&mut nodes, ino, files),
+            Listing::Folder(files) => self.apply_folder(&mut nodes, ino, kind, files),
             Listing::Token(v) => {
                 let old = dir_mut(&mut nodes, ino).map(|d| std::mem::take(&mut d.listed));
                 let json = self.insert(
@@ -1111,36 +1119,7 @@ impl Tree {
                         child
                     }
                     PlanEntry::File(i) => {
-                        let f = &files[i];
-                        let size = f.size.unwrap_or(0);
-                        let (version, has_etag) = match &f.etag {
-                            Some(e) if !e.is_empty() => (e.trim_matches('"').to_string(), true),
-                            _ => (format!("{}-{size}", f.date_modified.as_deref().unwrap_or("")), false),
-                        };
-                        let same = old.get(&name).copied().filter(|c| {
-                            matches!(nodes.get(c).map(|n| &n.kind),
-                                Some(NodeKind::File(x)) if *x.id == *f.id && *x.version == *version)
-                        });
-                        let child = match same {
-                            Some(c) => {
-                                old.remove(&name);
-                                c
-                            }
-                            None => self.insert(
-                                nodes,
-                                leaf(
-                                    ino,
-                                    mtimes[i],
-                                    NodeKind::File(FileNode {
-                                        id: f.id.as_str().into(),
-                                        size,
-                                        version: version.into(),
-                                        has_etag,
-                                        seq: 0,
-                                    }),
-                                ),
-                            ),
-                        };
+                        let child = self.file_entry(nodes, &mut old, &name, ino, &files[i], mtimes[i]);
                         file_ino[i] = child;
                         child
                     }
@@ -1399,6 +1378,115 @@ impl Tree {
         listed.skipped
     }
 
+    /// The node of listed file `f` named `name` in `dir`: the old one if it is the same file
+    /// and version (its inode and page cache stay), else a new one.
+    fn file_entry(
+        &self,
+        nodes: &mut HashMap<Ino, Node>,
+        old: &mut BTreeMap<OsString, Ino>,
+        name: &OsStr,
+        dir: Ino,
+        f: &FileInfo,
+        mtime: SystemTime,
+    ) -> Ino {
+        let node = FileNode::of(f, 0);
+        let same = old.get(name).copied().filter(|c| {
+            matches!(nodes.get(c).map(|n| &n.kind),
+                Some(NodeKind::File(x)) if x.id == node.id && x.version == node.version)
+        });
+        match same {
+            Some(c) => {
+                old.remove(name);
+                c
+            }
+            None => self.insert(nodes, leaf(dir, mtime, NodeKind::File(node))),
+        }
+    }
+
+    /// Fills one folder of a dataset from its own listing: its files, and a directory per
+    /// sub-folder that is listed when it is looked at.
+    fn apply_folder(
+        &self,
+        nodes: &mut HashMap<Ino, Node>,
+        dir: Ino,
+        kind: &ListKind,
+        listed: Listed<FileInfo>,
+    ) -> Vec<String> {
+        let mut skipped = listed.skipped;
+        let ListKind::DatasetFolder(ds, path) = kind else {
+            return skipped;
+        };
+        let mut old = match dir_mut(nodes, dir) {
+            Some(d) => std::mem::take(&mut d.listed),
+            None => return skipped,
+        };
+        let mut new: BTreeMap<OsString, Ino> = BTreeMap::new();
+        let mtime = nodes.get(&dir).map_or(UNIX_EPOCH, |n| n.mtime);
+        for sub in &listed.subdirs {
+            let name = names::sanitize(sub);
+            if sub.is_empty() || sub.contains('/') || new.contains_key(OsStr::new(&name)) {
+                skipped.push(format!("skipped a folder with an unusable name {sub:?}"));
+                continue;
+            }
+            let listing = ListKind::DatasetFolder(ds.clone(), format!("{path}{sub}/"));
+            let same = old
+                .get(OsStr::new(&name))
+                .copied()
+                .filter(|i| dir_ref(nodes, *i).is_some_and(|d| d.listing.as_ref() == Some(&listing)));
+            let ino = match same {
+                Some(i) => {
+                    old.remove(OsStr::new(&name));
+                    i
+                }
+                None => self.insert(
+                    nodes,
+                    dir_node(
+                        dir,
+                        mtime,
+                        Dir {
+                            listing: Some(listing),
+                            built: true,
+                            ..Dir::default()
+                        },
+                    ),
+                ),
+            };
+            new.insert(OsString::from(name), ino);
+        }
+        let mut files: Vec<&FileInfo> = listed.items.iter().collect();
+        files.sort_by(|a, b| a.rel_path().cmp(b.rel_path()));
+        for f in files {
+            let base = f.rel_path().rsplit('/').next().unwrap_or("");
+            let mut name = names::sanitize(base);
+            if new.contains_key(OsStr::new(&name)) {
+                name = format!("{name} ({})", f.id);
+            }
+            let name = OsString::from(name);
+            let ino = self.file_entry(nodes, &mut old, &name, dir, f, f.mtime());
+            new.insert(name, ino);
+        }
+        // Prefetch across files follows this folder's files in name order.
+        let order: Vec<Ino> = new
+            .values()
+            .copied()
+            .filter(|i| matches!(nodes.get(i).map(|n| &n.kind), Some(NodeKind::File(_))))
+            .collect();
+        for (seq, i) in order.iter().enumerate() {
+            if let Some(Node {
+                kind: NodeKind::File(x),
+                ..
+            }) = nodes.get_mut(i)
+            {
+                x.seq = seq as u32;
+            }
+        }
+        self.finish_listing(nodes, dir, old, new);
+        if let Some(d) = dir_mut(nodes, dir) {
+            d.files = order.into();
+        }
+        skipped
+    }
+
     /// Installs a directory's new listed entries; what the old listing had and the new one
     /// does not is freed, or orphaned while the kernel still holds it.
     fn finish_listing(
@@ -1423,12 +1511,13 @@ enum Listing {
     Properties(Listed<PropertyItem>),
     FilesMetadata(Listed<EntityItem>),
     Token(Value),
+    Folder(Listed<FileInfo>),
 }
 
 impl Listing {
     fn len(&self) -> usize {
         match self {
-            Listing::Files(l) => l.items.len(),
+            Listing::Files(l) | Listing::Folder(l) => l.items.len(),
             Listing::Entities(_, l) | Listing::Outputs(l) | Listing::FilesMetadata(l) => l.items.len(),
             Listing::Properties(l) => l.items.len(),
             Listing::Token(_) => 1,

@@ -477,11 +477,25 @@ impl BaseSpaceApi for Scripted {
     }
     fn list_entities(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<EntityItem>, ApiError>> {
         let r = self.entities.lock().get(&kind).cloned().ok_or_else(|| missing(&kind));
-        async move { r.map(|items| Listed { items, skipped: vec![] }) }.boxed()
+        async move {
+            r.map(|items| Listed {
+                items,
+                skipped: vec![],
+                subdirs: vec![],
+            })
+        }
+        .boxed()
     }
     fn list_files(&self, kind: ListKind) -> BoxFuture<'_, Result<Listed<FileInfo>, ApiError>> {
         let r = self.files.lock().get(&kind).cloned().ok_or_else(|| missing(&kind));
-        async move { r.map(|items| Listed { items, skipped: vec![] }) }.boxed()
+        async move {
+            r.map(|items| Listed {
+                items,
+                skipped: vec![],
+                subdirs: vec![],
+            })
+        }
+        .boxed()
     }
     fn content_meta(&self, _id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>> {
         async { Err(ApiError::UrlExpired) }.boxed()
