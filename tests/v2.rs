@@ -91,9 +91,19 @@ fn every_sample_and_appresult_file_is_also_in_its_datasets_byte_identical() {
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
         .collect();
-    for n in ["Datasets", "AppSessions", "Status", "DefaultProject", ".json", ".curl"] {
+    for n in [
+        "Datasets",
+        "AppSessions",
+        "Libraries",
+        "Status",
+        "DefaultProject",
+        ".json",
+        ".curl",
+    ] {
         assert!(all.contains(n), "biosample lacks {n}: {all:?}");
     }
+    let lib = std::fs::read_to_string(b.join("Libraries/NA12878/.type")).unwrap();
+    assert_eq!(lib, "libraries\n");
     let ds = names(&b.join("Datasets"));
     assert!(ds.iter().any(|n| n.starts_with(".id.ds.")), "{ds:?}");
     let fastq = ds.iter().find(|n| !n.starts_with('.')).unwrap();

@@ -57,6 +57,8 @@ pub enum ListKind {
     BioSamples,
     /// v2 `datasets?inputbiosamples=ID`: the datasets made from a biosample.
     BioSampleDatasets(String),
+    /// v2 `biosamples/{id}/libraries`: the libraries prepared from a biosample.
+    BioSampleLibraries(String),
     /// v2 `appsessions?input.biosamples=ID`: the analyses that read a biosample.
     BioSampleAppSessions(String),
     /// v2 `datasets?projectid=ID`: a project's datasets (its samples and appresults too).
@@ -125,6 +127,12 @@ impl ListKind {
             ListKind::BioSampleAppSessions(id) => (
                 "v2/appsessions".into(),
                 format!("input.biosamples={}&", segment(id)),
+                true,
+                L,
+            ),
+            ListKind::BioSampleLibraries(id) => (
+                format!("v2/biosamples/{}/libraries", segment(id)),
+                String::new(),
                 true,
                 L,
             ),

@@ -409,7 +409,7 @@ pub fn biosample(a: &Account, c: &Container, base: &str) -> Value {
 }
 
 /// A sample's library (`Input.Libraries` of its FASTQ dataset).
-fn library_v2(a: &Account, c: &Container, base: &str) -> Value {
+pub fn library_v2(a: &Account, c: &Container, base: &str) -> Value {
     let id = library_id(c.id);
     json!({
         "Id": id.to_string(),

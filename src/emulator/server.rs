@@ -750,6 +750,7 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
         ["v2", "biosamples", _, rest @ ..] => match (id(2).and_then(|i| a.biosample(i)), rest) {
             (Some(c), []) => json_response(StatusCode::OK, &json::biosample(a, c, &s.base_url)),
             (Some(_), ["properties"]) => properties_page(q, Vec::new(), true),
+            (Some(c), ["libraries"]) => properties_page(q, vec![json::library_v2(a, c, &s.base_url)], true),
             (Some(_), _) => unrecognized(),
             (None, _) => no_access("BioSample"),
         },

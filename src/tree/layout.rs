@@ -7,7 +7,7 @@
 //! /Projects/<p>/AppResults/<a>/{Files/…, Files.metadata/…, Properties/…}
 //! /Projects/<p>/AppSessions/<as>/{Sample.<id>.<name> -> ../../Samples/.id.<id>, …, Logs/, Properties/}
 //! /Projects/<p>/Datasets/<d>/{Files/…, Files.metadata/…, Properties/…, DatasetTypeId, Attributes}
-//! /BioSamples/<b>/{Datasets/<d>/…, AppSessions/…, Properties/…, Status, DefaultProject}
+//! /BioSamples/<b>/{Datasets/<d>/…, AppSessions/…, Libraries/…, Properties/…, Status, DefaultProject}
 //! /Runs/<run>/{Files/<run folder>, Files.metadata/…, Properties/…}
 //! ```
 //! Every entity directory holds the hidden files [`HIDDEN`]; every list directory holds
@@ -31,6 +31,8 @@ pub enum EntityKind {
     File,
     /// Something in the trash (`.Trash/<item>`).
     TrashItem,
+    /// A library prepared from a biosample (v2).
+    Library,
 }
 
 /// A generated file of an entity directory, rendered from the entity when read.
@@ -233,6 +235,7 @@ const ROWS: &[Row] = &[
         dirs: &[
             sub_v2("Datasets", ListKind::BioSampleDatasets),
             sub_v2("AppSessions", ListKind::BioSampleAppSessions),
+            sub_v2("Libraries", ListKind::BioSampleLibraries),
             sub_v2("Properties", biosample_props),
         ],
         listing: None,
@@ -251,6 +254,13 @@ const ROWS: &[Row] = &[
     Row {
         kind: EntityKind::File,
         type_name: "files",
+        files: &[],
+        dirs: &[],
+        listing: None,
+    },
+    Row {
+        kind: EntityKind::Library,
+        type_name: "libraries",
         files: &[],
         dirs: &[],
         listing: None,
@@ -296,6 +306,7 @@ pub fn holds(list: &ListKind) -> Holds {
         ListKind::AppResults(_) => Holds::Entities(EntityKind::AppResult),
         ListKind::AppSessions(_) | ListKind::BioSampleAppSessions(_) => Holds::Entities(EntityKind::AppSession),
         ListKind::BioSamples => Holds::Entities(EntityKind::BioSample),
+        ListKind::BioSampleLibraries(_) => Holds::Entities(EntityKind::Library),
         ListKind::BioSampleDatasets(_) | ListKind::ProjectDatasets(_) => Holds::Entities(EntityKind::Dataset),
         ListKind::AppSessionOutputs(_) => Holds::Outputs,
         ListKind::SampleFiles(_)
@@ -355,6 +366,7 @@ mod tests {
             EntityKind::Dataset,
             EntityKind::File,
             EntityKind::TrashItem,
+            EntityKind::Library,
         ] {
             assert_eq!(ROWS.iter().filter(|r| r.kind == k).count(), 1, "{k:?}");
         }
