@@ -141,6 +141,14 @@ fn property_links_resolve_to_the_entities_they_name() {
     let sheet = std::fs::read_to_string(props.join("Input.sample-sheet")).unwrap();
     assert!(sheet.contains("[Data]") && sheet.contains("NA12878"), "{sheet}");
     assert!(names(&props.join("Input.Runs/0/Files")).contains("RunInfo.xml"));
+    // Its log, as the application wrote it.
+    let logs = m.path(&format!("{P2}/AppSessions/{fq}/Logs"));
+    let log = names(&logs).into_iter().next().expect("a log file");
+    let text = std::fs::read_to_string(logs.join(&log)).unwrap();
+    assert!(
+        text.contains("FASTQ Generation") && text.contains("\"NA12878\""),
+        "{text}"
+    );
     let runs = names(&m.path("Runs"));
     let run = runs.iter().find(|r| !r.starts_with('.')).unwrap();
     let out = m.path(&format!("Runs/{run}/Properties/Output.Samples/0"));

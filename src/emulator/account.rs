@@ -388,7 +388,25 @@ impl AccountBuilder {
         content: Content,
         created: Option<SystemTime>,
     ) -> u64 {
-        let id = self.id("file", FILE_BASE, &format!("{}/{path}", parent.id));
+        let id = self.entry(parent, path, size, content, created, &format!("{}/{path}", parent.id));
+        if let Some(c) = self.acct.containers.get_mut(&parent) {
+            c.files.push(id);
+        }
+        id
+    }
+
+    /// A file of the account that no container lists (an appsession's log): its id comes
+    /// from `key`.
+    fn entry(
+        &mut self,
+        parent: ContainerRef,
+        path: &str,
+        size: u64,
+        content: Content,
+        created: Option<SystemTime>,
+        key: &str,
+    ) -> u64 {
+        let id = self.id("file", FILE_BASE, key);
         let created = created.unwrap_or_else(|| self.when(id));
         let entry = FileEntry {
             id,
@@ -407,9 +425,6 @@ impl AccountBuilder {
             entry.etag();
         }
         self.acct.files.insert(id, Arc::new(entry));
-        if let Some(c) = self.acct.containers.get_mut(&parent) {
-            c.files.push(id);
-        }
         id
     }
 
@@ -485,7 +500,42 @@ impl AccountBuilder {
                     .collect();
             }
         }
+        self.add_logs();
         self.acct
+    }
+
+    /// Every appsession that made something gets the log its application wrote
+    /// (`v2/appsessions/{id}/logfiles`, the appsession's `Logs/`).
+    fn add_logs(&mut self) {
+        let mut sessions: Vec<u64> = self.acct.appsessions.keys().copied().collect();
+        sessions.sort_unstable();
+        for sid in sessions {
+            let s = &self.acct.appsessions[&sid];
+            let Some(parent) = s.outputs.first().copied() else {
+                continue;
+            };
+            let when = crate::api::model::format_date(s.created);
+            let mut text = format!("{when} [{}] AppSession {:?} started\n", s.application, s.name);
+            for r in &s.outputs {
+                if let Some(c) = self.acct.containers.get(r) {
+                    text.push_str(&format!("{when} [{}] wrote {:?}\n", s.application, c.name));
+                }
+            }
+            text.push_str(&format!("{when} [{}] completed successfully\n", s.application));
+            let path = format!("{}.log", s.application.replace(' ', "_"));
+            let size = text.len() as u64;
+            let id = self.entry(
+                parent,
+                &path,
+                size,
+                Content::Memory(Bytes::from(text)),
+                Some(s.created),
+                &format!("log/{sid}/{path}"),
+            );
+            if let Some(s) = self.acct.appsessions.get_mut(&sid) {
+                s.logs.push(id);
+            }
+        }
     }
 }
 
