@@ -449,9 +449,9 @@ fn cmd_change(what: Change, path: &Path, config: Option<&str>) -> Result<(), Str
     };
     // The mount shows the change: the list the entity is in, and the trash.
     let parent = path.parent().unwrap_or(path);
-    let _ = refresh_quietly(parent);
+    let _ = refresh_ioctl(parent);
     if let Some(root) = mount_root(path) {
-        let _ = refresh_quietly(&root.join(".Trash"));
+        let _ = refresh_ioctl(&root.join(".Trash"));
     }
     println!("{done}");
     Ok(())
@@ -464,32 +464,27 @@ fn mount_root(path: &Path) -> Option<PathBuf> {
         .map(Path::to_path_buf)
 }
 
-fn refresh_quietly(p: &Path) -> Result<(), String> {
+/// Asks the mount holding `p` to re-read it and everything below (the ioctl `bsmount
+/// refresh` sends).
+fn refresh_ioctl(p: &Path) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let f = std::fs::File::open(p).map_err(|e| e.to_string())?;
+    let f = std::fs::File::open(p)?;
     // SAFETY: a valid open descriptor and an ioctl that carries no data.
     let r = unsafe { libc::ioctl(f.as_raw_fd(), crate::fs::REFRESH_IOCTL as _) };
     if r < 0 {
-        return Err(std::io::Error::last_os_error().to_string());
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
 
 fn cmd_refresh(paths: &[PathBuf]) -> Result<(), String> {
-    use std::os::fd::AsRawFd;
     for p in paths {
-        let f = std::fs::File::open(p).map_err(|e| format!("cannot refresh {}: {e}", p.display()))?;
-        // SAFETY: a valid open descriptor and an ioctl that carries no data.
-        let r = unsafe { libc::ioctl(f.as_raw_fd(), crate::fs::REFRESH_IOCTL as _) };
-        if r < 0 {
-            let e = std::io::Error::last_os_error();
-            return Err(match e.raw_os_error() {
-                Some(libc::ENOTTY) | Some(libc::ENOTSUP) | Some(libc::EINVAL) => {
-                    format!("{} is not inside a bsmount filesystem", p.display())
-                }
-                _ => format!("cannot refresh {}: {e}", p.display()),
-            });
-        }
+        refresh_ioctl(p).map_err(|e| match e.raw_os_error() {
+            Some(libc::ENOTTY) | Some(libc::ENOTSUP) | Some(libc::EINVAL) => {
+                format!("{} is not inside a bsmount filesystem", p.display())
+            }
+            _ => format!("cannot refresh {}: {e}", p.display()),
+        })?;
         println!("refreshed {}", p.display());
     }
     Ok(())

@@ -63,22 +63,24 @@ impl FsCore {
                 dir,
                 complete: false,
             } => Ok((appresult, dir)),
-            Place::Files { complete: true, .. } => Err(self.refuse(
-                parent,
-                libc::EACCES,
-                format!("cannot write {name:?}: the appresult is complete (BaseSpace takes no more files)"),
-            )),
-            Place::Projects | Place::AppResults { .. } => Err(self.refuse(
-                parent,
-                libc::EACCES,
-                format!("cannot write {name:?} here: mkdir makes a project or an appresult; files go into an appresult's Files/"),
-            )),
-            Place::Elsewhere(what) => Err(self.refuse(
-                parent,
-                libc::EACCES,
-                format!("cannot write {name:?} into {what}: only an uncompleted appresult's Files/ takes uploads"),
-            )),
+            other => Err(self.refusal(parent, name, other)),
         }
+    }
+
+    /// Why `name` cannot be written in `parent` (at `place`), also shown in its `.error`.
+    fn refusal(&self, parent: Ino, name: &OsStr, place: Place) -> FsError {
+        let why = match place {
+            Place::Files { .. } => {
+                format!("cannot write {name:?}: the appresult is complete (BaseSpace takes no more files)")
+            }
+            Place::Projects | Place::AppResults { .. } => format!(
+                "cannot write {name:?} here: mkdir makes a project or an appresult; files go into an appresult's Files/"
+            ),
+            Place::Elsewhere(what) => {
+                format!("cannot write {name:?} into {what}: only an uncompleted appresult's Files/ takes uploads")
+            }
+        };
+        self.refuse(parent, libc::EACCES, why)
     }
 
     /// `creat`/`open(O_CREAT)` of a new file: an upload starts (bytes go at the first full
@@ -211,10 +213,7 @@ impl FsCore {
             Place::Projects => call::create_project(&text),
             Place::AppResults { project } => call::create_appresult(&project, &text),
             Place::Files { complete: false, .. } => return Ok(self.tree.add_local_dir(parent, name)?),
-            _ => {
-                let (_, _) = self.upload_target(parent, name)?;
-                unreachable!("upload_target refuses every other place")
-            }
+            other => return Err(self.refusal(parent, name, other)),
         };
         w.api.send(made).await.map_err(|e| {
             let e = FsError::new(e.errno(), Level::ERROR, format!("creating {text:?} failed: {e}"));

@@ -819,15 +819,16 @@ impl Account {
                 out.push((format!("{prefix}/Files/{p}"), files[i].clone()));
             }
         };
-        let pids: Vec<String> = self.projects.iter().map(|p| p.id.to_string()).collect();
-        let pnames = names::disambiguate(
-            &self
-                .projects
+        // The names a list directory shows for (id, name) entries.
+        let shown = |entries: Vec<(String, &str)>| -> Vec<String> {
+            let pairs: Vec<(&str, &str)> = entries.iter().map(|(id, n)| (id.as_str(), *n)).collect();
+            names::disambiguate(&pairs, &reserved)
+        };
+        let pnames = shown(
+            self.projects
                 .iter()
-                .zip(&pids)
-                .map(|(p, id)| (id.as_str(), p.name.as_str()))
-                .collect::<Vec<_>>(),
-            &reserved,
+                .map(|p| (p.id.to_string(), p.name.as_str()))
+                .collect(),
         );
         for (p, pname) in self.projects.iter().zip(pnames) {
             for (kind, list, dir) in [
@@ -835,14 +836,7 @@ impl Account {
                 (ContainerKind::AppResult, &p.appresults, "AppResults"),
             ] {
                 let cs: Vec<&Container> = list.iter().filter_map(|id| self.container(kind, *id)).collect();
-                let ids: Vec<String> = cs.iter().map(|c| c.id.to_string()).collect();
-                let cnames = names::disambiguate(
-                    &cs.iter()
-                        .zip(&ids)
-                        .map(|(c, id)| (id.as_str(), c.name.as_str()))
-                        .collect::<Vec<_>>(),
-                    &reserved,
-                );
+                let cnames = shown(cs.iter().map(|c| (c.id.to_string(), c.name.as_str())).collect());
                 for (c, cname) in cs.into_iter().zip(cnames) {
                     add_container(format!("Projects/{pname}/{dir}/{cname}"), c);
                 }
@@ -855,14 +849,7 @@ impl Account {
                 })
                 .into_iter()
                 .collect();
-            let ids: Vec<String> = all.iter().map(|c| dataset_id(c)).collect();
-            let dnames = names::disambiguate(
-                &all.iter()
-                    .zip(&ids)
-                    .map(|(c, id)| (id.as_str(), c.name.as_str()))
-                    .collect::<Vec<_>>(),
-                &reserved,
-            );
+            let dnames = shown(all.iter().map(|c| (dataset_id(c), c.name.as_str())).collect());
             for (c, dname) in all.into_iter().zip(dnames) {
                 if c.kind == ContainerKind::Dataset {
                     add_container(format!("Projects/{pname}/Datasets/{dname}"), c);
@@ -874,15 +861,7 @@ impl Account {
             .iter()
             .filter_map(|id| self.container(ContainerKind::Run, *id))
             .collect();
-        let ids: Vec<String> = runs.iter().map(|c| c.id.to_string()).collect();
-        let rnames = names::disambiguate(
-            &runs
-                .iter()
-                .zip(&ids)
-                .map(|(c, id)| (id.as_str(), c.name.as_str()))
-                .collect::<Vec<_>>(),
-            &reserved,
-        );
+        let rnames = shown(runs.iter().map(|c| (c.id.to_string(), c.name.as_str())).collect());
         for (c, rname) in runs.into_iter().zip(rnames) {
             add_container(format!("Runs/{rname}"), c);
         }

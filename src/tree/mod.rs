@@ -168,6 +168,14 @@ struct Dir {
 }
 
 impl Dir {
+    /// A directory with nothing to build or list (a folder of `Files/`, a property array).
+    fn folder() -> Dir {
+        Dir {
+            built: true,
+            ..Dir::default()
+        }
+    }
+
     fn get(&self, name: &OsStr) -> Option<Ino> {
         self.local
             .get(name)
@@ -627,10 +635,7 @@ impl Tree {
     /// A folder made by `mkdir` inside `Files/`: BaseSpace has no empty folders, so it lives
     /// here until the files uploaded into it are listed.
     pub fn add_local_dir(&self, parent: Ino, name: &OsStr) -> Result<Attr, TreeError> {
-        let d = Box::new(Dir {
-            built: true,
-            ..Dir::default()
-        });
+        let d = Box::new(Dir::folder());
         self.add_local_node(parent, name, NodeKind::Dir(d))
     }
 
@@ -1103,17 +1108,7 @@ impl Tree {
                                 }
                                 c
                             }
-                            None => self.insert(
-                                nodes,
-                                dir_node(
-                                    ino,
-                                    folder_mtime[sub],
-                                    Dir {
-                                        built: true,
-                                        ..Dir::default()
-                                    },
-                                ),
-                            ),
+                            None => self.insert(nodes, dir_node(ino, folder_mtime[sub], Dir::folder())),
                         };
                         stack.push((sub, child));
                         child
@@ -1206,39 +1201,13 @@ impl Tree {
             let ty = p.raw.get("Type").and_then(Value::as_str).unwrap_or("string");
             let base = ty.trim_end_matches("[]");
             let ino = if ty.ends_with("[]") {
-                let items = property_items(&p.raw);
-                let sub = self.insert(
-                    nodes,
-                    dir_node(
-                        dir,
-                        mtime,
-                        Dir {
-                            built: true,
-                            ..Dir::default()
-                        },
-                    ),
-                );
                 let mut entries = BTreeMap::new();
-                for (i, item) in items.iter().enumerate() {
-                    let e = self.property_entry(nodes, sub, base, item, project.as_deref(), depth + 1, mtime);
+                for (i, item) in property_items(&p.raw).iter().enumerate() {
+                    let e = self.property_entry(nodes, dir, base, item, project.as_deref(), depth + 1, mtime);
                     entries.insert(OsString::from(i.to_string()), e);
                 }
-                if let Some(d) = dir_mut(nodes, sub) {
-                    d.listed = entries;
-                }
-                sub
+                self.folder_with(nodes, dir, mtime, entries)
             } else if let Some(map) = p.raw.get("ContentMap").and_then(Value::as_array) {
-                let sub = self.insert(
-                    nodes,
-                    dir_node(
-                        dir,
-                        mtime,
-                        Dir {
-                            built: true,
-                            ..Dir::default()
-                        },
-                    ),
-                );
                 let mut entries = BTreeMap::new();
                 for kv in map {
                     let Some(k) = kv.get("Key").and_then(Value::as_str) else {
@@ -1249,13 +1218,10 @@ impl Tree {
                         Some(v) => vec![scalar_text(v)],
                         None => Vec::new(),
                     };
-                    let f = self.insert(nodes, leaf(sub, mtime, NodeKind::Text(lines(&text))));
+                    let f = self.insert(nodes, leaf(dir, mtime, NodeKind::Text(lines(&text))));
                     entries.insert(OsString::from(names::sanitize(k)), f);
                 }
-                if let Some(d) = dir_mut(nodes, sub) {
-                    d.listed = entries;
-                }
-                sub
+                self.folder_with(nodes, dir, mtime, entries)
             } else {
                 let content = p.raw.get("Content").cloned().unwrap_or(Value::Null);
                 self.property_entry(nodes, dir, base, &content, project.as_deref(), depth, mtime)
@@ -1264,6 +1230,26 @@ impl Tree {
         }
         self.finish_listing(nodes, dir, old, new);
         skipped
+    }
+
+    /// A folder in `dir` holding `entries`.
+    fn folder_with(
+        &self,
+        nodes: &mut HashMap<Ino, Node>,
+        dir: Ino,
+        mtime: SystemTime,
+        entries: BTreeMap<OsString, Ino>,
+    ) -> Ino {
+        let sub = self.insert(nodes, dir_node(dir, mtime, Dir::folder()));
+        for i in entries.values() {
+            if let Some(n) = nodes.get_mut(i) {
+                n.parent = sub;
+            }
+        }
+        if let Some(d) = dir_mut(nodes, sub) {
+            d.listed = entries;
+        }
+        sub
     }
 
     /// One property value in `dir` (`depth` steps below the root): a link for an entity of
@@ -1337,17 +1323,7 @@ impl Tree {
             for (name, entry) in plan[d].entries() {
                 let child = match entry {
                     PlanEntry::Dir(sub) => {
-                        let c = self.insert(
-                            nodes,
-                            dir_node(
-                                ino,
-                                UNIX_EPOCH,
-                                Dir {
-                                    built: true,
-                                    ..Dir::default()
-                                },
-                            ),
-                        );
+                        let c = self.insert(nodes, dir_node(ino, UNIX_EPOCH, Dir::folder()));
                         stack.push((sub, c));
                         c
                     }
