@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 use super::*;
 use crate::api::fake::FakeApi;
 use crate::api::model::{ContentMeta, ListItem, User};
-use crate::api::{ApiError, Pieces};
+use crate::api::{ApiError, EntityItem, Listed, Pieces};
 use crate::emulator::account::{Account, AccountBuilder, Content};
 
 pub(crate) fn rt() -> tokio::runtime::Runtime {
