@@ -97,6 +97,7 @@ impl MountStats {
                 "small_fetches": r.small_fetches.load(Ordering::Relaxed),
             },
             "listings": self.tree.fills.load(Ordering::Relaxed),
+            "listings_ahead": self.tree.fills_ahead.load(Ordering::Relaxed),
             "inodes": self.tree.len(),
             "shared_cache": self.reader.shared().map(|c| {
                 let s = &c.stats;

@@ -109,10 +109,15 @@ impl BaseSpaceApi for FakeApi {
                     })
                     .collect())
             };
-            let datasets = |q: DatasetQuery| -> Vec<Value> {
+            // As the client asks them: with their properties inline where it sends
+            // `include=properties`.
+            let datasets = |q: DatasetQuery, with_props: bool| -> Vec<Value> {
                 a.datasets_where(&q)
                     .into_iter()
-                    .map(|c| json::dataset_v2(&a, c, base))
+                    .map(|c| match with_props {
+                        true => json::dataset_v2_with_properties(&a, c, base),
+                        false => json::dataset_v2(&a, c, base),
+                    })
                     .collect()
             };
             let values: Vec<Value> = match &kind {
@@ -131,18 +136,27 @@ impl BaseSpaceApi for FakeApi {
                     ss.sort_by_key(|s| s.id);
                     ss.into_iter().map(|s| json::appsession_v2(&a, s, base)).collect()
                 }
-                ListKind::AppSessionOutputs(s) => datasets(DatasetQuery {
-                    appsessions: Some(vec![num(s, "AppSession")?]),
-                    ..DatasetQuery::default()
-                }),
-                ListKind::ProjectDatasets(p) => datasets(DatasetQuery {
-                    project: Some(Some(num(p, "Project")?)),
-                    ..DatasetQuery::default()
-                }),
-                ListKind::BioSampleDatasets(b) => datasets(DatasetQuery {
-                    biosamples: Some(vec![num(b, "BioSample")?]),
-                    ..DatasetQuery::default()
-                }),
+                ListKind::AppSessionOutputs(s) => datasets(
+                    DatasetQuery {
+                        appsessions: Some(vec![num(s, "AppSession")?]),
+                        ..DatasetQuery::default()
+                    },
+                    false,
+                ),
+                ListKind::ProjectDatasets(p) => datasets(
+                    DatasetQuery {
+                        project: Some(Some(num(p, "Project")?)),
+                        ..DatasetQuery::default()
+                    },
+                    true,
+                ),
+                ListKind::BioSampleDatasets(b) => datasets(
+                    DatasetQuery {
+                        biosamples: Some(vec![num(b, "BioSample")?]),
+                        ..DatasetQuery::default()
+                    },
+                    true,
+                ),
                 ListKind::BioSamples => a
                     .biosamples()
                     .into_iter()

@@ -55,13 +55,15 @@ pub enum ListKind {
     RunFiles(String),
     /// v2 `biosamples`: every biosample of the account.
     BioSamples,
-    /// v2 `datasets?inputbiosamples=ID`: the datasets made from a biosample.
+    /// v2 `datasets?inputbiosamples=ID&include=properties`: the datasets made from a
+    /// biosample, each with its properties (so its `Properties/` costs no request).
     BioSampleDatasets(String),
     /// v2 `biosamples/{id}/libraries`: the libraries prepared from a biosample.
     BioSampleLibraries(String),
     /// v2 `appsessions?input.biosamples=ID`: the analyses that read a biosample.
     BioSampleAppSessions(String),
-    /// v2 `datasets?projectid=ID`: a project's datasets (its samples and appresults too).
+    /// v2 `datasets?projectid=ID&include=properties`: a project's datasets (its samples and
+    /// appresults too), with their properties.
     ProjectDatasets(String),
     /// v2 `datasets/{id}/files`: every file of a dataset.
     DatasetFiles(String),
@@ -120,7 +122,7 @@ impl ListKind {
             ListKind::BioSamples => ("v2/biosamples".into(), String::new(), true, L),
             ListKind::BioSampleDatasets(id) => (
                 "v2/datasets".into(),
-                format!("inputbiosamples={}&", segment(id)),
+                format!("inputbiosamples={}&include=properties&", segment(id)),
                 true,
                 L,
             ),
@@ -136,7 +138,12 @@ impl ListKind {
                 true,
                 L,
             ),
-            ListKind::ProjectDatasets(id) => ("v2/datasets".into(), format!("projectid={}&", segment(id)), true, L),
+            ListKind::ProjectDatasets(id) => (
+                "v2/datasets".into(),
+                format!("projectid={}&include=properties&", segment(id)),
+                true,
+                L,
+            ),
             ListKind::DatasetFiles(id) => (format!("v2/datasets/{}/files", segment(id)), String::new(), true, F),
             ListKind::DatasetFolder(id, dir) => (
                 format!("v2/datasets/{}/files", segment(id)),

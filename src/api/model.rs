@@ -8,6 +8,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Deserializer};
+use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// Accepts `"123"` or `123` (or null, as empty) for an id.
@@ -203,26 +204,169 @@ impl ListItem for EntityItem {
     }
 }
 
-/// One property of an entity, as `…/properties` lists it: its name and its JSON (the tree
-/// reads `Type`, `Content` and the item arrays from it).
+/// One property of an entity, as `…/properties` lists it (or an entity carries inline).
+/// Values stay as BaseSpace sent them: a `sample[]` of 1,000 samples is 1,000 texts, each
+/// read for what the tree needs (an id and a project) without building it as a tree.
 #[derive(Debug, Clone)]
 pub struct PropertyItem {
     pub name: String,
-    pub raw: Value,
+    /// `Type`: `string`, `sample[]`, `map`, … (empty when absent).
+    pub kind: String,
+    /// A single value (`Content`).
+    pub content: Option<Box<RawValue>>,
+    /// An array's items (`Items` in v1pre3, `<Kind>Items` in v2: `SampleLibraryItems`, …).
+    pub items: Vec<Box<RawValue>>,
+    /// A map's entries (`ContentMap`): each key and its values.
+    pub map: Option<Vec<MapEntry>>,
+    /// `ItemsDisplayedCount` and `ItemsTotalCount` of an array: fewer shown than there are
+    /// means the list here is cut short.
+    pub items_shown: Option<u64>,
+    pub items_total: Option<u64>,
+}
+
+/// One entry of a map property.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MapEntry {
+    #[serde(default)]
+    pub key: Option<String>,
+    #[serde(default)]
+    pub values: Option<Value>,
+}
+
+impl<'de> Deserialize<'de> for PropertyItem {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Fields;
+        impl<'de> serde::de::Visitor<'de> for Fields {
+            type Value = PropertyItem;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a property object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<PropertyItem, A::Error> {
+                let mut p = PropertyItem {
+                    name: String::new(),
+                    kind: String::new(),
+                    content: None,
+                    items: Vec::new(),
+                    map: None,
+                    items_shown: None,
+                    items_total: None,
+                };
+                // Each value is taken as sent and read leniently: a field of an unexpected
+                // shape is left out, not the property.
+                let lenient = |r: &RawValue| serde_json::from_str::<Value>(r.get()).ok();
+                while let Some(k) = m.next_key::<String>()? {
+                    let raw: Box<RawValue> = m.next_value()?;
+                    match k.as_str() {
+                        "Name" => {
+                            p.name = lenient(&raw)
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default()
+                        }
+                        "Type" => {
+                            p.kind = lenient(&raw)
+                                .and_then(|v| v.as_str().map(str::to_string))
+                                .unwrap_or_default()
+                        }
+                        "Content" => p.content = Some(raw),
+                        "ContentMap" => p.map = serde_json::from_str(raw.get()).ok(),
+                        "ItemsDisplayedCount" => p.items_shown = lenient(&raw).and_then(|v| v.as_u64()),
+                        "ItemsTotalCount" => p.items_total = lenient(&raw).and_then(|v| v.as_u64()),
+                        k if k.ends_with("Items") && (k == "Items" || p.items.is_empty()) => {
+                            if let Ok(items) = serde_json::from_str::<Vec<Box<RawValue>>>(raw.get()) {
+                                p.items = items;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(p)
+            }
+        }
+        d.deserialize_map(Fields)
+    }
 }
 
 impl ListItem for PropertyItem {
-    fn from_raw(raw: &serde_json::value::RawValue) -> Result<Self, String> {
-        let v: Value = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
-        let name = v.get("Name").and_then(Value::as_str).unwrap_or("").to_string();
-        if name.is_empty() {
+    fn from_raw(raw: &RawValue) -> Result<Self, String> {
+        let p: PropertyItem = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        if p.name.is_empty() {
             return Err(format!("property without Name: {}", truncate(raw.get(), 120)));
         }
-        Ok(PropertyItem { name, raw: v })
+        Ok(p)
     }
     fn id(&self) -> &str {
         &self.name
     }
+}
+
+impl PropertyItem {
+    /// The properties an entity's JSON carries inline (`Properties.Items`: v1pre3 single
+    /// entities, v2 datasets listed with `include=properties`), when they are all there:
+    /// every property listed (`TotalCount`) and every array whole (`ItemsTotalCount`).
+    /// `None` when they are absent or cut short: then only `…/properties` has them all.
+    pub fn inline(entity: &str) -> Option<Listed<PropertyItem>> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Holder {
+            #[serde(default)]
+            properties: Option<Inline>,
+        }
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Inline {
+            #[serde(default)]
+            items: Option<Vec<Box<RawValue>>>,
+            #[serde(default, deserialize_with = "de_u64_lenient")]
+            total_count: Option<u64>,
+        }
+        let props = serde_json::from_str::<Holder>(entity).ok()?.properties?;
+        let items = props.items?;
+        if props.total_count.is_some_and(|t| t > items.len() as u64) {
+            return None;
+        }
+        let mut out = Listed::default();
+        for raw in items {
+            match PropertyItem::from_raw(&raw) {
+                Ok(p) if p.items_shown.zip(p.items_total).is_some_and(|(s, t)| s < t) => return None,
+                Ok(p) => out.items.push(p),
+                Err(m) => out.skipped.push(format!("skipped a property: {m}")),
+            }
+        }
+        Some(out)
+    }
+}
+
+/// What the tree reads of an entity a property refers to: its id, and the project it names.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct Reference {
+    #[serde(deserialize_with = "de_opt_id")]
+    pub id: Option<String>,
+    pub projects: Option<Vec<EntityRef>>,
+    pub project: Option<EntityRef>,
+    pub default_project: Option<EntityRef>,
+}
+
+impl Reference {
+    /// The project the entity names itself (`Projects[0]`, `Project`, `DefaultProject`).
+    pub fn own_project(&self) -> Option<&str> {
+        self.projects
+            .as_ref()
+            .and_then(|p| p.first())
+            .or(self.project.as_ref())
+            .or(self.default_project.as_ref())
+            .map(|p| p.id.as_str())
+            .filter(|p| !p.is_empty())
+    }
+}
+
+fn de_opt_id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::String(s) => Some(s),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    })
 }
 
 impl ListItem for FileInfo {

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 pub use error::FsError;
 pub use write::{Pending, WriteMode};
 
+use crate::read::across::Listings;
 use crate::read::{Handle, Reader};
 use crate::stats::MountStats;
 use crate::tree::{Attr, FileContent, Ino, Kind, Tree};
@@ -70,6 +71,8 @@ pub struct FsCore {
     stats: Arc<MountStats>,
     handles: Mutex<HashMap<u64, Open>>,
     next_fh: AtomicU64,
+    /// Listings fetched ahead of walks.
+    listings: Listings,
     /// `--write`: uploads, creates, the trash.
     write: Option<WriteMode>,
 }
@@ -91,6 +94,7 @@ impl FsCore {
         write: Option<WriteMode>,
     ) -> Arc<FsCore> {
         Arc::new(FsCore {
+            listings: Listings::new(tree.clone(), reader.connections()),
             tree,
             reader,
             stats,
@@ -152,8 +156,9 @@ impl FsCore {
                     true => CacheMode::Keep,
                     false => CacheMode::Refresh,
                 };
-                if let Some(pos) = self.tree.position(ino) {
-                    self.reader.ahead(pos, |n| self.tree.files_after(pos, n));
+                if let Some(w) = self.tree.file_walk(ino) {
+                    self.reader
+                        .ahead(&w, |after, top, n| self.tree.files_after(&w, after, top, n));
                 }
                 (Open::Remote(Arc::new(self.reader.open(r))), cache)
             }
@@ -201,8 +206,10 @@ impl FsCore {
         }
     }
 
-    /// Lists a directory (from the API if its listing is stale) into a snapshot.
+    /// Lists a directory (from the API if its listing is stale) into a snapshot. When a walk
+    /// is opening directories in order, the ones it opens next are listed ahead.
     pub async fn opendir(&self, ino: Ino) -> Result<u64, FsError> {
+        self.listings.on_opendir(ino);
         let entries = self.tree.readdir(ino).await?;
         let dots = [(".", ino), ("..", self.tree.parent(ino))]
             .into_iter()

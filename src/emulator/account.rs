@@ -198,6 +198,29 @@ pub struct Account {
     pub appsessions: HashMap<u64, AppSession>,
     pub files: HashMap<u64, Arc<FileEntry>>,
     pub trash: Vec<TrashItem>,
+    /// What is derived from the rest and asked for again and again (sizes, rendered JSON).
+    pub memo: Memo,
+}
+
+/// Values derived from an account, computed on first need. An account is never changed in
+/// place (the API clones it, edits the copy, swaps it in), and a copy starts with an empty
+/// memo, so nothing here is ever stale.
+#[derive(Default)]
+pub struct Memo {
+    sizes: OnceLock<HashMap<ContainerRef, u64>>,
+    json: parking_lot::Mutex<HashMap<(ContainerRef, u8), serde_json::Value>>,
+}
+
+impl Clone for Memo {
+    fn clone(&self) -> Self {
+        Memo::default()
+    }
+}
+
+impl std::fmt::Debug for Memo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Memo")
+    }
 }
 
 /// Id ranges per entity type, shaped like real BaseSpace ids.
@@ -716,6 +739,41 @@ pub fn dataset_is(c: &Container, filter: &str) -> bool {
 }
 
 impl Account {
+    /// The bytes of a container's files.
+    pub fn size_of(&self, c: &Container) -> u64 {
+        let sizes = self.memo.sizes.get_or_init(|| {
+            self.containers
+                .iter()
+                .map(|(r, c)| {
+                    (
+                        *r,
+                        c.files.iter().filter_map(|f| self.files.get(f)).map(|f| f.size).sum(),
+                    )
+                })
+                .collect()
+        });
+        sizes
+            .get(&ContainerRef { kind: c.kind, id: c.id })
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The JSON `render` makes of container `c` in form `variant`, made once.
+    pub fn rendered(
+        &self,
+        c: &Container,
+        variant: u8,
+        render: impl FnOnce() -> serde_json::Value,
+    ) -> serde_json::Value {
+        let key = (ContainerRef { kind: c.kind, id: c.id }, variant);
+        if let Some(v) = self.memo.json.lock().get(&key) {
+            return v.clone();
+        }
+        let v = render();
+        self.memo.json.lock().insert(key, v.clone());
+        v
+    }
+
     /// The datasets a `v2/datasets` query lists, by id.
     pub fn datasets_where(&self, q: &DatasetQuery) -> Vec<&Container> {
         self.datasets().into_iter().filter(|c| q.matches(c)).collect()

@@ -17,6 +17,15 @@ fn d(t: SystemTime) -> String {
     format_date(t)
 }
 
+/// `v` with `fields` moved into the places `json!` left for them (`null`s, so BaseSpace's
+/// field order stays): `json!` copies every nested value it is given once more.
+fn set<const N: usize>(mut v: Value, fields: [(&str, Value); N]) -> Value {
+    for (k, x) in fields {
+        v[k] = x;
+    }
+    v
+}
+
 pub fn owner(a: &Account) -> Value {
     json!({
         "Id": a.user_id.to_string(),
@@ -46,7 +55,7 @@ fn properties(href: String) -> Value {
 }
 
 fn container_size(a: &Account, c: &Container) -> u64 {
-    c.files.iter().filter_map(|f| a.files.get(f)).map(|f| f.size).sum()
+    a.size_of(c)
 }
 
 fn project_size(a: &Account, p: &Project) -> u64 {
@@ -63,17 +72,20 @@ fn project_size(a: &Account, p: &Project) -> u64 {
 
 pub fn project(a: &Account, p: &Project, full: bool) -> Value {
     let href = format!("v1pre3/projects/{}", p.id);
-    let mut v = json!({
-        "Id": p.id.to_string(),
-        "UserOwnedBy": owner(a),
-        "Href": href,
-        "Name": p.name,
-        "Description": p.description,
-        "DateCreated": d(p.created),
-        "DateModified": d(p.created),
-        "HasCollaborators": false,
-        "TotalSize": project_size(a, p)
-    });
+    let mut v = set(
+        json!({
+            "Id": p.id.to_string(),
+            "UserOwnedBy": null,
+            "Href": href,
+            "Name": p.name,
+            "Description": p.description,
+            "DateCreated": d(p.created),
+            "DateModified": d(p.created),
+            "HasCollaborators": false,
+            "TotalSize": project_size(a, p)
+        }),
+        [("UserOwnedBy", owner(a))],
+    );
     if full {
         let m = v.as_object_mut().unwrap();
         m.insert("HrefSamples".into(), json!(format!("{href}/samples")));
@@ -102,20 +114,26 @@ fn application(name: &str) -> Value {
 }
 
 pub fn appsession_v1(a: &Account, s: &AppSession) -> Value {
-    json!({
-        "Id": s.id.to_string(),
-        "Name": s.name,
-        "Href": format!("v1pre3/appsessions/{}", s.id),
-        "Application": application(&s.application),
-        "UserCreatedBy": owner(a),
-        "Status": s.status,
-        "QcStatus": "Undefined",
-        "StatusSummary": summary(s.status),
-        "DateCreated": d(s.created),
-        "ModifiedOn": d(s.created),
-        "DateCompleted": d(s.created),
-        "TotalSize": appsession_size(a, s)
-    })
+    set(
+        json!({
+            "Id": s.id.to_string(),
+            "Name": s.name,
+            "Href": format!("v1pre3/appsessions/{}", s.id),
+            "Application": null,
+            "UserCreatedBy": null,
+            "Status": s.status,
+            "QcStatus": "Undefined",
+            "StatusSummary": summary(s.status),
+            "DateCreated": d(s.created),
+            "ModifiedOn": d(s.created),
+            "DateCompleted": d(s.created),
+            "TotalSize": appsession_size(a, s)
+        }),
+        [
+            ("Application", application(&s.application)),
+            ("UserCreatedBy", owner(a)),
+        ],
+    )
 }
 
 fn appsession_size(a: &Account, s: &AppSession) -> u64 {
@@ -127,24 +145,30 @@ fn appsession_size(a: &Account, s: &AppSession) -> u64 {
 }
 
 pub fn appsession_v2(a: &Account, s: &AppSession, base: &str) -> Value {
-    json!({
-        "Id": s.id.to_string(),
-        "Name": s.name,
-        "Href": format!("{base}/v2/appsessions/{}", s.id),
-        "Application": application(&s.application),
-        "UserCreatedBy": owner(a),
-        "ExecutionStatus": s.status,
-        "QcStatus": "Undefined",
-        "StatusSummary": summary(s.status),
-        "Purpose": "Analysis",
-        "DateCreated": d(s.created),
-        "DateModified": d(s.created),
-        "DateCompleted": d(s.created),
-        "TotalSize": appsession_size(a, s),
-        "DeliveryStatus": "None",
-        "ContainsComments": false,
-        "HrefComments": format!("{base}/v2/appsessions/{}/comments", s.id)
-    })
+    set(
+        json!({
+            "Id": s.id.to_string(),
+            "Name": s.name,
+            "Href": format!("{base}/v2/appsessions/{}", s.id),
+            "Application": null,
+            "UserCreatedBy": null,
+            "ExecutionStatus": s.status,
+            "QcStatus": "Undefined",
+            "StatusSummary": summary(s.status),
+            "Purpose": "Analysis",
+            "DateCreated": d(s.created),
+            "DateModified": d(s.created),
+            "DateCompleted": d(s.created),
+            "TotalSize": appsession_size(a, s),
+            "DeliveryStatus": "None",
+            "ContainsComments": false,
+            "HrefComments": format!("{base}/v2/appsessions/{}/comments", s.id)
+        }),
+        [
+            ("Application", application(&s.application)),
+            ("UserCreatedBy", owner(a)),
+        ],
+    )
 }
 
 /// v2 dataset for a sample or appresult (as `datasets?appsessionids=` lists them).
@@ -161,29 +185,54 @@ pub fn dataset_v2(a: &Account, c: &Container, base: &str) -> Value {
         .and_then(|s| a.appsessions.get(&s))
         .map(|s| appsession_v2(a, s, base));
     let proj = c.project.and_then(|p| a.project(p)).map(|p| project_v2(a, p, base));
-    json!({
-        "Id": ds,
-        "Href": format!("{base}/v2/datasets/{ds}"),
-        "HrefFiles": format!("{base}/v2/datasets/{ds}/files"),
-        "Name": c.name,
-        "DateCreated": d(c.created),
-        "DateModified": d(c.created),
-        "AppSession": session,
-        "Project": proj,
-        "TotalSize": container_size(a, c),
-        "IsArchived": false,
-        "UserOwnedBy": owner(a),
-        "DatasetType": {"Id": dtype, "Href": format!("{base}/v2/datasettypes/{dtype}"), "Name": dname, "ConformsToIds": conforms},
-        "Attributes": attributes(a, c),
-        "QcStatus": "Undefined",
-        "QcStatusSummary": "",
-        "UploadStatus": "Completed",
-        "UploadStatusSummary": "",
-        "ValidationStatus": "Passed",
-        "V1pre3Id": v1,
-        "HrefComments": format!("{base}/v2/datasets/{ds}/comments"),
-        "ContainsComments": false
-    })
+    set(
+        json!({
+            "Id": ds,
+            "Href": format!("{base}/v2/datasets/{ds}"),
+            "HrefFiles": format!("{base}/v2/datasets/{ds}/files"),
+            "Name": c.name,
+            "DateCreated": d(c.created),
+            "DateModified": d(c.created),
+            "AppSession": null,
+            "Project": null,
+            "TotalSize": container_size(a, c),
+            "IsArchived": false,
+            "UserOwnedBy": null,
+            "DatasetType": {"Id": dtype, "Href": format!("{base}/v2/datasettypes/{dtype}"), "Name": dname, "ConformsToIds": conforms},
+            "Attributes": null,
+            "QcStatus": "Undefined",
+            "QcStatusSummary": "",
+            "UploadStatus": "Completed",
+            "UploadStatusSummary": "",
+            "ValidationStatus": "Passed",
+            "V1pre3Id": v1,
+            "HrefComments": format!("{base}/v2/datasets/{ds}/comments"),
+            "ContainsComments": false
+        }),
+        [
+            ("AppSession", session.unwrap_or(Value::Null)),
+            ("Project", proj.unwrap_or(Value::Null)),
+            ("UserOwnedBy", owner(a)),
+            ("Attributes", attributes(a, c)),
+        ],
+    )
+}
+
+/// [`dataset_v2`] with its properties inline, as `v2/datasets?include=properties` lists it.
+pub fn dataset_v2_with_properties(a: &Account, c: &Container, base: &str) -> Value {
+    a.rendered(c, 2, || dataset_with_properties_json(a, c, base))
+}
+
+fn dataset_with_properties_json(a: &Account, c: &Container, base: &str) -> Value {
+    let mut v = dataset_v2(a, c, base);
+    let props = dataset_properties(a, c, base);
+    let href = format!("{}/properties", v["Href"].as_str().unwrap_or(""));
+    let n = props.len();
+    v["Properties"] = set(
+        json!({"Items": null, "DisplayedCount": n, "TotalCount": n, "Href": href}),
+        [("Items", Value::Array(props))],
+    );
+    v
 }
 
 fn genome() -> Value {
@@ -196,60 +245,85 @@ fn genome() -> Value {
 fn library(a: &Account, c: &Container) -> Value {
     let lib = c.id + 100_000_000;
     let project = c.project.and_then(|p| a.project(p)).map(|p| project(a, p, false));
-    json!({
-        "OwnerUser": owner(a),
-        "Id": lib.to_string(),
-        "Href": format!("v1pre3/libraries/{lib}"),
-        "BiologicalSample": {
+    let biological = set(
+        json!({
             "Id": (c.id + 200_000_000).to_string(),
             "Href": format!("v1pre3/biologicalsamples/{}", c.id + 200_000_000),
             "UserSampleId": c.name,
             "NucleicAcid": "DNA",
-            "Project": project,
-            "UserOwnedBy": owner(a),
+            "Project": null,
+            "UserOwnedBy": null,
             "DateModified": d(c.created)
-        },
-        "Index1": {"Id": "6497495", "Name": "7015", "Sequence": "ACGTACGT", "Incompatibility": "None"},
-        "Index2": {"Id": "6497504", "Name": "5002", "Sequence": "TGCATGCA", "Incompatibility": "None"},
-        "DateModified": d(c.created),
-        "LibraryPrep": {
-            "Id": "1014015", "Href": "v1pre3/libraryprepkits/1014015", "Name": "Unknown",
-            "ValidIndexingStrategies": "None,SingleIndex,DualIndex", "ValidReadTypes": "SingleRead,PairedEnd",
-            "NumIndexCycles": 0, "DateModified": d(c.created), "State": "Active", "DefaultRead1Cycles": 0, "DefaultRead2Cycles": 0
-        },
-        "Project": project,
-        "LibraryName": c.name,
-        "State": "Active"
-    })
+        }),
+        [
+            ("Project", project.clone().unwrap_or(Value::Null)),
+            ("UserOwnedBy", owner(a)),
+        ],
+    );
+    set(
+        json!({
+            "OwnerUser": null,
+            "Id": lib.to_string(),
+            "Href": format!("v1pre3/libraries/{lib}"),
+            "BiologicalSample": null,
+            "Index1": {"Id": "6497495", "Name": "7015", "Sequence": "ACGTACGT", "Incompatibility": "None"},
+            "Index2": {"Id": "6497504", "Name": "5002", "Sequence": "TGCATGCA", "Incompatibility": "None"},
+            "DateModified": d(c.created),
+            "LibraryPrep": {
+                "Id": "1014015", "Href": "v1pre3/libraryprepkits/1014015", "Name": "Unknown",
+                "ValidIndexingStrategies": "None,SingleIndex,DualIndex", "ValidReadTypes": "SingleRead,PairedEnd",
+                "NumIndexCycles": 0, "DateModified": d(c.created), "State": "Active", "DefaultRead1Cycles": 0, "DefaultRead2Cycles": 0
+            },
+            "Project": null,
+            "LibraryName": c.name,
+            "State": "Active"
+        }),
+        [
+            ("OwnerUser", owner(a)),
+            ("BiologicalSample", biological),
+            ("Project", project.unwrap_or(Value::Null)),
+        ],
+    )
 }
 
 pub fn sample(a: &Account, c: &Container, full: bool) -> Value {
+    a.rendered(c, full as u8, || sample_json(a, c, full))
+}
+
+fn sample_json(a: &Account, c: &Container, full: bool) -> Value {
     let href = format!("v1pre3/samples/{}", c.id);
     let reads = (container_size(a, c) / 150).max(1);
-    let mut v = json!({
-        "Id": c.id.to_string(),
-        "Href": href,
-        "IsMerged": false,
-        "UserOwnedBy": owner(a),
-        "Name": c.name,
-        "ExperimentName": experiment_name(a, c),
-        "SampleId": c.name,
-        "Status": "Complete",
-        "StatusSummary": "Application completed successfully",
-        "DateCreated": d(c.created),
-        "TotalSize": container_size(a, c),
-        "Library": library(a, c),
-        "Genome": genome(),
-        "Read1": 151,
-        "Read2": 151,
-        "NumReadsPF": reads,
-        "NumReadsRaw": reads,
-        "TotalReadsRaw": reads,
-        "TotalReadsPF": reads,
-        "TotalClustersRaw": reads / 2,
-        "TotalClustersPF": reads / 2,
-        "IsPairedEnd": true
-    });
+    let mut v = set(
+        json!({
+            "Id": c.id.to_string(),
+            "Href": href,
+            "IsMerged": false,
+            "UserOwnedBy": null,
+            "Name": c.name,
+            "ExperimentName": experiment_name(a, c),
+            "SampleId": c.name,
+            "Status": "Complete",
+            "StatusSummary": "Application completed successfully",
+            "DateCreated": d(c.created),
+            "TotalSize": container_size(a, c),
+            "Library": null,
+            "Genome": null,
+            "Read1": 151,
+            "Read2": 151,
+            "NumReadsPF": reads,
+            "NumReadsRaw": reads,
+            "TotalReadsRaw": reads,
+            "TotalReadsPF": reads,
+            "TotalClustersRaw": reads / 2,
+            "TotalClustersPF": reads / 2,
+            "IsPairedEnd": true
+        }),
+        [
+            ("UserOwnedBy", owner(a)),
+            ("Library", library(a, c)),
+            ("Genome", genome()),
+        ],
+    );
     if full {
         let m = v.as_object_mut().unwrap();
         m.insert("HrefGenome".into(), json!("v1pre3/genomes/4"));
@@ -268,28 +342,38 @@ pub fn sample(a: &Account, c: &Container, full: bool) -> Value {
             .map(|p| project(a, p, false))
             .into_iter()
             .collect();
-        m.insert("Projects".into(), json!(projects));
+        m.insert("Projects".into(), Value::Array(projects));
     }
     v
 }
 
 pub fn appresult(a: &Account, c: &Container, full: bool) -> Value {
+    a.rendered(c, full as u8, || appresult_json(a, c, full))
+}
+
+fn appresult_json(a: &Account, c: &Container, full: bool) -> Value {
     let href = format!("v1pre3/appresults/{}", c.id);
     let session = c
         .appsession
         .and_then(|s| a.appsessions.get(&s))
         .map(|s| appsession_v1(a, s));
-    let mut v = json!({
-        "Id": c.id.to_string(),
-        "Href": href,
-        "UserOwnedBy": owner(a),
-        "Name": c.name,
-        "Status": c.status,
-        "StatusSummary": summary(c.status),
-        "DateCreated": d(c.created),
-        "TotalSize": container_size(a, c),
-        "AppSession": session
-    });
+    let mut v = set(
+        json!({
+            "Id": c.id.to_string(),
+            "Href": href,
+            "UserOwnedBy": null,
+            "Name": c.name,
+            "Status": c.status,
+            "StatusSummary": summary(c.status),
+            "DateCreated": d(c.created),
+            "TotalSize": container_size(a, c),
+            "AppSession": null
+        }),
+        [
+            ("UserOwnedBy", owner(a)),
+            ("AppSession", session.unwrap_or(Value::Null)),
+        ],
+    );
     if full {
         let m = v.as_object_mut().unwrap();
         m.insert("Description".into(), json!(c.name));
@@ -302,39 +386,42 @@ pub fn appresult(a: &Account, c: &Container, full: bool) -> Value {
             .map(|p| project(a, p, false))
             .into_iter()
             .collect();
-        m.insert("Projects".into(), json!(projects));
+        m.insert("Projects".into(), Value::Array(projects));
     }
     v
 }
 
 pub fn run(a: &Account, c: &Container, full: bool) -> Value {
     let href = format!("v1pre3/runs/{}", c.id);
-    let mut v = json!({
-        "Id": c.id.to_string(),
-        "Href": href,
-        "Name": c.name,
-        "Number": c.id % 10000,
-        "ExperimentName": c.name,
-        "Status": "Complete",
-        "ReagentBarcode": "NV0000000-RGSBS",
-        "FlowcellBarcode": "EMULATEDXX",
-        "DateCreated": d(c.created),
-        "DateModified": d(c.created),
-        "UserOwnedBy": owner(a),
-        "UserUploadedBy": owner(a),
-        "TotalSize": container_size(a, c),
-        "PlatformName": "NovaSeq6000",
-        "Workflow": "Generate FASTQ",
-        "InstrumentName": "A01234",
-        "InstrumentType": "NovaSeq6000",
-        "NumCyclesRead1": 151,
-        "NumCyclesRead2": 151,
-        "NumCyclesIndex1": 8,
-        "NumCyclesIndex2": 8,
-        "HrefBaseSpaceUI": format!("https://basespace.illumina.com/run/{}/emulated", c.id),
-        "HasCollaborators": false,
-        "IsArchived": false
-    });
+    let mut v = set(
+        json!({
+            "Id": c.id.to_string(),
+            "Href": href,
+            "Name": c.name,
+            "Number": c.id % 10000,
+            "ExperimentName": c.name,
+            "Status": "Complete",
+            "ReagentBarcode": "NV0000000-RGSBS",
+            "FlowcellBarcode": "EMULATEDXX",
+            "DateCreated": d(c.created),
+            "DateModified": d(c.created),
+            "UserOwnedBy": null,
+            "UserUploadedBy": null,
+            "TotalSize": container_size(a, c),
+            "PlatformName": "NovaSeq6000",
+            "Workflow": "Generate FASTQ",
+            "InstrumentName": "A01234",
+            "InstrumentType": "NovaSeq6000",
+            "NumCyclesRead1": 151,
+            "NumCyclesRead2": 151,
+            "NumCyclesIndex1": 8,
+            "NumCyclesIndex2": 8,
+            "HrefBaseSpaceUI": format!("https://basespace.illumina.com/run/{}/emulated", c.id),
+            "HasCollaborators": false,
+            "IsArchived": false
+        }),
+        [("UserOwnedBy", owner(a)), ("UserUploadedBy", owner(a))],
+    );
     if full {
         let m = v.as_object_mut().unwrap();
         m.insert("HrefFiles".into(), json!(format!("{href}/files")));
@@ -395,35 +482,50 @@ fn project_v2(a: &Account, p: &Project, base: &str) -> Value {
 /// A v2 biosample for a sample (`v2/biosamples` item and `v2/biosamples/{id}`).
 pub fn biosample(a: &Account, c: &Container, base: &str) -> Value {
     let id = biosample_id(c.id);
-    json!({
-        "Id": id.to_string(),
-        "Href": format!("{base}/v2/biosamples/{id}"),
-        "UserOwnedBy": owner(a),
-        "BioSampleName": c.name,
-        "DefaultProject": c.project.and_then(|p| a.project(p)).map(|p| project_v2(a, p, base)),
-        "DateModified": d(c.created),
-        "DateCreated": d(c.created),
-        "Status": "New",
-        "LabStatus": "Sequencing"
-    })
+    let project = c.project.and_then(|p| a.project(p)).map(|p| project_v2(a, p, base));
+    set(
+        json!({
+            "Id": id.to_string(),
+            "Href": format!("{base}/v2/biosamples/{id}"),
+            "UserOwnedBy": null,
+            "BioSampleName": c.name,
+            "DefaultProject": null,
+            "DateModified": d(c.created),
+            "DateCreated": d(c.created),
+            "Status": "New",
+            "LabStatus": "Sequencing"
+        }),
+        [
+            ("UserOwnedBy", owner(a)),
+            ("DefaultProject", project.unwrap_or(Value::Null)),
+        ],
+    )
 }
 
 /// A sample's library (`Input.Libraries` of its FASTQ dataset).
 pub fn library_v2(a: &Account, c: &Container, base: &str) -> Value {
     let id = library_id(c.id);
-    json!({
-        "Id": id.to_string(),
-        "Href": format!("{base}/v2/libraries/{id}"),
-        "Name": c.name,
-        "DateCreated": d(c.created),
-        "DateModified": d(c.created),
-        "Status": "Active",
-        "BioSample": biosample(a, c, base),
-        "Biomolecule": "DNA",
-        "LibraryPrep": {"Id": "1", "Href": format!("{base}/v2/libraryprep/1"), "Name": "Illumina DNA Prep"},
-        "Project": c.project.and_then(|p| a.project(p)).map(|p| project_v2(a, p, base)),
-        "UserOwnedBy": owner(a)
-    })
+    let project = c.project.and_then(|p| a.project(p)).map(|p| project_v2(a, p, base));
+    set(
+        json!({
+            "Id": id.to_string(),
+            "Href": format!("{base}/v2/libraries/{id}"),
+            "Name": c.name,
+            "DateCreated": d(c.created),
+            "DateModified": d(c.created),
+            "Status": "Active",
+            "BioSample": null,
+            "Biomolecule": "DNA",
+            "LibraryPrep": {"Id": "1", "Href": format!("{base}/v2/libraryprep/1"), "Name": "Illumina DNA Prep"},
+            "Project": null,
+            "UserOwnedBy": null
+        }),
+        [
+            ("BioSample", biosample(a, c, base)),
+            ("Project", project.unwrap_or(Value::Null)),
+            ("UserOwnedBy", owner(a)),
+        ],
+    )
 }
 
 /// A v2 file (dataset files, appsession log files): v2 hrefs are absolute.
@@ -458,16 +560,18 @@ fn property(owner_href: &str, name: &str, kind: &str, value: Value) -> Value {
 /// responses carry them (`SampleLibraryItems` for `library[]`, recorded).
 fn property_v2(owner_href: &str, name: &str, kind: &str, items_key: &str, items: Vec<Value>) -> Value {
     let n = items.len();
-    json!({
+    let mut p = json!({
         "Type": kind,
         "Href": format!("{owner_href}/properties/{name}"),
         "Name": name,
         "Description": "",
-        items_key: items,
+        items_key: null,
         "HrefItems": format!("{owner_href}/properties/{name}/items"),
         "ItemsDisplayedCount": n,
         "ItemsTotalCount": n
-    })
+    });
+    p[items_key] = Value::Array(items);
+    p
 }
 
 fn refs<'a>(a: &'a Account, rs: impl IntoIterator<Item = &'a ContainerRef>) -> Vec<&'a Container> {

@@ -327,10 +327,12 @@ fn with_retry_after(mut r: Response) -> Response {
 }
 
 pub fn ok(v: Value) -> Response {
-    json_response(
-        StatusCode::OK,
-        &json!({"Response": v, "ResponseStatus": {}, "Notifications": []}),
-    )
+    // Built by moving `v` in: `json!` would copy a whole list body once more.
+    let mut m = serde_json::Map::new();
+    m.insert("Response".into(), v);
+    m.insert("ResponseStatus".into(), json!({}));
+    m.insert("Notifications".into(), json!([]));
+    json_response(StatusCode::OK, &Value::Object(m))
 }
 
 /// The v1pre3 error envelope (as recorded for 403s).
@@ -365,7 +367,7 @@ pub(crate) fn no_access(kind: &str) -> Response {
 }
 
 /// Renders one list item; only items on the requested page are rendered.
-type Render<'a> = Box<dyn Fn() -> Value + 'a>;
+type Render<'a> = Box<dyn FnOnce() -> Value + 'a>;
 
 /// A list request's paging parameters, as BaseSpace reads them.
 struct PageReq {
@@ -417,17 +419,20 @@ impl PageReq {
             "DisplayedCount": shown.len(), "TotalCount": total, "Offset": self.offset, "Limit": self.limit,
             "SortDir": if self.desc { "Desc" } else { "Asc" }, "SortBy": self.sort_by
         });
+        let shown = Value::Array(shown);
         if v2 {
-            let mut b = json!({"Items": shown, "Paging": paging});
+            let mut b = serde_json::Map::new();
+            b.insert("Items".into(), shown);
+            b.insert("Paging".into(), paging);
             if let Some((k, v)) = extra {
-                b[k] = v;
+                b.insert(k.into(), v);
             }
-            return json_response(StatusCode::OK, &b);
+            return json_response(StatusCode::OK, &Value::Object(b));
         }
         let mut r = paging;
         // Keep BaseSpace's field order: Items first.
         let mut ordered = serde_json::Map::new();
-        ordered.insert("Items".into(), json!(shown));
+        ordered.insert("Items".into(), shown);
         for k in ["DisplayedCount", "TotalCount", "Offset", "Limit", "SortDir", "SortBy"] {
             ordered.insert(k.into(), r[k].take());
         }
@@ -770,16 +775,9 @@ fn api(s: &Arc<Shared>, a: &Account, path: &str, q: &Query, method: &Method, hea
                 .datasets_where(&query)
                 .into_iter()
                 .map(|c| {
-                    let render = move || {
-                        let mut v = json::dataset_v2(a, c, &s.base_url);
-                        if with_props {
-                            let props = json::dataset_properties(a, c, &s.base_url);
-                            let href = format!("{}/properties", v["Href"].as_str().unwrap_or(""));
-                            let n = props.len();
-                            v["Properties"] =
-                                json!({"Items": props, "DisplayedCount": n, "TotalCount": n, "Href": href});
-                        }
-                        v
+                    let render = move || match with_props {
+                        true => json::dataset_v2_with_properties(a, c, &s.base_url),
+                        false => json::dataset_v2(a, c, &s.base_url),
                     };
                     (Box::new(render) as Render, keys(c.id, &c.name, c.created))
                 })
@@ -814,22 +812,15 @@ fn id_list(v: &str) -> Vec<u64> {
 
 /// A properties list: v1pre3 inside `Response`, v2 bare.
 fn properties_page(q: &Query, props: Vec<Value>, v2: bool) -> Response {
-    let items = props
-        .into_iter()
-        .map(|p| {
-            let name = p["Name"].as_str().unwrap_or("").to_string();
-            (p, name)
-        })
-        .collect::<Vec<_>>();
-    let refs: Vec<(Render, SortKeys)> = items
+    let names: Vec<String> = props
         .iter()
+        .map(|p| p["Name"].as_str().unwrap_or("").to_string())
+        .collect();
+    let refs: Vec<(Render, SortKeys)> = props
+        .into_iter()
+        .zip(&names)
         .enumerate()
-        .map(|(i, (p, name))| {
-            (
-                Box::new(move || p.clone()) as Render,
-                keys(i as u64, name.as_str(), UNIX_EPOCH),
-            )
-        })
+        .map(|(i, (p, name))| (Box::new(move || p) as Render, keys(i as u64, name.as_str(), UNIX_EPOCH)))
         .collect();
     page(q, refs, MAX_LIMIT, v2)
 }

@@ -1,32 +1,42 @@
-//! Prefetch across files: when to fetch the next files of a folder before they are opened.
+//! Prefetch across files and listings: when to fetch what a walk will open next.
 //!
 //! Kernel readahead never crosses the end of a file, and the programs users run on folders
-//! (`cp -r`, `rsync`, `tar`, `find -exec`, BCL Convert walking tiles) open their files one
-//! after another: each open would pay a round trip before its first byte, so a folder of
-//! small files copies at one file per round trip. When the files of one folder are opened
-//! in listing order (the order `readdir` gives, and the order `cp`, `rsync` and `tar` use
-//! here: names sorted bytewise), the files listed after the one just opened are fetched
-//! ahead: whole when small, their first [`FIRST_BYTES`] when large, under the global
-//! connection limit and within a share of the memory budget ([`Reader::ahead`]).
+//! (`cp -r`, `rsync`, `tar`, `find`, a shell glob such as `Samples/*/Files/*`, BCL Convert
+//! walking tiles) open their files and directories one after another: each would pay a
+//! round trip before its first byte or entry. When they are opened in walk order (the
+//! order `readdir` gives, and the order `cp`, `rsync`, `tar` and a sorted glob use here:
+//! names sorted bytewise; see [`crate::tree::walk`] for how a position is defined across
+//! sibling samples and projects), what comes next is fetched ahead:
+//! - files ([`Reader::ahead`]): whole when small, their first [`FIRST_BYTES`] when large,
+//!   under the global connection limit and within a share of the memory budget;
+//! - listings ([`Listings`]): the directories the walk will read next, a few to
+//!   [`LISTINGS_AHEAD`] beyond it, at most [`LISTINGS_IN_FLIGHT`] at once.
 //!
-//! How it is detected: per `Files/` listing, three opens in a row of files listed one
-//! after the other (up to [`MAX_SKIP`] files apart: `rsync` skips files already up to
-//! date) start a run; each further open in order slides the run forward. Two are not
-//! enough: a BAM and its index are opened that way by every genomics tool. An open anywhere else in the
-//! folder ends it, and what was fetched ahead and is still in flight is cancelled.
-//! Processes are not told apart: `find -exec` and shell loops open each file from a new
-//! process, and are the same pattern.
+//! How a walk is detected, per pattern (`Samples/*/Files`, `Projects/*/Samples/*/Files/…`):
+//! three opens in a row, each after the one before in walk order (up to [`MAX_SKIP`]
+//! places on at the level that moved: `rsync` skips files already up to date) start a run;
+//! each further open in order slides it forward. Two are not enough: a BAM and its index
+//! are opened that way by every genomics tool, and `ls A B` lists two folders. A run
+//! fetches ahead only across the levels the walk has itself been seen to move at: a glob
+//! over one project's samples never reaches into the next project. An open anywhere else
+//! ends the run, and what it started that is still in flight is cancelled. Processes are
+//! not told apart: `find -exec` and shell loops open each file from a new process, and are
+//! the same pattern.
 //!
 //! [`Reader::ahead`]: super::Reader::ahead
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
+use tokio::sync::Semaphore;
 use tokio::task::AbortHandle;
 
-use crate::tree::Ino;
+use crate::tree::walk::WalkPos;
+use crate::tree::{Ino, Tree};
 
-/// How far apart (in listing positions) two opens may be and still be "in order".
+/// How far apart (in places at the level that moved) two opens may be and still be "in
+/// order"; an open that moves to a later sibling must also start near its beginning.
 pub const MAX_SKIP: u32 = 8;
 /// Files fetched ahead of the one being opened, at most: enough to keep the connection
 /// limit busy with small files at one round trip each.
@@ -34,103 +44,240 @@ pub const FILES_AHEAD: usize = 64;
 /// Of a large file, only its start is fetched ahead; the handle's own window takes over
 /// once it is read.
 pub const FIRST_BYTES: u64 = 16 << 20;
-/// Opens in order, after the first, before fetching ahead: three files in a row. Two are
-/// often a pair read together and no more (a BAM and its index, a FASTQ's two reads).
+/// Listings fetched ahead of a walk, at most, beyond where it is: at 30-300 ms a listing,
+/// 16 in flight keep a walk that lists one directory per entry moving at the network's pace.
+/// A run starts with [`FIRST_WINDOW`] and doubles with each open in order, so a walk that
+/// stops early costs at most that few listings more than it made itself.
+pub const LISTINGS_AHEAD: usize = 32;
+const FIRST_WINDOW: usize = 4;
+/// Listing requests made ahead at once, over the whole mount (they also take one of the
+/// content connections each, so reads and listings share one budget).
+pub const LISTINGS_IN_FLIGHT: usize = 16;
+/// Opens in order, after the first, before fetching ahead: three in a row.
 const MIN_STREAK: u32 = 2;
 /// Longest pause between two opens that still continues a run.
 const GAP: Duration = Duration::from_secs(30);
-/// Folders followed at once (a run per folder being copied).
+/// Walks followed at once (a run per pattern being walked).
 const RUNS: usize = 64;
 
-/// One folder's run of in-order opens.
+/// One walk's run of in-order opens.
 #[derive(Debug)]
 struct Run {
-    /// Position of the last file opened.
-    last: u32,
+    /// Position of the last open.
+    last: Box<[u32]>,
     /// Opens in order so far (0: none yet, only `last` is known).
     streak: u32,
-    /// Files up to this position (exclusive) have been started ahead.
-    ahead: u32,
+    /// Everything up to this position was started ahead.
+    ahead: Option<Box<[u32]>>,
+    /// The shallowest level the walk has moved at: fetching ahead moves no level above it.
+    top: usize,
     at: Instant,
     /// Fetches started ahead, maybe still running.
     tasks: Vec<AbortHandle>,
 }
 
-/// What an open should start.
+impl Run {
+    fn new(at: &[u32], now: Instant) -> Run {
+        Run {
+            last: at.into(),
+            streak: 0,
+            ahead: None,
+            top: at.len().saturating_sub(1),
+            at: now,
+            tasks: Vec::new(),
+        }
+    }
+
+    fn go(&self) -> Option<Go> {
+        (self.streak >= MIN_STREAK).then(|| Go {
+            after: match &self.ahead {
+                Some(a) if **a > *self.last => a.clone(),
+                _ => self.last.clone(),
+            },
+            top: self.top,
+            streak: self.streak,
+        })
+    }
+}
+
+/// What an open in order should start.
 #[derive(Debug, PartialEq, Eq)]
-pub struct Ahead {
-    /// Start the files listed from this position on (those before it were started already).
-    pub from: u32,
+pub struct Go {
+    /// Start what comes after this position (what is before it was started already).
+    pub after: Box<[u32]>,
+    /// Move no level above this one.
+    pub top: usize,
+    /// Opens in order so far.
+    pub streak: u32,
 }
 
-/// Runs of in-order opens, per folder.
+/// The level at which `new` comes after `last` in walk order, if it does closely: the
+/// first level that differs moved forward by at most [`MAX_SKIP`], and the levels below it
+/// start near their beginning.
+fn step(last: &[u32], new: &[u32]) -> Option<usize> {
+    if last.len() != new.len() {
+        return None;
+    }
+    let k = last.iter().zip(new).position(|(a, b)| a != b)?;
+    let forward = new[k] > last[k] && new[k] - last[k] <= MAX_SKIP;
+    (forward && new[k + 1..].iter().all(|x| *x <= MAX_SKIP)).then_some(k)
+}
+
+/// Runs of in-order opens, one per walk pattern.
 #[derive(Debug)]
-pub struct Across {
-    runs: Mutex<lru::LruCache<Ino, Run>>,
+pub struct Runs {
+    runs: Mutex<lru::LruCache<u64, Run>>,
 }
 
-impl Default for Across {
+impl Default for Runs {
     fn default() -> Self {
-        Across {
+        Runs {
             runs: Mutex::new(lru::LruCache::new(std::num::NonZeroUsize::new(RUNS).expect("non-zero"))),
         }
     }
 }
 
-impl Across {
-    /// The file at position `seq` of folder `dir` was opened: whether to fetch ahead, and
-    /// from which position.
-    pub fn on_open(&self, dir: Ino, seq: u32) -> Option<Ahead> {
-        self.on_open_at(dir, seq, Instant::now())
+impl Runs {
+    /// Something at position `at` of walk `key` was opened: whether to fetch ahead, and from
+    /// where.
+    pub fn on_open(&self, key: u64, at: &[u32]) -> Option<Go> {
+        self.on_open_at(key, at, Instant::now())
     }
 
-    fn on_open_at(&self, dir: Ino, seq: u32, now: Instant) -> Option<Ahead> {
+    fn on_open_at(&self, key: u64, at: &[u32], now: Instant) -> Option<Go> {
         let mut runs = self.runs.lock();
-        let Some(run) = runs.get_mut(&dir) else {
-            runs.put(
-                dir,
-                Run {
-                    last: seq,
-                    streak: 0,
-                    ahead: seq + 1,
-                    at: now,
-                    tasks: Vec::new(),
-                },
-            );
+        let Some(run) = runs.get_mut(&key) else {
+            if let Some((_, old)) = runs.push(key, Run::new(at, now)) {
+                old.tasks.iter().for_each(AbortHandle::abort);
+            }
             return None;
         };
-        let in_order = seq > run.last && seq - run.last <= MAX_SKIP && now.duration_since(run.at) <= GAP;
-        if seq == run.last && now.duration_since(run.at) <= GAP {
-            // The same file again (a second handle, `rsync`'s re-open): nothing changes.
+        let recent = now.duration_since(run.at) <= GAP;
+        if *run.last == *at && recent {
+            // The same again (a second handle, `rsync`'s re-open): nothing changes.
             run.at = now;
-            return (run.streak >= MIN_STREAK).then_some(Ahead { from: run.ahead });
+            return run.go();
         }
-        run.at = now;
-        run.last = seq;
-        if !in_order {
-            run.streak = 0;
-            run.ahead = seq + 1;
-            run.tasks.drain(..).for_each(|t| t.abort());
-            return None;
+        match step(&run.last, at).filter(|_| recent) {
+            Some(level) => {
+                run.at = now;
+                run.last = at.into();
+                run.streak += 1;
+                run.top = run.top.min(level);
+                run.go()
+            }
+            None => {
+                run.tasks.drain(..).for_each(|t| t.abort());
+                *run = Run::new(at, now);
+                None
+            }
         }
-        run.streak += 1;
-        run.ahead = run.ahead.max(seq + 1);
-        (run.streak >= MIN_STREAK).then_some(Ahead { from: run.ahead })
     }
 
-    /// Files before position `upto` are now started ahead, by `tasks`.
-    pub fn started(&self, dir: Ino, upto: u32, tasks: Vec<AbortHandle>) {
-        if let Some(run) = self.runs.lock().get_mut(&dir) {
-            run.ahead = run.ahead.max(upto);
+    /// Where the run of walk `key` stands, if its last open is still `at` (to go on after a
+    /// listing it waited for came in).
+    pub fn resume(&self, key: u64, at: &[u32]) -> Option<Go> {
+        let mut runs = self.runs.lock();
+        let run = runs.get_mut(&key)?;
+        (*run.last == *at).then(|| run.go()).flatten()
+    }
+
+    /// What comes up to position `upto` is now started ahead, by `tasks`.
+    pub fn started(&self, key: u64, upto: &[u32], tasks: Vec<AbortHandle>) {
+        if let Some(run) = self.runs.lock().get_mut(&key) {
+            if run.ahead.as_deref().is_none_or(|a| a < upto) {
+                run.ahead = Some(upto.into());
+            }
             run.tasks.retain(|t| !t.is_finished());
             run.tasks.extend(tasks);
         }
     }
 
-    /// Listings with a run in order now.
+    /// Walks with a run in order now.
     #[cfg(test)]
     fn active(&self) -> usize {
         self.runs.lock().iter().filter(|(_, r)| r.streak >= MIN_STREAK).count()
+    }
+}
+
+/// Listings fetched ahead of a walk: when directories are opened in walk order, the ones the
+/// walk will open next are listed before it gets there.
+#[derive(Clone)]
+pub struct Listings(Arc<Inner>);
+
+struct Inner {
+    tree: Arc<Tree>,
+    runs: Runs,
+    slots: Arc<Semaphore>,
+    /// The content connections, shared.
+    connections: Arc<Semaphore>,
+}
+
+impl Listings {
+    pub fn new(tree: Arc<Tree>, connections: Arc<Semaphore>) -> Listings {
+        Listings(Arc::new(Inner {
+            tree,
+            runs: Runs::default(),
+            slots: Arc::new(Semaphore::new(LISTINGS_IN_FLIGHT)),
+            connections,
+        }))
+    }
+
+    /// Directory `ino` is being opened: when a walk is under way, lists what it opens next.
+    /// Needs a tokio runtime.
+    pub fn on_opendir(&self, ino: Ino) {
+        let Some(w) = self.0.tree.dir_walk(ino) else { return };
+        if let Some(go) = self.0.runs.on_open(w.key, &w.at) {
+            self.start(&w, go);
+        }
+    }
+
+    /// Starts the listings after `w` that `go` allows and that are not started yet. A
+    /// listing the walk needs to go on (the next project's `Samples/`, say) is fetched
+    /// first, and the walk's run goes on from there once it is in.
+    fn start(&self, w: &WalkPos, go: Go) {
+        let tree = &self.0.tree;
+        let window = (FIRST_WINDOW << (go.streak - MIN_STREAK).min(4)).min(LISTINGS_AHEAD);
+        let next = tree.dirs_after(w, &w.at, go.top, window);
+        let mut tasks = Vec::new();
+        let mut upto = None;
+        for (at, dir) in next.items {
+            if at <= go.after {
+                continue;
+            }
+            if tree.wants_listing(dir) {
+                tasks.push(self.fill(dir, None));
+            }
+            upto = Some(at);
+        }
+        if let Some(dir) = next.blocked {
+            tasks.push(self.fill(dir, Some(w.clone())));
+        }
+        self.0.runs.started(w.key, upto.as_deref().unwrap_or(&go.after), tasks);
+    }
+
+    /// Lists `dir` ahead; then, for a listing that blocked walk `then`, goes on with the
+    /// walk's run if it is still where it was.
+    fn fill(&self, dir: Ino, then: Option<WalkPos>) -> AbortHandle {
+        let me = self.clone();
+        tokio::spawn(async move {
+            {
+                let inner = &me.0;
+                let Ok(_slot) = inner.slots.clone().acquire_owned().await else {
+                    return;
+                };
+                let Ok(_conn) = inner.connections.clone().acquire_owned().await else {
+                    return;
+                };
+                inner.tree.fill_ahead(dir).await;
+            }
+            if let Some(w) = then {
+                if let Some(go) = me.0.runs.resume(w.key, &w.at) {
+                    me.start(&w, go);
+                }
+            }
+        })
+        .abort_handle()
     }
 }
 
@@ -138,66 +285,72 @@ impl Across {
 mod tests {
     use super::*;
 
+    fn ms(t: Instant, n: u64) -> Instant {
+        t + Duration::from_millis(n)
+    }
+
     #[test]
     fn opens_in_listing_order_start_a_run_and_slide_it() {
-        let a = Across::default();
+        let a = Runs::default();
         let t = Instant::now();
-        assert_eq!(a.on_open_at(7, 0, t), None, "one open is no pattern");
-        assert_eq!(
-            a.on_open_at(7, 1, t + Duration::from_millis(5)),
-            None,
-            "a BAM and its index"
-        );
-        assert_eq!(
-            a.on_open_at(7, 2, t + Duration::from_millis(7)),
-            Some(Ahead { from: 3 })
-        );
-        a.started(7, 40, Vec::new());
-        assert_eq!(
-            a.on_open_at(7, 3, t + Duration::from_millis(9)),
-            Some(Ahead { from: 40 })
-        );
+        assert_eq!(a.on_open_at(7, &[0], t), None, "one open is no pattern");
+        assert_eq!(a.on_open_at(7, &[1], ms(t, 5)), None, "a BAM and its index");
+        let go = a.on_open_at(7, &[2], ms(t, 7)).unwrap();
+        assert_eq!((&*go.after, go.top), (&[2][..], 0));
+        a.started(7, &[39], Vec::new());
+        assert_eq!(&*a.on_open_at(7, &[3], ms(t, 9)).unwrap().after, &[39]);
         // rsync skips files it already has.
-        assert_eq!(
-            a.on_open_at(7, 6, t + Duration::from_millis(12)),
-            Some(Ahead { from: 40 })
-        );
+        assert_eq!(&*a.on_open_at(7, &[6], ms(t, 12)).unwrap().after, &[39]);
         assert_eq!(a.active(), 1);
     }
 
     #[test]
     fn random_opens_never_start_one_and_a_seek_ends_it() {
-        let a = Across::default();
+        let a = Runs::default();
         let t = Instant::now();
         for (i, seq) in [50u32, 3, 99, 20, 70, 4, 41].into_iter().enumerate() {
-            assert_eq!(a.on_open_at(1, seq, t + Duration::from_millis(i as u64)), None, "{seq}");
+            assert_eq!(a.on_open_at(1, &[seq], ms(t, i as u64)), None, "{seq}");
         }
-        assert_eq!(a.on_open_at(1, 42, t + Duration::from_millis(20)), None);
-        assert_eq!(
-            a.on_open_at(1, 43, t + Duration::from_millis(20)),
-            Some(Ahead { from: 44 })
-        );
+        assert_eq!(a.on_open_at(1, &[42], ms(t, 20)), None);
+        assert!(a.on_open_at(1, &[43], ms(t, 20)).is_some());
         // Backwards: the run ends.
-        assert_eq!(a.on_open_at(1, 10, t + Duration::from_millis(21)), None);
+        assert_eq!(a.on_open_at(1, &[10], ms(t, 21)), None);
         assert_eq!(a.active(), 0);
         // A long pause ends it too.
-        assert_eq!(a.on_open_at(1, 11, t + Duration::from_millis(22)), None);
-        assert_eq!(
-            a.on_open_at(1, 12, t + Duration::from_millis(23)),
-            Some(Ahead { from: 13 })
-        );
-        assert_eq!(a.on_open_at(1, 13, t + Duration::from_secs(60)), None);
+        assert_eq!(a.on_open_at(1, &[11], ms(t, 22)), None);
+        assert!(a.on_open_at(1, &[12], ms(t, 23)).is_some());
+        assert_eq!(a.on_open_at(1, &[13], t + Duration::from_secs(60)), None);
     }
 
     #[test]
-    fn folders_are_followed_separately() {
-        let a = Across::default();
+    fn walks_are_followed_separately() {
+        let a = Runs::default();
         let t = Instant::now();
         for k in 0..2 {
-            a.on_open_at(1, k, t);
-            a.on_open_at(2, 5 + k, t);
+            a.on_open_at(1, &[k], t);
+            a.on_open_at(2, &[5 + k], t);
         }
-        assert!(a.on_open_at(1, 2, t + Duration::from_millis(1)).is_some());
-        assert!(a.on_open_at(2, 7, t + Duration::from_millis(1)).is_some());
+        assert!(a.on_open_at(1, &[2], ms(t, 1)).is_some());
+        assert!(a.on_open_at(2, &[7], ms(t, 1)).is_some());
+    }
+
+    #[test]
+    fn a_walk_across_siblings_moves_the_level_it_has_shown_and_no_higher() {
+        let a = Runs::default();
+        let t = Instant::now();
+        // Two files in each of the samples of a project: [project, sample, file].
+        a.on_open_at(3, &[0, 0, 0], t);
+        assert_eq!(a.on_open_at(3, &[0, 0, 1], ms(t, 1)), None);
+        let go = a.on_open_at(3, &[0, 1, 0], ms(t, 2)).unwrap();
+        assert_eq!(
+            go.top, 1,
+            "the walk moved from sample to sample, not yet across projects"
+        );
+        let go = a.on_open_at(3, &[1, 0, 0], ms(t, 3)).unwrap();
+        assert_eq!(go.top, 0, "now it did");
+        // A sibling far ahead, or the middle of the next sibling, is not the walk going on.
+        assert_eq!(a.on_open_at(3, &[1, 20, 0], ms(t, 4)), None);
+        a.on_open_at(3, &[1, 21, 0], ms(t, 5));
+        assert_eq!(a.on_open_at(3, &[1, 22, 30], ms(t, 6)), None);
     }
 }

@@ -29,7 +29,8 @@ use parking_lot::Mutex;
 use tokio::sync::Semaphore;
 
 use crate::api::{ApiError, BaseSpaceApi};
-use crate::tree::{Position, RemoteFile};
+use crate::tree::walk::{Next, WalkPos};
+use crate::tree::RemoteFile;
 
 pub mod across;
 pub mod cache;
@@ -222,8 +223,8 @@ pub struct Reader {
     verified: Mutex<lru::LruCache<ObjectId, ()>>,
     verify: bool,
     shared: Option<Arc<shared::SharedCache>>,
-    /// Runs of files opened in listing order, per folder.
-    across: across::Across,
+    /// Runs of files opened in walk order, per walk.
+    across: across::Runs,
     pub stats: Arc<ReadStats>,
 }
 
@@ -452,34 +453,34 @@ impl Reader {
                 std::num::NonZeroUsize::new(VERIFIED_KEPT).expect("non-zero"),
             )),
             verify: opts.verify,
-            across: across::Across::default(),
+            across: across::Runs::default(),
             stats,
         })
     }
 
-    /// A listed file at `pos` was opened: when its folder is being opened in listing order,
-    /// fetches the files listed after it ahead of their opens ([`across`]), within a
-    /// quarter of the memory budget (the files being read, and other readers, keep the
-    /// rest). `next(n)` gives up to `n` files after it, asked only when fetching ahead.
-    /// Needs a tokio runtime.
-    pub fn ahead(self: &Arc<Self>, pos: Position, next: impl FnOnce(usize) -> Vec<RemoteFile>) {
-        let Some(a) = self.across.on_open(pos.dir, pos.seq) else {
+    /// A listed file at position `walk` was opened: when files are being opened in walk
+    /// order, fetches the ones after it ahead of their opens ([`across`]), within a quarter
+    /// of the memory budget (the files being read, and other readers, keep the rest).
+    /// `next(after, top, n)` gives up to `n` files after a position (see
+    /// [`crate::tree::Tree::files_after`]), asked only when fetching ahead. Needs a tokio
+    /// runtime.
+    pub fn ahead(self: &Arc<Self>, walk: &WalkPos, next: impl FnOnce(&[u32], usize, usize) -> Next<RemoteFile>) {
+        let Some(go) = self.across.on_open(walk.key, &walk.at) else {
             return;
         };
         let budget = self.memory.budget / 4;
-        let (mut bytes, mut upto, mut tasks) = (0, a.from, Vec::new());
-        for (k, f) in next(across::FILES_AHEAD).iter().enumerate() {
-            let seq = pos.seq + 1 + k as u32;
+        let (mut bytes, mut upto, mut tasks) = (0, None, Vec::new());
+        for (at, f) in next(&walk.at, go.top, across::FILES_AHEAD).items {
             let first = f.size.min(across::FIRST_BYTES);
             bytes += first;
             if bytes > budget {
                 break;
             }
-            if seq < a.from {
-                continue;
+            if at <= go.after {
+                continue; // started by an earlier open
             }
             if first > 0 {
-                let h = Handle::with_verify(f.clone(), false);
+                let h = Handle::with_verify(f, false);
                 let (_, stopped) = self.blocks(&h, 0, first.div_ceil(BLOCK_SIZE), PART_BLOCKS, true);
                 tasks.extend(h.window.lock().take_parts());
                 if stopped.is_some() {
@@ -487,9 +488,15 @@ impl Reader {
                 }
                 self.stats.files_ahead.fetch_add(1, Ordering::Relaxed);
             }
-            upto = seq + 1;
+            upto = Some(at);
         }
-        self.across.started(pos.dir, upto, tasks);
+        self.across
+            .started(walk.key, upto.as_deref().unwrap_or(&go.after), tasks);
+    }
+
+    /// The connection limit ranged GETs share (listings fetched ahead take from it too).
+    pub fn connections(&self) -> Arc<Semaphore> {
+        self.source.connections()
     }
 
     /// Largest window a sequential handle may have now: [`MAX_WINDOW_BLOCKS`], or less when

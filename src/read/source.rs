@@ -30,7 +30,7 @@ pub struct ContentSource {
     api: Arc<dyn BaseSpaceApi>,
     /// File id → (presigned URL, when to renew it).
     urls: Mutex<lru::LruCache<String, (String, Option<SystemTime>)>>,
-    conns: Semaphore,
+    conns: Arc<Semaphore>,
     pool: Arc<BufPool>,
     stats: Arc<ReadStats>,
 }
@@ -42,10 +42,15 @@ impl ContentSource {
             urls: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(URLS_KEPT).expect("non-zero"),
             )),
-            conns: Semaphore::new(max_connections.max(1)),
+            conns: Arc::new(Semaphore::new(max_connections.max(1))),
             pool,
             stats,
         }
+    }
+
+    /// The connection limit, for others that share it.
+    pub fn connections(&self) -> Arc<Semaphore> {
+        self.conns.clone()
     }
 
     /// One ranged GET for blocks `[first, first+n)` of `file`'s listed version, renewing

@@ -11,9 +11,11 @@ use serde_json::Value;
 
 use super::layout::{self, EntityKind};
 use super::names::{self, PlanEntry};
-use super::render::{id_text, lines, pretty, property_items, scalar_text};
+use super::render::{lines, pretty, scalar_text};
 use super::*;
+use crate::api::model::Reference;
 use crate::api::{EntityItem, FileInfo, ListKind, Listed, PropertyItem};
+use serde_json::value::RawValue;
 
 impl Tree {
     /// Merges a fetched listing into directory `ino`.
@@ -36,7 +38,7 @@ impl Tree {
                     leaf(
                         ino,
                         SystemTime::now(),
-                        NodeKind::Text(Arc::from(pretty(&v.to_string()).into_bytes())),
+                        NodeKind::Text(Arc::from(pretty(&v).into_bytes())),
                     ),
                 );
                 self.finish_listing(
@@ -126,6 +128,7 @@ impl Tree {
                     .unwrap_or_else(|| format!("v1pre3/{}/{}", row.type_name, e.id)),
                 raw: item.raw.clone(),
                 server: self.server.clone(),
+                sizes: Default::default(),
             });
             let name = OsString::from(name);
             let same = old.get(&name).copied().filter(|i| {
@@ -322,26 +325,35 @@ impl Tree {
     /// The project a reference below `dir` is read in: the enclosing project directory, else
     /// the project the nearest entity names (a dataset's `Project`, a biosample's
     /// `DefaultProject`).
-    fn context_project(nodes: &HashMap<Ino, Node>, mut dir: Ino) -> Option<String> {
-        let mut named = None;
+    fn context_project(nodes: &HashMap<Ino, Node>, dir: Ino) -> Option<String> {
+        let mut entities = Vec::new();
+        let mut at = dir;
         for _ in 0..4096 {
-            if let Some(e) = dir_ref(nodes, dir).and_then(|d| d.entity.as_ref()) {
+            if let Some(e) = dir_ref(nodes, at).and_then(|d| d.entity.as_ref()) {
                 if e.kind == EntityKind::Project {
                     return Some(e.id.clone());
                 }
-                if named.is_none() {
-                    let v: Value = serde_json::from_str(&e.raw).unwrap_or(Value::Null);
-                    named = ["Project", "DefaultProject"]
-                        .iter()
-                        .find_map(|k| v.get(k)?.get("Id").and_then(id_text));
-                }
+                entities.push(e.clone());
             }
-            if dir == ROOT {
+            if at == ROOT {
                 break;
             }
-            dir = nodes.get(&dir)?.parent;
+            at = nodes.get(&at)?.parent;
         }
-        named.filter(|p| names::safe_id(p))
+        // Outside a project: the nearest entity that names one.
+        entities.iter().find_map(|e| {
+            #[derive(serde::Deserialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct Named {
+                project: Option<crate::api::model::EntityRef>,
+                default_project: Option<crate::api::model::EntityRef>,
+            }
+            let n: Named = serde_json::from_str(&e.raw).ok()?;
+            n.project
+                .or(n.default_project)
+                .map(|p| p.id)
+                .filter(|p| names::safe_id(p))
+        })
     }
 
     /// Fills a `Properties/` directory: a string property is a file, an array a directory of
@@ -369,22 +381,20 @@ impl Tree {
                 skipped.push(format!("skipped a second property named {:?}", p.name));
                 continue;
             }
-            let ty = p.raw.get("Type").and_then(Value::as_str).unwrap_or("string");
-            let base = ty.trim_end_matches("[]");
-            let ino = if ty.ends_with("[]") {
+            let kind = if p.kind.is_empty() { "string" } else { p.kind.as_str() };
+            let base = kind.trim_end_matches("[]");
+            let ino = if kind.ends_with("[]") {
                 let mut entries = BTreeMap::new();
-                for (i, item) in property_items(&p.raw).iter().enumerate() {
+                for (i, item) in p.items.iter().enumerate() {
                     let e = self.property_entry(nodes, dir, base, item, project.as_deref(), depth + 1, mtime);
                     entries.insert(OsString::from(i.to_string()), e);
                 }
                 self.folder_with(nodes, dir, mtime, entries)
-            } else if let Some(map) = p.raw.get("ContentMap").and_then(Value::as_array) {
+            } else if let Some(map) = &p.map {
                 let mut entries = BTreeMap::new();
                 for kv in map {
-                    let Some(k) = kv.get("Key").and_then(Value::as_str) else {
-                        continue;
-                    };
-                    let text: Vec<String> = match kv.get("Values") {
+                    let Some(k) = &kv.key else { continue };
+                    let text: Vec<String> = match &kv.values {
                         Some(Value::Array(vs)) => vs.iter().map(scalar_text).collect(),
                         Some(v) => vec![scalar_text(v)],
                         None => Vec::new(),
@@ -394,8 +404,9 @@ impl Tree {
                 }
                 self.folder_with(nodes, dir, mtime, entries)
             } else {
-                let content = p.raw.get("Content").cloned().unwrap_or(Value::Null);
-                self.property_entry(nodes, dir, base, &content, project.as_deref(), depth, mtime)
+                let null = RawValue::from_string("null".into()).expect("valid JSON");
+                let content = p.content.as_deref().unwrap_or(&null);
+                self.property_entry(nodes, dir, base, content, project.as_deref(), depth, mtime)
             };
             new.insert(OsString::from(name), ino);
         }
@@ -417,9 +428,7 @@ impl Tree {
                 n.parent = sub;
             }
         }
-        if let Some(d) = dir_mut(nodes, sub) {
-            d.listed = entries;
-        }
+        set_listed(nodes, sub, entries);
         sub
     }
 
@@ -431,30 +440,31 @@ impl Tree {
         nodes: &mut HashMap<Ino, Node>,
         dir: Ino,
         kind: &str,
-        v: &Value,
+        v: &RawValue,
         project: Option<&str>,
         depth: usize,
         mtime: SystemTime,
     ) -> Ino {
-        // The project named by the entity itself wins over the one it is read in.
-        let own = [("Projects", true), ("Project", false), ("DefaultProject", false)]
-            .iter()
-            .find_map(|(k, list)| {
-                let p = v.get(*k)?;
-                let p = if *list { p.get(0)? } else { p };
-                p.get("Id").and_then(id_text)
-            })
-            .filter(|p| names::safe_id(p));
-        let project = own.as_deref().or(project);
-        let target = v
-            .get("Id")
-            .and_then(id_text)
-            .filter(|id| names::safe_id(id))
-            .and_then(|id| layout::entity_path(kind, &id, project));
+        let text = v.get().trim_start();
+        let reference = match text.starts_with('{') {
+            true => serde_json::from_str::<Reference>(text).ok(),
+            false => None,
+        };
+        let target = reference.and_then(|r| {
+            // The project named by the entity itself wins over the one it is read in.
+            let project = r.own_project().filter(|p| names::safe_id(p)).or(project);
+            let id = r.id.as_deref().filter(|id| names::safe_id(id))?;
+            layout::entity_path(kind, id, project)
+        });
         let node = match target {
             Some(t) => NodeKind::Symlink(format!("{}{t}", "../".repeat(depth)).into()),
-            None if v.is_object() || v.is_array() => NodeKind::Text(Arc::from(pretty(&v.to_string()).into_bytes())),
-            None => NodeKind::Text(lines(&[scalar_text(v)])),
+            None => {
+                let v: Value = serde_json::from_str(text).unwrap_or(Value::Null);
+                match v.is_object() || v.is_array() {
+                    true => NodeKind::Text(Arc::from(pretty(&v).into_bytes())),
+                    false => NodeKind::Text(lines(&[scalar_text(&v)])),
+                }
+            }
         };
         self.insert(nodes, leaf(dir, mtime, node))
     }
@@ -508,6 +518,7 @@ impl Tree {
                             href: e.href.clone().unwrap_or_else(|| format!("v1pre3/files/{}", e.id)),
                             raw: f.raw.clone(),
                             server: self.server.clone(),
+                            sizes: Default::default(),
                         };
                         let d = Dir {
                             entity: Some(Arc::new(data)),
@@ -518,9 +529,7 @@ impl Tree {
                 };
                 entries.insert(OsString::from(name), child);
             }
-            if let Some(x) = dir_mut(nodes, ino) {
-                x.listed = entries;
-            }
+            set_listed(nodes, ino, entries);
         }
         listed.skipped
     }
@@ -643,10 +652,27 @@ impl Tree {
         old: BTreeMap<OsString, Ino>,
         new: BTreeMap<OsString, Ino>,
     ) {
-        if let Some(d) = dir_mut(nodes, dir) {
-            d.listed = new;
-        }
+        set_listed(nodes, dir, new);
         free_subtree(nodes, old.into_values().collect());
+    }
+}
+
+/// Makes `entries` the listed entries of `dir`, and numbers its sub-directories in name
+/// order (the order a walk over them takes, [`super::walk`]).
+fn set_listed(nodes: &mut HashMap<Ino, Node>, dir: Ino, entries: BTreeMap<OsString, Ino>) {
+    let subdirs: Vec<Ino> = entries
+        .values()
+        .copied()
+        .filter(|i| dir_ref(nodes, *i).is_some())
+        .collect();
+    for (k, i) in subdirs.iter().enumerate() {
+        if let Some(d) = dir_mut(nodes, *i) {
+            d.sibling = Some(k as u32);
+        }
+    }
+    if let Some(d) = dir_mut(nodes, dir) {
+        d.listed = entries;
+        d.dirs = subdirs.into();
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! /README  /.bsmount/stats  /.AccessToken/.json  /.Trash/<item>  /.id .type .name .href .json .curl .status
-//! /Projects/<project>/{Samples,AppResults,AppSessions,AppSessions.v1,Datasets,Properties}/…
+//! /Projects/<project>/{Samples,AppResults,AppSessions,Datasets,Properties}/…, AppSessions.v1 -> AppSessions
 //! /Projects/<p>/Samples/<s>/{Files/…, Files.metadata/…, Properties/…, SampleProperties}
 //! /Projects/<p>/AppResults/<a>/{Files/…, Files.metadata/…, Properties/…}
 //! /Projects/<p>/AppSessions/<as>/{Sample.<id>.<name> -> ../../Samples/.id.<id>, …, Logs/, Properties/}
@@ -74,6 +74,13 @@ const fn sub_v2(name: &'static str, list: ListingOf) -> Sub {
     Sub { name, list, v2: true }
 }
 
+/// A symlink of an entity directory, made with its layout entries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Link {
+    /// To a sibling entry of this name.
+    To(&'static str),
+}
+
 /// What one entity kind's directory holds.
 pub struct Row {
     pub kind: EntityKind,
@@ -83,6 +90,8 @@ pub struct Row {
     pub files: &'static [(&'static str, Meta)],
     /// Sub-directories, each filled by a listing of this entity (given its id).
     pub dirs: &'static [Sub],
+    /// Symlinks.
+    pub links: &'static [(&'static str, Link)],
     /// A listing that fills the entity directory itself (what an appsession produced).
     pub listing: Option<ListingOf>,
 }
@@ -168,6 +177,7 @@ const ROWS: &[Row] = &[
             sub(".AccessToken", access_token),
             sub(".Trash", trash),
         ],
+        links: &[],
         listing: None,
     },
     Row {
@@ -178,11 +188,12 @@ const ROWS: &[Row] = &[
             sub("Samples", ListKind::Samples),
             sub("AppResults", ListKind::AppResults),
             sub("AppSessions", ListKind::AppSessions),
-            // BaseMount 0.15's name for the same list; scripts written then still use it.
-            sub("AppSessions.v1", ListKind::AppSessions),
             sub_v2("Datasets", ListKind::ProjectDatasets),
             sub("Properties", project_props),
         ],
+        // BaseMount 0.15's name for the same list; scripts written then still use it. A link,
+        // so `find`, `du` and `cp -r` walk the sessions once.
+        links: &[("AppSessions.v1", Link::To("AppSessions"))],
         listing: None,
     },
     Row {
@@ -194,6 +205,7 @@ const ROWS: &[Row] = &[
             sub("Files.metadata", sample_meta),
             sub("Properties", sample_props),
         ],
+        links: &[],
         listing: None,
     },
     Row {
@@ -205,6 +217,7 @@ const ROWS: &[Row] = &[
             sub("Files.metadata", appresult_meta),
             sub("Properties", appresult_props),
         ],
+        links: &[],
         listing: None,
     },
     Row {
@@ -216,6 +229,7 @@ const ROWS: &[Row] = &[
             sub("Files.metadata", run_meta),
             sub("Properties", run_props),
         ],
+        links: &[],
         listing: None,
     },
     Row {
@@ -226,6 +240,7 @@ const ROWS: &[Row] = &[
             sub("Logs", ListKind::AppSessionLogs),
             sub("Properties", appsession_props),
         ],
+        links: &[],
         listing: Some(ListKind::AppSessionOutputs),
     },
     Row {
@@ -238,6 +253,7 @@ const ROWS: &[Row] = &[
             sub_v2("Libraries", ListKind::BioSampleLibraries),
             sub_v2("Properties", biosample_props),
         ],
+        links: &[],
         listing: None,
     },
     Row {
@@ -249,6 +265,7 @@ const ROWS: &[Row] = &[
             sub_v2("Files.metadata", dataset_meta),
             sub_v2("Properties", dataset_props),
         ],
+        links: &[],
         listing: None,
     },
     Row {
@@ -256,6 +273,7 @@ const ROWS: &[Row] = &[
         type_name: "files",
         files: &[],
         dirs: &[],
+        links: &[],
         listing: None,
     },
     Row {
@@ -263,6 +281,7 @@ const ROWS: &[Row] = &[
         type_name: "libraries",
         files: &[],
         dirs: &[],
+        links: &[],
         listing: None,
     },
     Row {
@@ -270,6 +289,7 @@ const ROWS: &[Row] = &[
         type_name: "trash",
         files: &[("TrashItemType", Meta::TrashItemType)],
         dirs: &[],
+        links: &[],
         listing: None,
     },
 ];

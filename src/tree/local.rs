@@ -161,7 +161,7 @@ impl Tree {
                 Some(ListKind::AppResultFiles(a)) => {
                     let status = dir_ref(&nodes, n.parent)
                         .and_then(|x| x.entity.as_ref())
-                        .map(|e| field_line(&e.raw, &["Status"], &[]))
+                        .map(|e| field_line(&serde_json::from_str(&e.raw).unwrap_or_default(), &["Status"], &[]))
                         .unwrap_or_default();
                     folders.reverse();
                     return Place::Files {

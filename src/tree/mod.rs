@@ -25,6 +25,7 @@ pub mod layout;
 mod local;
 pub mod names;
 mod render;
+pub mod walk;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::{OsStr, OsString};
@@ -35,10 +36,10 @@ use std::time::{Duration, Instant, SystemTime};
 use parking_lot::{Mutex, RwLock};
 use serde_json::Value;
 
-use crate::api::{ApiError, BaseSpaceApi, FileInfo, ListKind};
+use crate::api::{ApiError, BaseSpaceApi, FileInfo, ListKind, Listed, PropertyItem};
 use fill::Listing;
 use layout::{EntityKind, Holds, Meta};
-use render::{generated, readme};
+use render::{generated, meta_size, readme};
 
 pub type Ino = u64;
 pub const ROOT: Ino = 1;
@@ -148,6 +149,8 @@ struct EntityData {
     raw: Arc<str>,
     /// The API server, for `.curl`.
     server: Arc<str>,
+    /// Sizes of its generated files, rendered once when first asked ([`render::meta_size`]).
+    sizes: std::sync::OnceLock<Box<[(Meta, u64)]>>,
 }
 
 #[derive(Debug, Default)]
@@ -163,6 +166,11 @@ struct Dir {
     /// folder (the order `cp -r`, `tar` and `find` open them in): what prefetch across files
     /// follows. Each file's `seq` is its place here.
     files: Box<[Ino]>,
+    /// The listed sub-directories, by name (the order `readdir` gives): what a walk over
+    /// this directory's entries steps through ([`walk`]). Each one's `sibling` is its place here.
+    dirs: Box<[Ino]>,
+    /// Place among the parent's listed sub-directories, if it is one.
+    sibling: Option<u32>,
     local: BTreeMap<OsString, Ino>,
     filled_at: Option<Instant>,
     /// `listed` holds a listing (maybe stale): served when a refill fails.
@@ -178,6 +186,19 @@ impl Dir {
             built: true,
             ..Dir::default()
         }
+    }
+
+    /// Whether `readdir` fills it from a listing (`Files.metadata/` lists nothing, and so
+    /// is never filled to be read).
+    fn fills_on_readdir(&self) -> bool {
+        self.listing
+            .as_ref()
+            .is_some_and(|l| !matches!(l, ListKind::FilesMetadata(_)))
+    }
+
+    /// Holds its listing (or needs none).
+    fn is_filled(&self) -> bool {
+        self.listing.is_none() || self.has_listing
     }
 
     fn get(&self, name: &OsStr) -> Option<Ino> {
@@ -228,14 +249,6 @@ impl FileNode {
     }
 }
 
-/// Where an opened file stands in its listing's walk order ([`Tree::position`]), for
-/// prefetch across files: the `Files/` directory and the place in its walk.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Position {
-    pub dir: Ino,
-    pub seq: u32,
-}
-
 #[derive(Debug)]
 enum NodeKind {
     Dir(Box<Dir>),
@@ -284,6 +297,17 @@ pub struct Tree {
     fill_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
     /// Directory fills performed (for tests and status).
     pub fills: AtomicU64,
+    /// Of those, fills made ahead of a walk ([`Tree::fill_ahead`]).
+    pub fills_ahead: AtomicU64,
+}
+
+/// Removes a directory's fill lock from the table when its fill ends.
+struct FillEntry<'a>(&'a Tree, Ino);
+
+impl Drop for FillEntry<'_> {
+    fn drop(&mut self) {
+        self.0.fill_locks.lock().remove(&self.1);
+    }
 }
 
 fn dir_node(parent: Ino, mtime: SystemTime, d: Dir) -> Node {
@@ -318,6 +342,7 @@ impl Tree {
             next_ino: AtomicU64::new(ROOT + 1),
             fill_locks: Mutex::new(HashMap::new()),
             fills: AtomicU64::new(0),
+            fills_ahead: AtomicU64::new(0),
         };
         let now = SystemTime::now();
         let s = |k: &str| user.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
@@ -328,6 +353,7 @@ impl Tree {
             href: "v1pre3/users/current".into(),
             raw: Arc::from(user.to_string()),
             server: t.server.clone(),
+            sizes: Default::default(),
         };
         {
             let mut nodes = t.nodes.write();
@@ -391,6 +417,15 @@ impl Tree {
                 };
                 fixed.insert(OsString::from(d.name), self.insert(nodes, dir_node(dir, mtime, sub)));
             }
+            for (name, link) in row.links {
+                let target = match link {
+                    layout::Link::To(t) => t.to_string(),
+                };
+                fixed.insert(
+                    OsString::from(*name),
+                    self.insert(nodes, leaf(dir, mtime, NodeKind::Symlink(target.into()))),
+                );
+            }
         }
         if let Some(d) = dir_mut(nodes, dir) {
             d.fixed.extend(fixed);
@@ -426,43 +461,6 @@ impl Tree {
                 generated(&nodes, n).unwrap_or_else(|| Arc::from(&b""[..])),
             )),
         }
-    }
-
-    /// A listed file's `Files/` directory and place in its walk order (cheap: asked at
-    /// every open).
-    pub fn position(&self, ino: Ino) -> Option<Position> {
-        let nodes = self.nodes.read();
-        let n = nodes.get(&ino)?;
-        let NodeKind::File(f) = &n.kind else { return None };
-        // The listing's order is kept by the `Files/` directory the listing filled.
-        let mut dir = n.parent;
-        let d = loop {
-            let d = dir_ref(&nodes, dir)?;
-            if d.listing.is_some() || dir == ROOT {
-                break d;
-            }
-            dir = nodes.get(&dir)?.parent;
-        };
-        // A file orphaned by a refill has no place any more.
-        (d.files.get(f.seq as usize) == Some(&ino)).then_some(Position { dir, seq: f.seq })
-    }
-
-    /// Up to `max` files after `pos` in its listing's walk order (`readdir` order).
-    pub fn files_after(&self, pos: Position, max: usize) -> Vec<RemoteFile> {
-        let nodes = self.nodes.read();
-        let Some(d) = dir_ref(&nodes, pos.dir) else {
-            return Vec::new();
-        };
-        d.files
-            .get(pos.seq as usize + 1..)
-            .unwrap_or_default()
-            .iter()
-            .take(max)
-            .filter_map(|i| match &nodes.get(i)?.kind {
-                NodeKind::File(x) => Some(x.remote()),
-                _ => None,
-            })
-            .collect()
     }
 
     /// Finds `name` in directory `parent`, listing it first if needed, and counts the
@@ -510,6 +508,7 @@ impl Tree {
                 if d.listing.is_some() {
                     kids.extend(std::mem::take(&mut d.listed).into_values());
                     d.files = Box::default();
+                    d.dirs = Box::default();
                     kids.extend(d.fixed.remove(OsStr::new(".error")));
                     d.filled_at = None;
                     d.has_listing = false;
@@ -533,10 +532,7 @@ impl Tree {
     pub async fn readdir(&self, ino: Ino) -> Result<Vec<(OsString, Attr)>, TreeError> {
         // `Files.metadata/` lists nothing (its entries are hidden, as BaseMount's are) and so
         // costs no listing: `find`, `du` and `cp -r` pass it by; `cd` into a path fills it.
-        let hidden = matches!(
-            dir_ref(&self.nodes.read(), ino).and_then(|d| d.listing.as_ref()),
-            Some(ListKind::FilesMetadata(_))
-        );
+        let hidden = dir_ref(&self.nodes.read(), ino).is_some_and(|d| d.listing.is_some() && !d.fills_on_readdir());
         if !hidden {
             self.ensure_filled(ino).await?;
         }
@@ -598,41 +594,89 @@ impl Tree {
         }
     }
 
-    async fn ensure_filled(&self, ino: Ino) -> Result<(), TreeError> {
-        let stale = |t: &Tree| -> Result<Option<ListKind>, TreeError> {
-            let check = |d: &Dir| match (&d.listing, d.filled_at) {
-                (Some(_), Some(at)) if at.elapsed() < t.opts.metadata_ttl => None,
-                (Some(k), _) => Some(k.clone()),
-                (None, _) => None,
-            };
-            {
-                let nodes = t.nodes.read();
-                match nodes.get(&ino).map(|n| &n.kind) {
-                    None => return Err(TreeError::NotFound),
-                    Some(NodeKind::Dir(d)) if d.built => return Ok(check(d)),
-                    Some(NodeKind::Dir(_)) => {}
-                    Some(_) => return Err(TreeError::NotDir),
-                }
-            }
-            let mut nodes = t.nodes.write();
-            t.build_fixed(&mut nodes, ino);
-            dir_ref(&nodes, ino).map(check).ok_or(TreeError::NotFound)
+    /// The listing directory `ino` needs now, if it is missing or older than the TTL (its
+    /// layout entries are made on the way).
+    fn due(&self, ino: Ino) -> Result<Option<ListKind>, TreeError> {
+        let check = |d: &Dir| match (&d.listing, d.filled_at) {
+            (Some(_), Some(at)) if at.elapsed() < self.opts.metadata_ttl => None,
+            (Some(k), _) => Some(k.clone()),
+            (None, _) => None,
         };
-        if stale(self)?.is_none() {
-            return Ok(());
+        {
+            let nodes = self.nodes.read();
+            match nodes.get(&ino).map(|n| &n.kind) {
+                None => return Err(TreeError::NotFound),
+                Some(NodeKind::Dir(d)) if d.built => return Ok(check(d)),
+                Some(NodeKind::Dir(_)) => {}
+                Some(_) => return Err(TreeError::NotDir),
+            }
+        }
+        let mut nodes = self.nodes.write();
+        self.build_fixed(&mut nodes, ino);
+        dir_ref(&nodes, ino).map(check).ok_or(TreeError::NotFound)
+    }
+
+    /// Lists `ino` if its listing is due, one fill at a time (who comes while it runs waits
+    /// for it); whether this call fetched it.
+    async fn ensure_filled(&self, ino: Ino) -> Result<bool, TreeError> {
+        if self.due(ino)?.is_none() {
+            return Ok(false);
         }
         let lock = self.fill_locks.lock().entry(ino).or_default().clone();
         let _guard = lock.lock().await;
-        let result = match stale(self)? {
-            None => Ok(()), // filled while we waited
-            Some(kind) => self.fill(ino, kind).await,
-        };
-        self.fill_locks.lock().remove(&ino);
-        result
+        // The entry leaves however this ends (a fill ahead of a walk may be cancelled).
+        let _entry = FillEntry(self, ino);
+        match self.due(ino)? {
+            None => Ok(false), // filled while we waited
+            Some(kind) => self.fill(ino, kind).await.map(|()| true),
+        }
+    }
+
+    /// Whether `readdir` of directory `ino` would fetch its listing now.
+    pub fn wants_listing(&self, ino: Ino) -> bool {
+        let nodes = self.nodes.read();
+        dir_ref(&nodes, ino)
+            .is_some_and(|d| d.fills_on_readdir() && d.filled_at.is_none_or(|t| t.elapsed() >= self.opts.metadata_ttl))
+    }
+
+    /// Lists directory `ino` ahead of a walk, as its `readdir` would; whether it fetched.
+    /// A failure is left for the walk's own `readdir` to meet (and retry).
+    pub async fn fill_ahead(&self, ino: Ino) -> bool {
+        if !self.wants_listing(ino) {
+            return false;
+        }
+        match self.ensure_filled(ino).await {
+            Ok(fetched) => {
+                if fetched {
+                    self.fills_ahead.fetch_add(1, Ordering::Relaxed);
+                }
+                fetched
+            }
+            Err(e) => {
+                tracing::debug!(ino, error = %e, "listing ahead of a walk failed");
+                false
+            }
+        }
+    }
+
+    /// The properties the entity above `Properties/` directory `ino` carries inline, when
+    /// they are complete (v2 datasets are listed with theirs): no request needed.
+    fn inline_properties(&self, ino: Ino) -> Option<Listed<PropertyItem>> {
+        let nodes = self.nodes.read();
+        let parent = nodes.get(&ino)?.parent;
+        let e = dir_ref(&nodes, parent)?.entity.clone()?;
+        drop(nodes);
+        PropertyItem::inline(&e.raw)
     }
 
     async fn fill(&self, ino: Ino, kind: ListKind) -> Result<(), TreeError> {
-        self.fills.fetch_add(1, Ordering::Relaxed);
+        let inline = match layout::holds(&kind) {
+            Holds::Properties => self.inline_properties(ino),
+            _ => None,
+        };
+        if inline.is_none() {
+            self.fills.fetch_add(1, Ordering::Relaxed);
+        }
         let listed = match layout::holds(&kind) {
             Holds::Files => self.api.list_files(kind.clone()).await.map(Listing::Files),
             Holds::Entities(k) => self
@@ -641,7 +685,11 @@ impl Tree {
                 .await
                 .map(|l| Listing::Entities(k, l)),
             Holds::Outputs => self.api.list_entities(kind.clone()).await.map(Listing::Outputs),
-            Holds::Properties => self.api.list_properties(kind.clone()).await.map(Listing::Properties),
+            Holds::Properties => match inline {
+                Some(l) => Ok(l),
+                None => self.api.list_properties(kind.clone()).await,
+            }
+            .map(Listing::Properties),
             Holds::FilesMetadata => self.api.list_entities(kind.clone()).await.map(Listing::FilesMetadata),
             Holds::Token => self.api.token_info().await.map(Listing::Token),
             Holds::Folder => self.api.list_files(kind.clone()).await.map(Listing::Folder),
@@ -745,6 +793,10 @@ fn attr_of(nodes: &HashMap<Ino, Node>, ino: Ino) -> Option<Attr> {
         NodeKind::Stats => (Kind::File, 0),
         NodeKind::Symlink(t) => (Kind::Symlink, t.len() as u64),
         NodeKind::Pending(n) => (Kind::File, n.load(Ordering::Relaxed)),
+        NodeKind::Meta(m) => {
+            let e = dir_ref(nodes, n.parent).and_then(|d| d.entity.as_ref());
+            (Kind::File, e.map_or(0, |e| meta_size(e, *m)))
+        }
         _ => (Kind::File, generated(nodes, n).map_or(0, |b| b.len() as u64)),
     };
     Some(Attr {

@@ -9,6 +9,7 @@ use serde_json::Value;
 
 use super::layout::{self, Meta};
 use super::{dir_ref, EntityData, Ino, Node, NodeKind};
+
 /// The README at the mount root.
 pub(super) fn readme(server: &str) -> String {
     format!(
@@ -34,36 +35,105 @@ pub(super) fn generated(nodes: &HashMap<Ino, Node>, n: &Node) -> Option<Arc<[u8]
         NodeKind::Error => dir_ref(nodes, n.parent)?.error.as_deref().unwrap_or("").to_string(),
         NodeKind::Meta(m) => {
             let e = dir_ref(nodes, n.parent)?.entity.as_ref()?;
-            match m {
-                Meta::Id => format!("{}\n", e.id),
-                Meta::Type => format!("{}\n", layout::row(e.kind).type_name),
-                Meta::Name => format!("{}\n", e.name),
-                Meta::Href => format!("{}\n", e.href),
-                Meta::Json => pretty(&e.raw),
-                Meta::SampleProperties => sample_properties(&e.raw),
-                Meta::Curl => curl(e),
-                Meta::Status => field_line(&e.raw, &["Status", "ExecutionStatus", "UploadStatus"], &[]),
-                Meta::DatasetTypeId => field_line(&e.raw, &["DatasetType"], &["Id"]),
-                Meta::DefaultProject => field_line(&e.raw, &["DefaultProject"], &["Name"]),
-                Meta::Attributes => attributes(&e.raw),
-                Meta::TrashItemType => {
-                    let t = field_line(&e.raw, &["TrashItemType"], &[]);
-                    let d = field_line(&e.raw, &["DeleteType"], &[]);
-                    format!("{} ({})\n", t.trim_end(), d.trim_end())
-                }
-            }
+            meta_text(e, &parsed(&e.raw), *m)
         }
         _ => return None,
     };
     Some(Arc::from(text.into_bytes()))
 }
 
-/// An id as BaseSpace sends it: a string, or a number.
-pub(super) fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
+/// The size of an entity's generated file `m`, without rendering it again: every file of
+/// the entity's row is rendered once, from one parse of its JSON, when the first is asked
+/// (`readdir` and `ls -l` ask them all).
+pub(super) fn meta_size(e: &EntityData, m: Meta) -> u64 {
+    let sizes = e.sizes.get_or_init(|| {
+        let v = parsed(&e.raw);
+        let row = layout::row(e.kind);
+        layout::HIDDEN
+            .iter()
+            .chain(row.files)
+            .map(|(_, m)| (*m, meta_text(e, &v, *m).len() as u64))
+            .collect()
+    });
+    sizes
+        .iter()
+        .find(|(x, _)| *x == m)
+        .map_or_else(|| meta_text(e, &parsed(&e.raw), m).len() as u64, |(_, n)| *n)
+}
+
+/// The fields generated files read (a dataset's JSON may carry kilobytes of properties
+/// that none of them needs: those are skipped, not built).
+const READ_FIELDS: &[&str] = &[
+    "Status",
+    "ExecutionStatus",
+    "UploadStatus",
+    "DatasetType",
+    "DefaultProject",
+    "Attributes",
+    "TrashItemType",
+    "DeleteType",
+    "Name",
+    "SampleId",
+    "SampleNumber",
+    "ExperimentName",
+    "NumReadsRaw",
+    "NumReadsPF",
+    "IsPairedEnd",
+    "Read1",
+    "Read2",
+    "TotalSize",
+    "DateCreated",
+];
+
+/// An entity's JSON with only [`READ_FIELDS`] (`Null` if it is not an object).
+fn parsed(raw: &str) -> Value {
+    struct Picked(Value);
+    impl<'de> serde::Deserialize<'de> for Picked {
+        fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct V;
+            impl<'de> serde::de::Visitor<'de> for V {
+                type Value = Picked;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("an object")
+                }
+                fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<Picked, A::Error> {
+                    let mut out = serde_json::Map::new();
+                    while let Some(k) = m.next_key::<String>()? {
+                        if READ_FIELDS.contains(&k.as_str()) {
+                            out.insert(k, m.next_value()?);
+                        } else {
+                            m.next_value::<serde::de::IgnoredAny>()?;
+                        }
+                    }
+                    Ok(Picked(Value::Object(out)))
+                }
+            }
+            d.deserialize_map(V)
+        }
+    }
+    serde_json::from_str::<Picked>(raw).map_or(Value::Null, |p| p.0)
+}
+
+/// The text of an entity's generated file `m`, from its JSON `v`.
+fn meta_text(e: &EntityData, v: &Value, m: Meta) -> String {
+    match m {
+        Meta::Id => format!("{}\n", e.id),
+        Meta::Type => format!("{}\n", layout::row(e.kind).type_name),
+        Meta::Name => format!("{}\n", e.name),
+        Meta::Href => format!("{}\n", e.href),
+        // As BaseSpace sent it.
+        Meta::Json => format!("{}\n", e.raw),
+        Meta::SampleProperties => sample_properties(v),
+        Meta::Curl => curl(e),
+        Meta::Status => field_line(v, &["Status", "ExecutionStatus", "UploadStatus"], &[]),
+        Meta::DatasetTypeId => field_line(v, &["DatasetType"], &["Id"]),
+        Meta::DefaultProject => field_line(v, &["DefaultProject"], &["Name"]),
+        Meta::Attributes => attributes(v),
+        Meta::TrashItemType => {
+            let t = field_line(v, &["TrashItemType"], &[]);
+            let d = field_line(v, &["DeleteType"], &[]);
+            format!("{} ({})\n", t.trim_end(), d.trim_end())
+        }
     }
 }
 
@@ -88,22 +158,9 @@ pub(super) fn lines(items: &[String]) -> Arc<[u8]> {
     Arc::from(out.into_bytes())
 }
 
-/// The items of an array property: v1pre3 puts them in `Items`, v2 in `<Kind>Items`
-/// (`SampleLibraryItems`, `RunItems`, …).
-pub(super) fn property_items(raw: &Value) -> Vec<Value> {
-    let Some(m) = raw.as_object() else { return Vec::new() };
-    if let Some(Value::Array(a)) = m.get("Items") {
-        return a.clone();
-    }
-    m.iter()
-        .find(|(k, v)| k.ends_with("Items") && v.is_array())
-        .and_then(|(_, v)| v.as_array().cloned())
-        .unwrap_or_default()
-}
-
 /// `.curl`: the request that fills the directory, against the configured server (never a
 /// host a response named), with `$BASESPACE_ACCESS_TOKEN` where the token goes.
-pub(super) fn curl(e: &EntityData) -> String {
+fn curl(e: &EntityData) -> String {
     let path = match e.href.split_once("://") {
         Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
         None => e.href.as_str(),
@@ -116,8 +173,7 @@ pub(super) fn curl(e: &EntityData) -> String {
 }
 
 /// The first of `keys` the entity's JSON has, then `inner` fields below it, as one line.
-pub(super) fn field_line(raw: &str, keys: &[&str], inner: &[&str]) -> String {
-    let v: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+pub(super) fn field_line(v: &Value, keys: &[&str], inner: &[&str]) -> String {
     let mut x = keys.iter().find_map(|k| v.get(*k)).unwrap_or(&Value::Null);
     for k in inner {
         x = x.get(*k).unwrap_or(&Value::Null);
@@ -130,7 +186,7 @@ pub(super) fn field_line(raw: &str, keys: &[&str], inner: &[&str]) -> String {
 
 /// A dataset's `Attributes` as `key: value` lines, nested keys joined by `.`
 /// (`common_fastq.TotalReadsPF: 1688304`).
-pub(super) fn attributes(raw: &str) -> String {
+fn attributes(v: &Value) -> String {
     fn walk(prefix: &str, v: &Value, out: &mut String) {
         match v {
             Value::Object(m) => {
@@ -146,7 +202,6 @@ pub(super) fn attributes(raw: &str) -> String {
             other => out.push_str(&format!("{prefix}: {}\n", scalar_text(other))),
         }
     }
-    let v: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
     let mut out = String::new();
     if let Some(a) = v.get("Attributes") {
         walk("", a, &mut out);
@@ -154,16 +209,12 @@ pub(super) fn attributes(raw: &str) -> String {
     out
 }
 
-pub(super) fn pretty(raw: &str) -> String {
-    match serde_json::from_str::<Value>(raw) {
-        Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default() + "\n",
-        Err(_) => format!("{raw}\n"),
-    }
+pub(super) fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default() + "\n"
 }
 
 /// `Key: value` lines of a sample, as BaseMount's `SampleProperties`.
-pub(super) fn sample_properties(raw: &str) -> String {
-    let v: Value = serde_json::from_str(raw).unwrap_or(Value::Null);
+fn sample_properties(v: &Value) -> String {
     let mut out = String::new();
     for k in [
         "Name",
