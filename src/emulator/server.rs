@@ -57,6 +57,27 @@ pub struct Stats {
     pub resolved_in_listings: AtomicU64,
     /// Presigned requests refused because the URL had expired.
     pub expired_refusals: AtomicU64,
+    /// API requests being answered now, and the most at once since the last reset
+    /// (`/_emulator/stats?reset=peak`): how parallel a client's listings are.
+    pub api_in_flight: AtomicU64,
+    pub api_in_flight_peak: AtomicU64,
+}
+
+/// Counts an API request as in flight until it is answered.
+struct InFlight<'a>(&'a Stats);
+
+impl<'a> InFlight<'a> {
+    fn new(s: &'a Stats) -> Self {
+        let now = s.api_in_flight.fetch_add(1, Ordering::Relaxed) + 1;
+        s.api_in_flight_peak.fetch_max(now, Ordering::Relaxed);
+        InFlight(s)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.api_in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Shared server state.
@@ -189,6 +210,8 @@ pub async fn handle(State(s): State<Arc<Shared>>, req: Request) -> Response {
     if let Some(rest) = path.strip_prefix("/_emulator/") {
         return introspect(&s, rest, &query);
     }
+    let api_call = !(path.starts_with("/content/") || path == "/browse" || path.starts_with("/browse/"));
+    let _in_flight = api_call.then(|| InFlight::new(&s.stats));
     // An emulated outage: the server accepts and never answers until the outage ends.
     let mut outage = s.outage.subscribe();
     while *outage.borrow_and_update() {
@@ -1137,6 +1160,10 @@ fn introspect(s: &Shared, rest: &str, q: &Query) -> Response {
                     "expired_refusals": st.expired_refusals.load(Ordering::Relaxed),
                     "unauthorized": st.unauthorized.load(Ordering::Relaxed),
                     "faults_injected": s.faults.injected.load(Ordering::Relaxed),
+                    "api_in_flight_peak": match q.get("reset") {
+                        Some("peak") => st.api_in_flight_peak.swap(0, Ordering::Relaxed),
+                        _ => st.api_in_flight_peak.load(Ordering::Relaxed),
+                    },
                 }),
             )
         }

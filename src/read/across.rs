@@ -25,6 +25,7 @@
 //!
 //! [`Reader::ahead`]: super::Reader::ahead
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -67,7 +68,9 @@ struct Run {
     last: Box<[u32]>,
     /// Opens in order so far (0: none yet, only `last` is known).
     streak: u32,
-    /// Everything up to this position was started ahead.
+    /// Which way the walk goes, once it has moved.
+    backward: Option<bool>,
+    /// Everything up to this position (down to it, backward) was started ahead.
     ahead: Option<Box<[u32]>>,
     /// The shallowest level the walk has moved at: fetching ahead moves no level above it.
     top: usize,
@@ -81,6 +84,7 @@ impl Run {
         Run {
             last: at.into(),
             streak: 0,
+            backward: None,
             ahead: None,
             top: at.len().saturating_sub(1),
             at: now,
@@ -89,13 +93,15 @@ impl Run {
     }
 
     fn go(&self) -> Option<Go> {
+        let backward = self.backward.unwrap_or(false);
         (self.streak >= MIN_STREAK).then(|| Go {
             after: match &self.ahead {
-                Some(a) if **a > *self.last => a.clone(),
+                Some(a) if (**a > *self.last) != backward => a.clone(),
                 _ => self.last.clone(),
             },
             top: self.top,
             streak: self.streak,
+            backward,
         })
     }
 }
@@ -109,18 +115,34 @@ pub struct Go {
     pub top: usize,
     /// Opens in order so far.
     pub streak: u32,
+    /// The walk goes backward (bash globs a pattern's directories in reverse).
+    pub backward: bool,
 }
 
-/// The level at which `new` comes after `last` in walk order, if it does closely: the
-/// first level that differs moved forward by at most [`MAX_SKIP`], and the levels below it
-/// start near their beginning.
-fn step(last: &[u32], new: &[u32]) -> Option<usize> {
+impl Go {
+    /// Whether position `at` lies beyond `after`, in the walk's direction.
+    pub fn beyond(&self, at: &[u32]) -> bool {
+        match self.backward {
+            false => at > &*self.after,
+            true => at < &*self.after,
+        }
+    }
+}
+
+/// The level at which `new` comes next to `last` in walk order, if it does closely, and
+/// whether backward: the first level that differs moved by at most [`MAX_SKIP`], and
+/// (forward) the levels below it start near their beginning.
+fn step(last: &[u32], new: &[u32]) -> Option<(usize, bool)> {
     if last.len() != new.len() {
         return None;
     }
     let k = last.iter().zip(new).position(|(a, b)| a != b)?;
-    let forward = new[k] > last[k] && new[k] - last[k] <= MAX_SKIP;
-    (forward && new[k + 1..].iter().all(|x| *x <= MAX_SKIP)).then_some(k)
+    if new[k] > last[k] {
+        let near = new[k] - last[k] <= MAX_SKIP && new[k + 1..].iter().all(|x| *x <= MAX_SKIP);
+        near.then_some((k, false))
+    } else {
+        (last[k] - new[k] <= MAX_SKIP).then_some((k, true))
+    }
 }
 
 /// Runs of in-order opens, one per walk pattern.
@@ -158,11 +180,13 @@ impl Runs {
             run.at = now;
             return run.go();
         }
-        match step(&run.last, at).filter(|_| recent) {
-            Some(level) => {
+        let way = step(&run.last, at).filter(|(_, back)| recent && run.backward.is_none_or(|b| b == *back));
+        match way {
+            Some((level, back)) => {
                 run.at = now;
                 run.last = at.into();
                 run.streak += 1;
+                run.backward = Some(back);
                 run.top = run.top.min(level);
                 run.go()
             }
@@ -185,7 +209,8 @@ impl Runs {
     /// What comes up to position `upto` is now started ahead, by `tasks`.
     pub fn started(&self, key: u64, upto: &[u32], tasks: Vec<AbortHandle>) {
         if let Some(run) = self.runs.lock().get_mut(&key) {
-            if run.ahead.as_deref().is_none_or(|a| a < upto) {
+            let backward = run.backward.unwrap_or(false);
+            if run.ahead.as_deref().is_none_or(|a| (a < upto) != backward && a != upto) {
                 run.ahead = Some(upto.into());
             }
             run.tasks.retain(|t| !t.is_finished());
@@ -238,11 +263,11 @@ impl Listings {
     fn start(&self, w: &WalkPos, go: Go) {
         let tree = &self.0.tree;
         let window = (FIRST_WINDOW << (go.streak - MIN_STREAK).min(4)).min(LISTINGS_AHEAD);
-        let next = tree.dirs_after(w, &w.at, go.top, window);
+        let next = tree.dirs_after(w, &w.at, go.top, window, go.backward);
         let mut tasks = Vec::new();
         let mut upto = None;
         for (at, dir) in next.items {
-            if at <= go.after {
+            if !go.beyond(&at) {
                 continue;
             }
             if tree.wants_listing(dir) {
@@ -259,6 +284,7 @@ impl Listings {
     /// Lists `dir` ahead; then, for a listing that blocked walk `then`, goes on with the
     /// walk's run if it is still where it was.
     fn fill(&self, dir: Ino, then: Option<WalkPos>) -> AbortHandle {
+        self.0.tree.fills_ahead_started.fetch_add(1, Ordering::Relaxed);
         let me = self.clone();
         tokio::spawn(async move {
             {
@@ -320,6 +346,20 @@ mod tests {
         assert_eq!(a.on_open_at(1, &[11], ms(t, 22)), None);
         assert!(a.on_open_at(1, &[12], ms(t, 23)).is_some());
         assert_eq!(a.on_open_at(1, &[13], t + Duration::from_secs(60)), None);
+    }
+
+    #[test]
+    fn a_walk_backward_is_a_walk_too_and_turning_ends_it() {
+        // bash globs `Samples/*/Files/*` reading the samples' Files/ last to first.
+        let a = Runs::default();
+        let t = Instant::now();
+        a.on_open_at(4, &[0, 9], t);
+        assert_eq!(a.on_open_at(4, &[0, 8], ms(t, 1)), None);
+        let go = a.on_open_at(4, &[0, 7], ms(t, 2)).unwrap();
+        assert!(go.backward && go.beyond(&[0, 6]) && !go.beyond(&[0, 8]));
+        a.started(4, &[0, 3], Vec::new());
+        assert_eq!(&*a.on_open_at(4, &[0, 6], ms(t, 3)).unwrap().after, &[0, 3]);
+        assert_eq!(a.on_open_at(4, &[0, 7], ms(t, 4)), None, "turning forward ends it");
     }
 
     #[test]

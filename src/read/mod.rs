@@ -185,6 +185,9 @@ pub struct ReadStats {
     pub small_fetches: AtomicU64,
 }
 
+/// File versions verified whole, shared by the reader and the source.
+pub(crate) type Verified = Arc<Mutex<lru::LruCache<ObjectId, ()>>>;
+
 type BlockFut = Shared<BoxFuture<'static, Result<Bytes, ReadError>>>;
 type PartFut = Shared<BoxFuture<'static, Result<Arc<[Bytes]>, ReadError>>>;
 
@@ -219,8 +222,9 @@ pub struct Reader {
     pool: Arc<BufPool>,
     /// Handles reading sequentially now: they share the cache for what they prefetch.
     prefetching: Arc<AtomicU64>,
-    /// File versions whose bytes were verified whole.
-    verified: Mutex<lru::LruCache<ObjectId, ()>>,
+    /// File versions whose bytes were verified whole (by a reading handle, or by the source
+    /// when it fetched a small file in one GET).
+    verified: Verified,
     verify: bool,
     shared: Option<Arc<shared::SharedCache>>,
     /// Runs of files opened in walk order, per walk.
@@ -430,6 +434,9 @@ impl Reader {
         let mem_units = (budget / 2 / MEM_UNIT) as usize;
         let pool = BufPool::new(BLOCK_SIZE as usize, POOL_BLOCKS.min(budget / 8 / BLOCK_SIZE) as usize);
         let stats = Arc::new(ReadStats::default());
+        let verified: Verified = Arc::new(Mutex::new(lru::LruCache::new(
+            std::num::NonZeroUsize::new(VERIFIED_KEPT).expect("non-zero"),
+        )));
         // Fastest first: the local disk, then the directory shared by many hosts.
         let levels: Vec<Arc<dyn CacheLevel>> = opts
             .disk
@@ -442,16 +449,20 @@ impl Reader {
             levels,
             disk: opts.disk,
             shared: opts.shared,
-            source: ContentSource::new(api, opts.max_connections, pool.clone(), stats.clone()),
+            source: ContentSource::new(
+                api,
+                opts.max_connections,
+                pool.clone(),
+                stats.clone(),
+                opts.verify.then(|| verified.clone()),
+            ),
             inflight: Mutex::new(HashMap::new()),
             next_part: AtomicU64::new(0),
             mem: Arc::new(Semaphore::new(mem_units)),
             mem_units,
             pool,
             prefetching: Arc::new(AtomicU64::new(0)),
-            verified: Mutex::new(lru::LruCache::new(
-                std::num::NonZeroUsize::new(VERIFIED_KEPT).expect("non-zero"),
-            )),
+            verified: verified.clone(),
             verify: opts.verify,
             across: across::Runs::default(),
             stats,
@@ -465,7 +476,7 @@ impl Reader {
     /// [`crate::tree::Tree::files_after`]), asked only when fetching ahead. Needs a tokio
     /// runtime.
     pub fn ahead(self: &Arc<Self>, walk: &WalkPos, next: impl FnOnce(&[u32], usize, usize) -> Next<RemoteFile>) {
-        let Some(go) = self.across.on_open(walk.key, &walk.at) else {
+        let Some(go) = self.across.on_open(walk.key, &walk.at).filter(|g| !g.backward) else {
             return;
         };
         let budget = self.memory.budget / 4;
@@ -476,7 +487,7 @@ impl Reader {
             if bytes > budget {
                 break;
             }
-            if at <= go.after {
+            if !go.beyond(&at) {
                 continue; // started by an earlier open
             }
             if first > 0 {
@@ -710,6 +721,9 @@ impl Reader {
                     *g = Verify::Running(b.clone());
                     b
                 }
+                // Verified whole already (a small file fetched in one GET is checked as it
+                // arrives, often ahead of its open): its bytes are not hashed twice.
+                Verify::Ready(_) if self.verified.lock().contains(&h.object) => return Ok(()),
                 Verify::Ready(v) => match Background::start(*v) {
                     Ok(b) => {
                         let b = Arc::new(b);

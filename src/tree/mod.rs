@@ -44,7 +44,8 @@ use render::{generated, meta_size, readme};
 pub type Ino = u64;
 pub const ROOT: Ino = 1;
 
-/// Nodes freed by one forget above which the allocator is asked to give memory back.
+/// Nodes freed (by one forget, or by many since the last time) above which the allocator is
+/// asked to give memory back: a walk's directories are forgotten one by one.
 const TRIM_AFTER_FREED: usize = 4096;
 
 /// Errors of the tree layer.
@@ -299,6 +300,10 @@ pub struct Tree {
     pub fills: AtomicU64,
     /// Of those, fills made ahead of a walk ([`Tree::fill_ahead`]).
     pub fills_ahead: AtomicU64,
+    /// Fills ahead of a walk started (some are cancelled, or find the listing made already).
+    pub fills_ahead_started: AtomicU64,
+    /// Nodes freed since the allocator was last asked to give memory back.
+    freed_since_trim: std::sync::atomic::AtomicUsize,
 }
 
 /// Removes a directory's fill lock from the table when its fill ends.
@@ -343,6 +348,8 @@ impl Tree {
             fill_locks: Mutex::new(HashMap::new()),
             fills: AtomicU64::new(0),
             fills_ahead: AtomicU64::new(0),
+            fills_ahead_started: AtomicU64::new(0),
+            freed_since_trim: Default::default(),
         };
         let now = SystemTime::now();
         let s = |k: &str| user.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
@@ -523,7 +530,9 @@ impl Tree {
                 0
             }
         };
-        if freed >= TRIM_AFTER_FREED {
+        let since = self.freed_since_trim.fetch_add(freed, Ordering::Relaxed) + freed;
+        if since >= TRIM_AFTER_FREED {
+            self.freed_since_trim.store(0, Ordering::Relaxed);
             trim_heap();
         }
     }

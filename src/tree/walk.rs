@@ -86,15 +86,33 @@ enum Found {
     Unfilled(Ino),
 }
 
-/// Advances `idx` at `level` (the levels below start over); `false` when that would move a
-/// level above `top`, which the walk has not shown it moves.
-fn advance(idx: &mut [u32], level: usize, top: usize) -> bool {
+/// An index meaning "the last one" (a backward walk entering a directory starts at its end).
+const LAST: u32 = u32::MAX;
+
+/// Moves `idx` one place at `level`, forward or backward (the levels below start over, at
+/// their first or last place); the level that moved, or `None` when that would move a level
+/// above `top` (which the walk has not shown it moves) or before the first place.
+fn advance(idx: &mut [u32], level: usize, top: usize, backward: bool) -> Option<usize> {
     if level < top || level >= idx.len() {
-        return false;
+        return None;
     }
-    idx[level] = idx[level].saturating_add(1);
-    idx[level + 1..].iter_mut().for_each(|x| *x = 0);
-    true
+    let mut at = level;
+    if backward {
+        // Before the first place: the level above moves back (forward, the index runs
+        // past the end and resolving it says so).
+        while idx[at] == 0 {
+            if at == 0 || at - 1 < top {
+                return None;
+            }
+            at -= 1;
+        }
+        idx[at] -= 1;
+    } else {
+        idx[at] = idx[at].saturating_add(1);
+    }
+    let start = if backward { LAST } else { 0 };
+    idx[at + 1..].iter_mut().for_each(|x| *x = start);
+    Some(at)
 }
 
 fn key_of(root: Ino, steps: &[Step], files: bool) -> u64 {
@@ -144,9 +162,10 @@ impl Tree {
         Some(w)
     }
 
-    /// Up to `n` directories after position `after` in `w`'s walk, moving no level above
+    /// Up to `n` directories after position `after` in `w`'s walk (before it, walking
+    /// `backward`: bash globs a pattern's directories in reverse), moving no level above
     /// `top`. Entity directories met on the way have their layout entries made (no request).
-    pub fn dirs_after(&self, w: &WalkPos, after: &[u32], top: usize, n: usize) -> Next<Ino> {
+    pub fn dirs_after(&self, w: &WalkPos, after: &[u32], top: usize, n: usize, backward: bool) -> Next<Ino> {
         let mut nodes = self.nodes.write();
         let mut out = Next::default();
         let mut idx = after.to_vec();
@@ -154,39 +173,33 @@ impl Tree {
             return out;
         }
         let last = idx.len() - 1;
-        if !advance(&mut idx, last, top) {
+        let Some(mut moved_at) = advance(&mut idx, last, top, backward) else {
             return out;
-        }
+        };
         // Where each wildcard level's directory resolved last time: moving the last index
         // only re-resolves the steps below it.
         let mut prefix: Vec<(usize, Ino)> = Vec::new();
-        let mut moved_at = 0;
         for _ in 0..n + MAX_PROBES {
             prefix.retain(|(level, _)| *level <= moved_at);
-            let moved = match self.resolve(&mut nodes, w, &idx, &mut prefix) {
+            let moved = match self.resolve(&mut nodes, w, &mut idx, &mut prefix) {
                 Found::At(ino) => {
                     out.items.push((idx.clone().into(), ino));
                     if out.items.len() >= n {
                         break;
                     }
-                    moved_at = last;
-                    advance(&mut idx, last, top)
+                    advance(&mut idx, last, top, backward)
                 }
-                Found::PastEnd(level) => {
-                    moved_at = level.saturating_sub(1);
-                    level > 0 && advance(&mut idx, level - 1, top)
-                }
-                Found::Missing(level) => {
-                    moved_at = level;
-                    advance(&mut idx, level, top)
-                }
+                Found::PastEnd(level) if level > 0 => advance(&mut idx, level - 1, top, backward),
+                Found::PastEnd(_) => None,
+                Found::Missing(level) => advance(&mut idx, level, top, backward),
                 Found::Unfilled(ino) => {
                     out.blocked = Some(ino);
-                    false
+                    None
                 }
             };
-            if !moved {
-                break;
+            match moved {
+                Some(level) => moved_at = level,
+                None => break,
             }
         }
         out
@@ -203,7 +216,7 @@ impl Tree {
         let first = if dir_at.is_empty() {
             Some(w.root)
         } else {
-            match self.resolve(&mut self.nodes.write(), w, dir_at, &mut Vec::new()) {
+            match self.resolve(&mut self.nodes.write(), w, &mut dir_at.to_vec(), &mut Vec::new()) {
                 Found::At(ino) => Some(ino),
                 _ => None,
             }
@@ -233,7 +246,7 @@ impl Tree {
         }
         let mut from: Box<[u32]> = dir_at.into();
         while out.items.len() < n {
-            let dirs = self.dirs_after(w, &from, top, 16);
+            let dirs = self.dirs_after(w, &from, top, 16, false);
             let Some((last, _)) = dirs.items.last() else {
                 out.blocked = dirs.blocked;
                 break;
@@ -255,12 +268,13 @@ impl Tree {
 
     /// The node at `idx` in `w`'s pattern, building entity directories on the way.
     /// `prefix` holds, per wildcard level already resolved for these indices, the directory
-    /// that level is looked up in; it is extended as levels resolve.
+    /// that level is looked up in; it is extended as levels resolve. An index [`LAST`]
+    /// resolves to its directory's last entry, and is set to that place.
     fn resolve(
         &self,
         nodes: &mut HashMap<Ino, Node>,
         w: &WalkPos,
-        idx: &[u32],
+        idx: &mut [u32],
         prefix: &mut Vec<(usize, Ino)>,
     ) -> Found {
         let (mut at, mut level, start) = match prefix.last() {
@@ -282,6 +296,12 @@ impl Tree {
                     }
                     if prefix.last().is_none_or(|(l, _)| *l < level) {
                         prefix.push((level, at));
+                    }
+                    if idx[level] == LAST {
+                        match d.dirs.len().checked_sub(1) {
+                            Some(i) => idx[level] = i as u32,
+                            None => return Found::PastEnd(level),
+                        }
                     }
                     match d.dirs.get(idx[level] as usize) {
                         Some(c) => at = *c,
@@ -356,4 +376,135 @@ fn dir_walk(nodes: &HashMap<Ino, Node>, ino: Ino, files: bool) -> Option<WalkPos
         root,
         steps: steps.into(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+
+    use super::super::tests::{rt, tree_over, walk};
+    use super::*;
+    use crate::api::fake::FakeApi;
+    use crate::emulator::account::{Account, AccountBuilder, Content};
+
+    /// Projects A and B with samples s1..s3 each (one file `f.txt` each), and a run.
+    fn two_projects() -> Account {
+        let mut b = AccountBuilder::stable("Tester");
+        for p in ["A", "B"] {
+            let p = b.project(p);
+            for s in ["s1", "s2", "s3"] {
+                let s = b.sample(p, s, None);
+                b.file(s, "f.txt", 1, Content::Memory(Bytes::from_static(b"x")), None);
+            }
+        }
+        b.build()
+    }
+
+    fn ino(t: &Tree, path: &str) -> Ino {
+        rt().block_on(walk(t, path)).unwrap().ino
+    }
+
+    fn names(t: &Tree, inos: &[Ino]) -> Vec<String> {
+        let mut out = Vec::new();
+        let nodes = t.nodes.read();
+        for i in inos {
+            let mut parts = Vec::new();
+            let mut at = *i;
+            while at != ROOT {
+                let p = nodes[&at].parent;
+                let d = dir_ref(&nodes, p).unwrap();
+                let name = d
+                    .local
+                    .iter()
+                    .chain(&d.fixed)
+                    .chain(&d.listed)
+                    .find(|(_, x)| **x == at)
+                    .unwrap()
+                    .0;
+                parts.push(name.to_string_lossy().into_owned());
+                at = p;
+            }
+            parts.reverse();
+            out.push(parts.join("/"));
+        }
+        out
+    }
+
+    #[test]
+    fn a_directory_stands_by_pattern_and_sibling_indices() {
+        let t = tree_over(FakeApi::new(two_projects()));
+        let f2 = t.dir_walk(ino(&t, "Projects/A/Samples/s2/Files")).unwrap();
+        let f3 = t.dir_walk(ino(&t, "Projects/B/Samples/s3/Files")).unwrap();
+        let p1 = t.dir_walk(ino(&t, "Projects/A/Samples/s1/Properties")).unwrap();
+        assert_eq!((&*f2.at, &*f3.at), (&[0, 1][..], &[1, 2][..]));
+        assert_eq!(f2.key, f3.key, "one pattern: Projects/*/Samples/*/Files");
+        assert_ne!(f2.key, p1.key, "Properties is another walk");
+        let s = t.dir_walk(ino(&t, "Projects/B/Samples")).unwrap();
+        assert_eq!(&*s.at, &[1]);
+        assert!(t.dir_walk(ino(&t, "Projects")).is_none(), "nothing listed above it");
+    }
+
+    #[test]
+    fn what_comes_next_stays_within_the_levels_the_walk_moved_at() {
+        let t = tree_over(FakeApi::new(two_projects()));
+        let w = t.dir_walk(ino(&t, "Projects/A/Samples/s1/Files")).unwrap();
+        let within = t.dirs_after(&w, &w.at, 1, 10, false);
+        assert_eq!(
+            names(&t, &within.items.iter().map(|x| x.1).collect::<Vec<_>>()),
+            ["Projects/A/Samples/s2/Files", "Projects/A/Samples/s3/Files"]
+        );
+        assert_eq!(within.blocked, None);
+        // Across projects: B's Samples/ is not listed yet, so the walk says it needs it.
+        let across = t.dirs_after(&w, &w.at, 0, 10, false);
+        assert_eq!(across.items.len(), 2);
+        assert_eq!(across.blocked, Some(ino(&t, "Projects/B/Samples")));
+        // Once it is listed, the enumeration goes on into it, in order.
+        let _ = ino(&t, "Projects/B/Samples/s1");
+        let across = t.dirs_after(&w, &w.at, 0, 4, false);
+        assert_eq!(
+            names(&t, &across.items.iter().map(|x| x.1).collect::<Vec<_>>()),
+            [
+                "Projects/A/Samples/s2/Files",
+                "Projects/A/Samples/s3/Files",
+                "Projects/B/Samples/s1/Files",
+                "Projects/B/Samples/s2/Files"
+            ]
+        );
+        assert_eq!(&*across.items[2].0, &[1, 0]);
+        // Backward (bash globs directories in reverse): from B's s1 into A's last sample.
+        let w = t.dir_walk(ino(&t, "Projects/B/Samples/s2/Files")).unwrap();
+        let back = t.dirs_after(&w, &w.at, 0, 3, true);
+        assert_eq!(
+            names(&t, &back.items.iter().map(|x| x.1).collect::<Vec<_>>()),
+            [
+                "Projects/B/Samples/s1/Files",
+                "Projects/A/Samples/s3/Files",
+                "Projects/A/Samples/s2/Files"
+            ]
+        );
+        assert_eq!(&*back.items[1].0, &[0, 2]);
+    }
+
+    #[test]
+    fn files_follow_their_listing_then_the_next_ones() {
+        let t = tree_over(FakeApi::new(two_projects()));
+        for s in ["s1", "s2", "s3"] {
+            let _ = ino(&t, &format!("Projects/A/Samples/{s}/Files/f.txt"));
+        }
+        let w = t.file_walk(ino(&t, "Projects/A/Samples/s1/Files/f.txt")).unwrap();
+        assert_eq!(&*w.at, &[0, 0, 0]);
+        let within = t.files_after(&w, &w.at, 2, 10);
+        assert!(
+            within.items.is_empty(),
+            "s1 has one file, and the walk has not moved on"
+        );
+        let next = t.files_after(&w, &w.at, 1, 10);
+        let at: Vec<&[u32]> = next.items.iter().map(|x| &*x.0).collect();
+        assert_eq!(at, [&[0, 1, 0][..], &[0, 2, 0][..]]);
+        // Position of a file that another listing holds is the same key.
+        assert_eq!(
+            t.file_walk(ino(&t, "Projects/A/Samples/s3/Files/f.txt")).unwrap().key,
+            w.key
+        );
+    }
 }

@@ -1,0 +1,218 @@
+//! Walks across many samples on a real mount (issue 19): listings fetched ahead of `find`
+//! and of a glob, in parallel, and not for a lone `ls`; a walk that turns away cancels what
+//! it no longer needs; files opened across samples arrive before their opens.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bsmount::emulator::account::{Account, AccountBuilder, Content};
+use bsmount::emulator::{self, EmulatorOptions};
+use common::fuse::*;
+use common::Emu;
+use serde_json::Value;
+
+/// Project "Cohort" with `samples` samples `S000`, `S001`, … of `files` FASTQs of `size`
+/// bytes each (distinct bytes per file).
+fn cohort(samples: usize, files: usize, size: u64) -> Account {
+    let mut b = AccountBuilder::stable("Walker");
+    let p = b.project("Cohort");
+    for i in 0..samples {
+        let s = b.sample(p, &format!("S{i:03}"), None);
+        for r in 1..=files {
+            let seed = (i * 10 + r) as u64;
+            b.file(
+                s,
+                &format!("S{i:03}_R{r}.fastq.gz"),
+                size,
+                Content::Synthetic { seed },
+                None,
+            );
+        }
+    }
+    b.build()
+}
+
+fn emu(account: Account, latency_ms: u64) -> Emu {
+    Emu::start(
+        account,
+        EmulatorOptions {
+            net: emulator::NetProfile {
+                latency: Duration::from_millis(latency_ms),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+}
+
+fn stat(e: &Emu, k: &str) -> u64 {
+    e.stats()[k].as_u64().unwrap_or_else(|| panic!("no {k}"))
+}
+
+fn mount_stats(m: &Mounted) -> Value {
+    serde_json::from_slice(&std::fs::read(m.path(".bsmount/stats")).unwrap()).unwrap()
+}
+
+fn ls(p: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+const SAMPLES: &str = "Projects/Cohort/Samples";
+
+#[test]
+fn a_walk_lists_ahead_in_parallel_and_a_lone_ls_lists_only_itself() {
+    let n = 40;
+    let m = Mounted::new(emu(cohort(n, 2, 1000), 50));
+    let e = m.emu();
+    // A lone `ls` of the samples, then of one sample's files: one request each.
+    ls(&m.path("Projects/Cohort"));
+    let a0 = stat(e, "api_requests");
+    assert_eq!(ls(&m.path(SAMPLES)).iter().filter(|x| !x.starts_with('.')).count(), n);
+    assert_eq!(stat(e, "api_requests") - a0, 1, "ls of Samples/");
+    let a1 = stat(e, "api_requests");
+    ls(&m.path(&format!("{SAMPLES}/S007/Files")));
+    assert_eq!(stat(e, "api_requests") - a1, 1, "ls of one sample's Files/");
+    // A listing ahead is started before `opendir` answers: none was.
+    assert_eq!(mount_stats(&m)["listings_ahead_started"].as_u64(), Some(0));
+
+    // `find` over every sample: each needs its Files/ and Properties/ listed once.
+    let _ = e.get_json("_emulator/stats?reset=peak");
+    let a2 = stat(e, "api_requests");
+    let found = run("find", &[m.path(SAMPLES).to_str().unwrap()]);
+    let made = stat(e, "api_requests") - a2;
+    // S007/Files is listed already; every other Files/ and every Properties/ once.
+    assert_eq!(
+        made,
+        2 * n as u64 - 1,
+        "the walk listed something twice or more than it needed"
+    );
+    let peak = stat(e, "api_in_flight_peak");
+    assert!((4..=16 + 1).contains(&peak), "listings in flight at once: {peak}");
+    let ahead = mount_stats(&m)["listings_ahead"].as_u64().unwrap();
+    assert!(ahead >= made - 12, "only {ahead} of {made} listings were made ahead");
+    assert!(String::from_utf8_lossy(&found.stdout).lines().count() > n * 10);
+}
+
+#[test]
+fn a_walk_that_turns_away_cancels_what_it_no_longer_needs() {
+    // Slow enough that nothing listed ahead can land before the walk turns away.
+    let m = Mounted::new(emu(cohort(30, 1, 100), 1500));
+    let e = m.emu();
+    ls(&m.path(SAMPLES));
+    // S002 first (so that the walk's third step is instant) and S025 (far off: not a walk),
+    // then S000, S001, S002 in order: the third in order starts listings ahead, and at once
+    // the walk goes elsewhere.
+    for s in ["S002", "S025", "S000", "S001", "S002", "S020"] {
+        ls(&m.path(&format!("{SAMPLES}/{s}/Files")));
+    }
+    assert!(mount_stats(&m)["listings_ahead_started"].as_u64().unwrap() >= 1);
+    let started = stat(e, "api_requests");
+    // What was in flight was dropped: the next sample in order is listed by a request of its
+    // own (a listing still in flight would have been waited for, one landed used).
+    ls(&m.path(&format!("{SAMPLES}/S003/Files")));
+    assert_eq!(stat(e, "api_requests"), started + 1, "S003 was listed ahead after all");
+    assert_eq!(
+        mount_stats(&m)["listings_ahead"].as_u64(),
+        Some(0),
+        "a cancelled listing landed"
+    );
+}
+
+/// Every FASTQ of the cohort, in the order `cp Samples/*/Files/*.fastq.gz` opens them.
+fn fastqs(m: &Mounted, samples: usize, files: usize) -> Vec<PathBuf> {
+    let mut v = Vec::new();
+    for i in 0..samples {
+        for r in 1..=files {
+            v.push(m.path(&format!("{SAMPLES}/S{i:03}/Files/S{i:03}_R{r}.fastq.gz")));
+        }
+    }
+    v
+}
+
+#[test]
+fn files_opened_across_samples_arrive_before_their_opens() {
+    let (samples, files) = (12, 2);
+    let m = Mounted::new(emu(cohort(samples, files, 300_000), 20));
+    let e = m.emu();
+    // The glob lists every sample's Files/ (ahead, after the third).
+    let glob = format!("{}/*/Files/*.fastq.gz", m.path(SAMPLES).display());
+    let sh = run("bash", &["-c", &format!("ls {glob} | wc -l")]);
+    assert_eq!(
+        String::from_utf8_lossy(&sh.stdout).trim(),
+        (samples * files).to_string()
+    );
+    assert_eq!(stat(e, "content_requests"), 0);
+    let all = fastqs(&m, samples, files);
+    // Two files of S000, then S001's first: the walk across samples is under way.
+    for p in &all[..3] {
+        std::fs::read(p).unwrap();
+    }
+    wait_until("files fetched ahead", Duration::from_secs(20), || {
+        mount_stats(&m)["cache"]["inflight_bytes"].as_u64() == Some(0)
+            && mount_stats(&m)["fetch"]["files_ahead"].as_u64().unwrap_or(0) >= 4
+    });
+    let before = stat(e, "content_requests");
+    // The next samples' files are read with no request of their own.
+    for p in &all[3..8] {
+        std::fs::read(p).unwrap();
+    }
+    assert_eq!(
+        stat(e, "content_requests"),
+        before,
+        "a file across samples was not fetched ahead"
+    );
+    // And a copy of all of them, as users type it, gets every byte right, each file once.
+    let dst = tempfile::tempdir().unwrap();
+    let cp = run("sh", &["-c", &format!("cp {glob} {}", dst.path().display())]);
+    assert!(cp.status.success(), "{}", text(&cp));
+    assert_eq!(
+        stat(e, "content_requests"),
+        (samples * files) as u64,
+        "a file was fetched twice"
+    );
+    let man = m.manifest();
+    for p in &all {
+        let rel = p.strip_prefix(&m.mp).unwrap().to_string_lossy().into_owned();
+        let got = md5sums(&[dst.path().join(p.file_name().unwrap())]);
+        assert_eq!(
+            got.values().next().unwrap(),
+            man[&rel]["md5"].as_str().unwrap(),
+            "{rel}"
+        );
+    }
+}
+
+#[test]
+fn the_v2_views_walk_ahead_too() {
+    let m = Mounted::new(emu(cohort(10, 1, 50_000), 20));
+    let e = m.emu();
+    // BioSamples/*/Datasets/*/Files: a glob through two wildcard levels.
+    let glob = format!("{}/BioSamples/*/Datasets/*/Files/*.fastq.gz", m.mp.display());
+    let a0 = stat(e, "api_requests");
+    let list = run("sh", &["-c", &format!("ls -d {glob}")]);
+    let paths: Vec<String> = String::from_utf8_lossy(&list.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(paths.len(), 10, "{paths:?}");
+    assert!(
+        mount_stats(&m)["listings_ahead"].as_u64().unwrap() >= 5,
+        "{}",
+        mount_stats(&m)
+    );
+    // BioSamples/, each biosample's Datasets/, each dataset's Files/: nothing twice.
+    assert_eq!(stat(e, "api_requests") - a0, 1 + 10 + 10);
+    let before = stat(e, "content_requests");
+    for p in &paths {
+        std::fs::read(p).unwrap();
+    }
+    assert_eq!(stat(e, "content_requests") - before, 10, "each file once");
+    assert!(mount_stats(&m)["fetch"]["files_ahead"].as_u64().unwrap() >= 5);
+}
