@@ -140,6 +140,9 @@ pub struct Container {
     pub status: &'static str,
     /// In the trash (on its own or with its project): no list shows it.
     pub trashed: bool,
+    /// A sample's read pairs, when its builder counted them (the demo's FASTQs); else
+    /// estimated from the files' size.
+    pub reads: Option<u64>,
 }
 
 #[derive(Debug, Clone)]
@@ -364,6 +367,7 @@ impl AccountBuilder {
                 inputs: vec![],
                 status: "Complete",
                 trashed: false,
+                reads: None,
             },
         );
         if let Some(pid) = project {
@@ -682,6 +686,8 @@ pub fn dataset_id(c: &Container) -> String {
 /// The filters `v2/datasets` honours (each `None` when not asked).
 #[derive(Debug, Default)]
 pub struct DatasetQuery {
+    /// `inputruns`: made from one of these runs (FASTQ datasets demultiplexed from them).
+    pub runs: Option<Vec<u64>>,
     /// `appsessionids`: made by one of these appsessions.
     pub appsessions: Option<Vec<u64>>,
     /// `inputbiosamples`: made from one of these biosamples.
@@ -700,6 +706,11 @@ impl DatasetQuery {
             && self.biosamples.as_ref().is_none_or(|bs| uses_biosample(c, bs))
             && self.project.is_none_or(|p| p.is_some() && c.project == p)
             && self.types.as_ref().is_none_or(|ts| ts.iter().any(|t| dataset_is(c, t)))
+            && self.runs.as_ref().is_none_or(|rs| {
+                c.inputs
+                    .iter()
+                    .any(|r| r.kind == ContainerKind::Run && rs.contains(&r.id))
+            })
     }
 }
 
@@ -803,6 +814,40 @@ impl Account {
             .into_iter()
             .filter_map(|k| self.container(k, id))
             .find(|c| dataset_id(c) == ds)
+    }
+
+    /// The runs an appsession read: its outputs' input runs.
+    pub fn appsession_runs(&self, s: &AppSession) -> Vec<u64> {
+        let mut v: Vec<u64> = s
+            .outputs
+            .iter()
+            .filter_map(|r| self.containers.get(r))
+            .flat_map(|c| c.inputs.iter())
+            .filter(|r| r.kind == ContainerKind::Run)
+            .map(|r| r.id)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The projects holding samples demultiplexed from run `c`.
+    pub fn run_projects(&self, c: &Container) -> Vec<u64> {
+        let me = ContainerRef { kind: c.kind, id: c.id };
+        let mut v: Vec<u64> = self
+            .containers
+            .values()
+            .filter(|s| s.kind == ContainerKind::Sample && s.inputs.contains(&me))
+            .filter_map(|s| s.project)
+            .collect();
+        v.sort_unstable();
+        v.dedup();
+        v
+    }
+
+    /// The sample behind a library id.
+    pub fn library(&self, id: u64) -> Option<&Container> {
+        self.container(ContainerKind::Sample, id.checked_sub(LIBRARY_OFFSET)?)
     }
 
     /// The sample behind a biosample id.

@@ -50,8 +50,32 @@ pub fn user(a: &Account) -> Value {
     })
 }
 
-fn properties(href: String) -> Value {
-    json!({"Items": [], "DisplayedCount": 0, "TotalCount": 0, "Href": format!("{href}/properties")})
+/// Properties carried inline in a single entity's answer, all of them (so a client needs no
+/// `…/properties` request).
+fn inline_properties(href: &str, props: Vec<Value>) -> Value {
+    let n = props.len();
+    set(
+        json!({"Items": null, "DisplayedCount": n, "TotalCount": n, "Href": format!("{href}/properties")}),
+        [("Items", Value::Array(props))],
+    )
+}
+
+/// What an appresult was made from, as `References`: the samples it read (the SDKs' way from
+/// an appresult to its input samples: `Type` and the id at the end of `HrefContent`).
+fn references(a: &Account, c: &Container) -> Value {
+    Value::Array(
+        refs(a, &c.inputs)
+            .into_iter()
+            .filter(|x| x.kind == ContainerKind::Sample)
+            .map(|x| {
+                set(
+                    json!({"Rel": "using", "Type": "Sample", "Href": format!("v1pre3/samples/{}", x.id),
+                           "HrefContent": format!("v1pre3/samples/{}", x.id), "Content": null}),
+                    [("Content", sample(a, x, false))],
+                )
+            })
+            .collect(),
+    )
 }
 
 fn container_size(a: &Account, c: &Container) -> u64 {
@@ -94,15 +118,32 @@ pub fn project(a: &Account, p: &Project, full: bool) -> Value {
             "HrefBaseSpaceUI".into(),
             json!(format!("https://basespace.illumina.com/project/{}/emulated", p.id)),
         );
-        m.insert("Properties".into(), properties(href));
+        m.insert("Properties".into(), inline_properties(&href, Vec::new()));
     }
     v
 }
 
-fn application(name: &str) -> Value {
+/// An application's id: one per application name, stable.
+pub fn application_id(name: &str) -> u64 {
+    let h = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    });
+    1_000_000 + h % 9_000_000
+}
+
+/// The applications the account's appsessions ran, by name.
+pub fn application_names(a: &Account) -> Vec<String> {
+    let mut v: Vec<String> = a.appsessions.values().map(|x| x.application.clone()).collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+pub fn application(name: &str) -> Value {
+    let id = application_id(name);
     json!({
-        "Id": "1375375",
-        "Href": "v1pre3/applications/1375375",
+        "Id": id.to_string(),
+        "Href": format!("v1pre3/applications/{id}"),
         "Name": name,
         "CompanyName": "Illumina, Inc.",
         "VersionNumber": "1.0.0",
@@ -134,6 +175,29 @@ pub fn appsession_v1(a: &Account, s: &AppSession) -> Value {
             ("UserCreatedBy", owner(a)),
         ],
     )
+}
+
+/// `appsessions/{id}` (v1pre3): the list form with its references and properties inline.
+pub fn appsession_v1_full(a: &Account, s: &AppSession) -> Value {
+    let href = format!("v1pre3/appsessions/{}", s.id);
+    let mut v = appsession_v1(a, s);
+    v["OriginatingUri"] = json!(format!(
+        "https://basespace.illumina.com/apps/{}",
+        application_id(&s.application)
+    ));
+    v["References"] = json!([]);
+    v["Properties"] = inline_properties(&href, appsession_properties(a, s));
+    v
+}
+
+/// `v2/appsessions/{id}`: the list form with its logs' href and properties inline.
+pub fn appsession_v2_full(a: &Account, s: &AppSession, base: &str) -> Value {
+    let href = format!("{base}/v2/appsessions/{}", s.id);
+    let mut v = appsession_v2(a, s, base);
+    v["HrefLogs"] = json!(format!("{href}/logfiles"));
+    v["IsDeleted"] = json!(false);
+    v["Properties"] = inline_properties(&href, to_v2_properties(appsession_properties(a, s)));
+    v
 }
 
 fn appsession_size(a: &Account, s: &AppSession) -> u64 {
@@ -235,10 +299,18 @@ fn dataset_with_properties_json(a: &Account, c: &Container, base: &str) -> Value
     v
 }
 
-fn genome() -> Value {
+/// The reference genomes (`genomes`): id, display name, species, source, build.
+pub const GENOMES: &[(u64, &str, &str, &str, &str)] = &[
+    (4, "Homo sapiens - UCSC (hg19)", "Homo sapiens", "UCSC", "hg19"),
+    (12, "Mus musculus - UCSC (mm10)", "Mus musculus", "UCSC", "mm10"),
+    (31, "Homo sapiens - UCSC (hg38)", "Homo sapiens", "UCSC", "hg38"),
+];
+
+pub fn genome(g: &(u64, &str, &str, &str, &str)) -> Value {
+    let (id, display, species, source, build) = *g;
     json!({
-        "Id": "4", "DisplayName": "Homo sapiens - UCSC (hg19)", "SpeciesName": "Homo sapiens", "Source": "UCSC",
-        "Build": "hg19", "Href": "v1pre3/genomes/4", "HrefAnnotations": "v1pre3/genomes/4/annotations"
+        "Id": id.to_string(), "DisplayName": display, "SpeciesName": species, "Source": source,
+        "Build": build, "Href": format!("v1pre3/genomes/{id}"), "HrefAnnotations": format!("v1pre3/genomes/{id}/annotations")
     })
 }
 
@@ -292,7 +364,7 @@ pub fn sample(a: &Account, c: &Container, full: bool) -> Value {
 
 fn sample_json(a: &Account, c: &Container, full: bool) -> Value {
     let href = format!("v1pre3/samples/{}", c.id);
-    let reads = (container_size(a, c) / 150).max(1);
+    let clusters = reads_of(a, c);
     let mut v = set(
         json!({
             "Id": c.id.to_string(),
@@ -310,18 +382,20 @@ fn sample_json(a: &Account, c: &Container, full: bool) -> Value {
             "Genome": null,
             "Read1": 151,
             "Read2": 151,
-            "NumReadsPF": reads,
-            "NumReadsRaw": reads,
-            "TotalReadsRaw": reads,
-            "TotalReadsPF": reads,
-            "TotalClustersRaw": reads / 2,
-            "TotalClustersPF": reads / 2,
+            // As recorded for paired-end samples: NumReads* and TotalClusters* count read
+            // pairs (the records of R1), TotalReads* both reads.
+            "NumReadsPF": clusters,
+            "NumReadsRaw": clusters,
+            "TotalReadsRaw": 2 * clusters,
+            "TotalReadsPF": 2 * clusters,
+            "TotalClustersRaw": clusters,
+            "TotalClustersPF": clusters,
             "IsPairedEnd": true
         }),
         [
             ("UserOwnedBy", owner(a)),
             ("Library", library(a, c)),
-            ("Genome", genome()),
+            ("Genome", genome(&GENOMES[0])),
         ],
     );
     if full {
@@ -330,7 +404,10 @@ fn sample_json(a: &Account, c: &Container, full: bool) -> Value {
         m.insert("SampleNumber".into(), json!(1));
         m.insert("HrefFiles".into(), json!(format!("{href}/files")));
         m.insert("References".into(), json!([]));
-        m.insert("Properties".into(), properties(href));
+        m.insert(
+            "Properties".into(),
+            inline_properties(&href, container_properties(a, c)),
+        );
         let session = c
             .appsession
             .and_then(|s| a.appsessions.get(&s))
@@ -378,8 +455,11 @@ fn appresult_json(a: &Account, c: &Container, full: bool) -> Value {
         let m = v.as_object_mut().unwrap();
         m.insert("Description".into(), json!(c.name));
         m.insert("HrefFiles".into(), json!(format!("{href}/files")));
-        m.insert("References".into(), json!([]));
-        m.insert("Properties".into(), properties(href));
+        m.insert("References".into(), references(a, c));
+        m.insert(
+            "Properties".into(),
+            inline_properties(&href, container_properties(a, c)),
+        );
         let projects: Vec<Value> = c
             .project
             .and_then(|p| a.project(p))
@@ -391,27 +471,117 @@ fn appresult_json(a: &Account, c: &Container, full: bool) -> Value {
     v
 }
 
+/// A run's instrument, read off its folder name (`YYMMDD_<instrument>_<number>_<flowcell>`,
+/// as instruments name them): the instrument id, its type and the flowcell.
+pub struct Instrument<'a> {
+    pub name: &'a str,
+    pub kind: &'static str,
+    pub number: u64,
+    pub flowcell: &'a str,
+}
+
+pub fn instrument(run_name: &str) -> Instrument<'_> {
+    let parts: Vec<&str> = run_name.split('_').collect();
+    let name = parts.get(1).copied().unwrap_or("A01234");
+    let kind = match name {
+        n if n.starts_with("LH") => "NovaSeqXPlus",
+        n if n.starts_with("VH") => "NextSeq2000",
+        n if n.starts_with("NB") || n.starts_with("NS") => "NextSeq",
+        n if n.starts_with("FS") => "iSeq100",
+        n if n.starts_with('M') => "MiSeq",
+        n if n.starts_with('K') || n.starts_with('J') || n.starts_with('E') => "HiSeq",
+        _ => "NovaSeq6000",
+    };
+    let flowcell = parts.get(3).copied().unwrap_or("EMULATEDXX");
+    // NovaSeq runs name the flowcell after its side (`AH…`/`BH…`).
+    let flowcell = match kind {
+        "NovaSeq6000" if flowcell.len() > 1 && (flowcell.starts_with('A') || flowcell.starts_with('B')) => {
+            &flowcell[1..]
+        }
+        _ => flowcell,
+    };
+    let number = parts.get(2).and_then(|n| n.parse().ok()).unwrap_or(1);
+    Instrument {
+        name,
+        kind,
+        number,
+        flowcell,
+    }
+}
+
+/// Whether a run passes the run filters (`InstrumentType`, `FlowcellBarcode`,
+/// `ReagentBarcode`, v2 `experimentname`).
+pub fn run_matches(_a: &Account, c: &Container, q: &super::http::Query) -> bool {
+    let i = instrument(&c.name);
+    let is = |k: &str, v: &str| q.list(k).is_none_or(|vs| vs.iter().any(|x| x.eq_ignore_ascii_case(v)));
+    is("instrumenttype", i.kind)
+        && is("flowcellbarcode", i.flowcell)
+        && is("reagentbarcode", &reagent(c))
+        && is("experimentname", &c.name)
+}
+
+fn reagent(c: &Container) -> String {
+    format!("RGT{:08}", c.id % 100_000_000)
+}
+
+/// A run's sequencing figures, from what it holds (cycles from the emulated instrument).
+pub fn sequencing_stats(a: &Account, c: &Container, href_base: &str) -> Value {
+    let samples = a
+        .containers
+        .values()
+        .filter(|s| s.kind == ContainerKind::Sample && s.inputs.contains(&ContainerRef { kind: c.kind, id: c.id }))
+        .map(|s| reads_of(a, s))
+        .sum::<u64>();
+    let i = instrument(&c.name);
+    let (lanes, read) = match i.kind {
+        "MiSeq" | "iSeq100" => (1, 151),
+        "NextSeq" | "NextSeq2000" => (4, 151),
+        _ => (4, 151),
+    };
+    let clusters_pf = samples / 2;
+    let yield_gb = (samples as f64 * read as f64) / 1e9;
+    json!({
+        "Href": format!("{href_base}/runs/{}/sequencingstats", c.id),
+        "Chemistry": "Default",
+        "NumLanes": lanes,
+        "NumCyclesRead1": read, "NumCyclesRead2": read, "NumCyclesIndex1": 8, "NumCyclesIndex2": 8,
+        "IsIndexed": true,
+        "ClustersPf": clusters_pf,
+        "Clusters": clusters_pf + clusters_pf / 10,
+        "PercentPf": 90.9,
+        "PercentGtQ30": 91.2,
+        "PercentGtQ30R1": 93.4,
+        "PercentGtQ30R2": 89.1,
+        "ReadsPfTotal": samples,
+        "ReadsTotal": samples + samples / 10,
+        "YieldTotal": (yield_gb * 1000.0).round() / 1000.0,
+        "ErrorRate": 0.31,
+        "PercentAligned": 0.0
+    })
+}
+
 pub fn run(a: &Account, c: &Container, full: bool) -> Value {
     let href = format!("v1pre3/runs/{}", c.id);
+    let i = instrument(&c.name);
     let mut v = set(
         json!({
             "Id": c.id.to_string(),
             "Href": href,
             "Name": c.name,
-            "Number": c.id % 10000,
+            "Number": i.number,
             "ExperimentName": c.name,
             "Status": "Complete",
-            "ReagentBarcode": "NV0000000-RGSBS",
-            "FlowcellBarcode": "EMULATEDXX",
+            "ReagentBarcode": reagent(c),
+            "FlowcellBarcode": i.flowcell,
             "DateCreated": d(c.created),
             "DateModified": d(c.created),
             "UserOwnedBy": null,
             "UserUploadedBy": null,
             "TotalSize": container_size(a, c),
-            "PlatformName": "NovaSeq6000",
+            "PlatformName": i.kind,
             "Workflow": "Generate FASTQ",
-            "InstrumentName": "A01234",
-            "InstrumentType": "NovaSeq6000",
+            "InstrumentName": i.name,
+            "InstrumentType": i.kind,
             "NumCyclesRead1": 151,
             "NumCyclesRead2": 151,
             "NumCyclesIndex1": 8,
@@ -426,11 +596,48 @@ pub fn run(a: &Account, c: &Container, full: bool) -> Value {
         let m = v.as_object_mut().unwrap();
         m.insert("HrefFiles".into(), json!(format!("{href}/files")));
         m.insert("HrefSamples".into(), json!(format!("{href}/samples")));
-        m.insert("Properties".into(), properties(href.clone()));
         m.insert(
-            "SequencingStats".into(),
-            json!({"Href": format!("{href}/sequencingstats"), "NumLanes": 4, "PercentGtQ30": 91.2}),
+            "Properties".into(),
+            inline_properties(&href, container_properties(a, c)),
         );
+        m.insert("SequencingStats".into(), sequencing_stats(a, c, "v1pre3"));
+    }
+    v
+}
+
+/// A v2 run (`runs`, `runs/{id}`): v2 names, absolute hrefs, its v1pre3 id.
+pub fn run_v2(a: &Account, c: &Container, base: &str, full: bool) -> Value {
+    let i = instrument(&c.name);
+    let href = format!("{base}/v2/runs/{}", c.id);
+    let mut v = set(
+        json!({
+            "Id": c.id.to_string(),
+            "Name": c.name,
+            "ExperimentName": c.name,
+            "DateCreated": d(c.created),
+            "DateModified": d(c.created),
+            "Status": "Complete",
+            "UserOwnedBy": null,
+            "Instrument": {"Id": i.number, "Name": i.name, "PlatformName": i.kind, "Type": i.kind},
+            "FlowcellBarcode": i.flowcell,
+            "ReagentBarcode": reagent(c),
+            "LaneAndQcStatus": "QcPassed",
+            "Workflow": "Generate FASTQ",
+            "TotalSize": container_size(a, c),
+            "UserUploadedBy": null,
+            "UploadStatus": "Completed",
+            "IsDeleted": false,
+            "IsFileDataDeleted": false,
+            "IsArchived": false,
+            "Href": href,
+            "HrefFiles": format!("{href}/files"),
+            "V1Pre3Id": c.id.to_string()
+        }),
+        [("UserOwnedBy", owner(a)), ("UserUploadedBy", owner(a))],
+    );
+    if full {
+        v["SequencingStats"] = sequencing_stats(a, c, &format!("{base}/v2"));
+        v["Properties"] = inline_properties(&href, to_v2_properties(container_properties(a, c)));
     }
     v
 }
@@ -453,7 +660,7 @@ pub fn file(f: &FileEntry, full: bool) -> Value {
     let m = v.as_object_mut().unwrap();
     if full {
         m.insert("UploadStatus".into(), json!("complete"));
-        m.insert("Properties".into(), properties(href));
+        m.insert("Properties".into(), inline_properties(&href, Vec::new()));
     } else {
         m.insert("IdAsLong".into(), json!(f.id));
     }
@@ -470,6 +677,72 @@ fn experiment_name(a: &Account, c: &Container) -> String {
         .map(|r| r.name.clone())
         .or_else(|| c.project.and_then(|p| a.project(p)).map(|p| p.name.clone()))
         .unwrap_or_default()
+}
+
+/// `v2/users/current`.
+pub fn user_v2(a: &Account, base: &str) -> Value {
+    let mut v = user(a);
+    v["Href"] = json!(format!("{base}/v2/users/{}", a.user_id));
+    v["HrefRuns"] = json!(format!("{base}/v2/runs"));
+    v["HrefProjects"] = json!(format!("{base}/v2/projects"));
+    v["IsWorkgroup"] = json!(false);
+    v["IsPublicDomainUser"] = json!(false);
+    v
+}
+
+/// `v2/projects/{id}`.
+pub fn project_v2_full(a: &Account, p: &Project, base: &str) -> Value {
+    let mut v = project(a, p, true);
+    let href = format!("{base}/v2/projects/{}", p.id);
+    v["Href"] = json!(href);
+    v["HrefSamples"] = json!(format!("{href}/samples"));
+    v["HrefAppResults"] = json!(format!("{href}/appresults"));
+    v["Properties"] = inline_properties(&href, Vec::new());
+    v
+}
+
+/// v1pre3 properties in the v2 shape: an array's items under `<Kind>Items` (`RunItems`,
+/// `ContentItems` for strings, …), as BaseSpace's v2 answers carry them.
+pub fn to_v2_properties(props: Vec<Value>) -> Vec<Value> {
+    props
+        .into_iter()
+        .map(|mut p| {
+            let kind = p["Type"].as_str().unwrap_or("").trim_end_matches("[]").to_string();
+            if let Some(items) = p.as_object_mut().and_then(|m| m.remove("Items")) {
+                let key = match kind.as_str() {
+                    "string" => "ContentItems".to_string(),
+                    "biosample" => "BioSampleItems".to_string(),
+                    "appsession" => "AppSessionItems".to_string(),
+                    "library" => "SampleLibraryItems".to_string(),
+                    k => {
+                        let mut c = k.chars();
+                        c.next()
+                            .map_or(String::new(), |f| f.to_ascii_uppercase().to_string() + c.as_str())
+                            + "Items"
+                    }
+                };
+                p[key.as_str()] = items;
+            }
+            p
+        })
+        .collect()
+}
+
+/// The property named `name` among `props` (names compare case-insensitively).
+pub fn find_property(props: Vec<Value>, name: &str) -> Option<Value> {
+    props
+        .into_iter()
+        .find(|p| p["Name"].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+}
+
+/// A property's values: an array's items, or its one `Content`.
+pub fn property_values(mut p: Value) -> Vec<Value> {
+    let Some(m) = p.as_object_mut() else { return Vec::new() };
+    let key = m.keys().find(|k| k.ends_with("Items") && m[*k].is_array()).cloned();
+    match key.and_then(|k| m.remove(&k)) {
+        Some(Value::Array(items)) => items,
+        _ => m.remove("Content").into_iter().collect(),
+    }
 }
 
 /// A v2 project object (inside biosamples and datasets).
@@ -579,10 +852,18 @@ fn refs<'a>(a: &'a Account, rs: impl IntoIterator<Item = &'a ContainerRef>) -> V
 }
 
 /// An entity as a property item: in full, so it names its project (`Projects`).
+/// A sample's read pairs: what its builder counted in its FASTQs, else an estimate from
+/// their size (~150 bytes a read, gzipped, two reads a pair).
+pub fn reads_of(a: &Account, c: &Container) -> u64 {
+    c.reads.unwrap_or_else(|| (container_size(a, c) / 300).max(1))
+}
+
+/// An entity as a property item: its list form, as recorded (a sample's project is in its
+/// `Library`).
 fn compact(a: &Account, c: &Container) -> Value {
     match c.kind {
-        ContainerKind::Sample => sample(a, c, true),
-        ContainerKind::AppResult => appresult(a, c, true),
+        ContainerKind::Sample => sample(a, c, false),
+        ContainerKind::AppResult => appresult(a, c, false),
         ContainerKind::Run => run(a, c, false),
         ContainerKind::Dataset => json!({"Id": dataset_id(c), "Name": c.name}),
     }
@@ -705,11 +986,11 @@ fn attributes(a: &Account, c: &Container) -> Value {
     if c.kind != ContainerKind::Sample {
         return json!({});
     }
-    let reads = (container_size(a, c) / 150).max(1);
+    let clusters = reads_of(a, c);
     json!({"common_fastq": {
         "MaxLengthRead1": 151, "MaxLengthRead2": 151, "IsPairedEnd": true,
-        "TotalClustersPF": reads / 2, "TotalClustersRaw": reads / 2,
-        "TotalReadsPF": reads, "TotalReadsRaw": reads,
+        "TotalClustersPF": clusters, "TotalClustersRaw": clusters,
+        "TotalReadsPF": 2 * clusters, "TotalReadsRaw": 2 * clusters,
         "MaxLengthIndexRead1": 8, "MaxLengthIndexRead2": 8
     }})
 }

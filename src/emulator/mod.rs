@@ -7,14 +7,20 @@
 //! conditions and faults ([`faults::NetProfile`]) applied identically to every client.
 
 pub mod account;
+mod content;
 pub mod demo;
 pub mod faults;
 pub mod formats;
 pub mod http;
+mod introspect;
 pub(crate) mod json;
 mod oauth;
-pub mod server;
+mod paging;
+mod routes;
 pub mod source;
+pub mod state;
+mod v1;
+mod v2;
 mod write;
 
 use std::net::SocketAddr;
@@ -25,7 +31,7 @@ use tokio::sync::oneshot;
 
 pub use account::Account;
 pub use faults::NetProfile;
-use server::Shared;
+use state::Shared;
 
 /// Rebuilds an account from its source, for `POST /_emulator/rescan`.
 pub type Rescan = Arc<dyn Fn() -> Result<Account, String> + Send + Sync>;
@@ -97,7 +103,7 @@ pub fn random_token() -> String {
 pub async fn start(account: Account, opts: EmulatorOptions) -> std::io::Result<Emulator> {
     let listener = tokio::net::TcpListener::bind(opts.listen).await?;
     let addr = listener.local_addr()?;
-    let base_url = server::base_url(addr);
+    let base_url = state::base_url(addr);
     let token = opts.token.unwrap_or_else(random_token);
     let mut shared = Shared::new(
         account,
@@ -111,7 +117,7 @@ pub async fn start(account: Account, opts: EmulatorOptions) -> std::io::Result<E
         shared.scopes = scopes;
     }
     let shared = Arc::new(shared);
-    let app = axum::Router::new().fallback(server::handle).with_state(shared.clone());
+    let app = routes::router(shared.clone());
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, app, rx));
     Ok(Emulator {

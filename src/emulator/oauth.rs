@@ -4,11 +4,24 @@
 //! (HTTP 400) until the user approves. The emulator approves on the second poll, so the
 //! whole flow runs in tests without a browser.
 
-use axum::http::{Method, StatusCode};
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::{Method, StatusCode, Uri};
 use axum::response::Response;
+use bytes::Bytes;
 use serde_json::json;
 
 use super::http::{json_response, Query};
+use super::state::Shared;
+
+/// `POST v1pre3/oauthv2/<endpoint>`: parameters come in the query or as a form body.
+pub async fn route(State(s): State<Arc<Shared>>, uri: Uri, method: Method, body: Bytes) -> Response {
+    let endpoint = uri.path().rsplit('/').next().unwrap_or("");
+    let mut params = Query::parse(std::str::from_utf8(&body).ok());
+    params.0.extend(Query::parse(uri.query()).0);
+    s.devices.handle(&s.token, &s.base_url, endpoint, &method, &params)
+}
 
 /// Polls answered `authorization_pending` before the emulated user approves.
 const PENDING_POLLS: u32 = 1;

@@ -15,7 +15,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
-use axum::http::{HeaderMap, Method, StatusCode};
+use axum::extract::Path;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use base64::Engine;
 use bytes::Bytes;
@@ -25,9 +26,9 @@ use serde_json::{json, Value};
 use super::account::{
     Account, AppSession, Container, ContainerKind, ContainerRef, FileEntry, Project, TrashItem, Trashed,
 };
-use super::http::{json_response, Query};
+use super::http::{bad_request as bad, error, json_response, no_access, num, ok, Paced, Query, Req};
 use super::json;
-use super::server::{error, no_access, ok, Shared};
+use super::state::Shared;
 use crate::api::model::format_date;
 
 /// S3's smallest part but the last: BaseSpace multipart uploads go to S3.
@@ -54,36 +55,13 @@ pub struct Writes {
     pending: parking_lot::Mutex<HashMap<u64, Pending>>,
     next: std::sync::atomic::AtomicU64,
     /// One change at a time: clone, edit, swap.
-    change: parking_lot::Mutex<()>,
+    pub(crate) change: parking_lot::Mutex<()>,
 }
 
 impl Writes {
     fn next_id(&self, base: u64) -> u64 {
         base + CREATED_BASE + 1 + self.next.fetch_add(1, Ordering::Relaxed)
     }
-}
-
-impl Shared {
-    /// Applies `f` to a copy of the account and publishes it (browse index and manifest too).
-    fn change<R>(&self, f: impl FnOnce(&mut Account) -> R) -> R {
-        let _one = self.writes.change.lock();
-        let mut a = (**self.account.read()).clone();
-        let r = f(&mut a);
-        self.replace_account(a);
-        r
-    }
-
-    fn has_scope(&self, scope: &str) -> bool {
-        self.scopes.iter().any(|s| s.eq_ignore_ascii_case(scope))
-    }
-}
-
-fn bad(message: &str) -> Response {
-    error(
-        StatusCode::BAD_REQUEST,
-        Some("BASESPACE.COMMON.INVALID_PARAMETER"),
-        message,
-    )
 }
 
 fn scope_missing(scope: &str) -> Response {
@@ -101,37 +79,64 @@ fn param(q: &Query, body: &Value, key: &str) -> Option<String> {
         .or_else(|| body.get(key).and_then(Value::as_str).map(str::to_string))
 }
 
-/// Every request that changes the account (anything but GET/HEAD).
-pub fn handle(s: &Arc<Shared>, path: &str, q: &Query, method: &Method, headers: &HeaderMap, body: Bytes) -> Response {
-    let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
-    let id = |i: usize| segs.get(i).and_then(|x| x.parse::<u64>().ok());
-    let json_body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    let create = || (!s.has_scope("CREATE GLOBAL")).then(|| scope_missing("CREATE GLOBAL"));
-    let trash = || (!s.has_scope("MOVETOTRASH GLOBAL")).then(|| scope_missing("MOVETOTRASH GLOBAL"));
-    match (method.as_str(), segs.as_slice()) {
-        ("POST", ["v1pre3", "projects"]) => create().unwrap_or_else(|| create_project(s, q, &json_body)),
-        ("POST", ["v1pre3", "projects", _, "appresults"]) => {
-            create().unwrap_or_else(|| create_appresult(s, id(2), q, &json_body))
-        }
-        ("POST", ["v1pre3", "appresults", _, "files"]) => create().unwrap_or_else(|| start_upload(s, id(2), q, body)),
-        ("PUT", ["v1pre3", "files", _, "parts", n]) => {
-            create().unwrap_or_else(|| put_part(s, id(2), n.parse().ok(), headers, body))
-        }
-        ("POST", ["v1pre3", "files", _]) => create().unwrap_or_else(|| complete_upload(s, id(2), q, &json_body)),
-        ("POST", ["v1pre3", "appsessions", _]) => create().unwrap_or_else(|| set_status(s, id(2), q, &json_body)),
-        ("DELETE", ["v2", kind @ ("projects" | "datasets" | "runs"), x]) => {
-            trash().unwrap_or_else(|| move_to_trash(s, kind, x))
-        }
-        ("POST", ["v2", "trash", _, "restorefromtrash"]) => trash().unwrap_or_else(|| restore(s, id(2))),
-        _ => error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            Some("BASESPACE.COMMON.METHOD_NOT_ALLOWED"),
-            &format!("{method} is not supported on {path}"),
-        ),
-    }
+/// The answer for a request whose token lacks `scope`, if it does.
+fn needs(s: &Shared, scope: &str) -> Option<Response> {
+    (!s.has_scope(scope)).then(|| scope_missing(scope))
 }
 
-fn create_project(s: &Arc<Shared>, q: &Query, body: &Value) -> Response {
+fn json_of(body: &Bytes) -> Value {
+    serde_json::from_slice(body).unwrap_or(Value::Null)
+}
+
+/// `POST projects`.
+pub async fn create_project(r: Req, Paced(body): Paced) -> Response {
+    needs(&r.s, "CREATE GLOBAL").unwrap_or_else(|| create_project_in(&r.s, &r.q, &json_of(&body)))
+}
+
+/// `POST projects/{id}/appresults`.
+pub async fn create_appresult(r: Req, Path(id): Path<String>, Paced(body): Paced) -> Response {
+    needs(&r.s, "CREATE GLOBAL").unwrap_or_else(|| create_appresult_in(&r.s, num(&id), &r.q, &json_of(&body)))
+}
+
+/// `POST appresults/{id}/files`.
+pub async fn start_upload(r: Req, Path(id): Path<String>, Paced(body): Paced) -> Response {
+    needs(&r.s, "CREATE GLOBAL").unwrap_or_else(|| start_upload_in(&r.s, num(&id), &r.q, body))
+}
+
+/// `PUT files/{id}/parts/{n}`.
+pub async fn put_part(r: Req, Path((id, n)): Path<(String, String)>, Paced(body): Paced) -> Response {
+    needs(&r.s, "CREATE GLOBAL").unwrap_or_else(|| put_part_in(&r.s, num(&id), n.parse().ok(), &r.headers, body))
+}
+
+/// `POST files/{id}?uploadstatus=complete`.
+pub async fn complete_upload(r: Req, Path(id): Path<String>, Paced(body): Paced) -> Response {
+    needs(&r.s, "CREATE GLOBAL").unwrap_or_else(|| complete_upload_in(&r.s, num(&id), &r.q, &json_of(&body)))
+}
+
+/// `POST appsessions/{id}` (status).
+pub async fn set_status(r: Req, Path(id): Path<String>, Paced(body): Paced) -> Response {
+    needs(&r.s, "CREATE GLOBAL").unwrap_or_else(|| set_status_in(&r.s, num(&id), &r.q, &json_of(&body)))
+}
+
+/// `DELETE v2/projects/{id}`, `…/datasets/{id}`, `…/runs/{id}`: to the trash.
+pub async fn trash_project(r: Req, Path(id): Path<String>) -> Response {
+    needs(&r.s, "MOVETOTRASH GLOBAL").unwrap_or_else(|| move_to_trash(&r.s, "projects", &id))
+}
+
+pub async fn trash_dataset(r: Req, Path(id): Path<String>) -> Response {
+    needs(&r.s, "MOVETOTRASH GLOBAL").unwrap_or_else(|| move_to_trash(&r.s, "datasets", &id))
+}
+
+pub async fn trash_run(r: Req, Path(id): Path<String>) -> Response {
+    needs(&r.s, "MOVETOTRASH GLOBAL").unwrap_or_else(|| move_to_trash(&r.s, "runs", &id))
+}
+
+/// `POST v2/trash/{id}/restorefromtrash`.
+pub async fn restore(r: Req, Path(id): Path<String>) -> Response {
+    needs(&r.s, "MOVETOTRASH GLOBAL").unwrap_or_else(|| restore_in(&r.s, num(&id)))
+}
+
+fn create_project_in(s: &Arc<Shared>, q: &Query, body: &Value) -> Response {
     let Some(name) = param(q, body, "Name").filter(|n| !n.trim().is_empty()) else {
         return bad("Name is required");
     };
@@ -158,7 +163,7 @@ fn create_project(s: &Arc<Shared>, q: &Query, body: &Value) -> Response {
 
 /// An appresult and the appsession that makes it, both `Running` until completed. The
 /// appsession is named as BaseMount's were: `BaseSpaceCLI - <creation time>`.
-fn create_appresult(s: &Arc<Shared>, project: Option<u64>, q: &Query, body: &Value) -> Response {
+fn create_appresult_in(s: &Arc<Shared>, project: Option<u64>, q: &Query, body: &Value) -> Response {
     let Some(pid) = project.filter(|p| s.account.read().project(*p).is_some()) else {
         return no_access("Project");
     };
@@ -200,6 +205,7 @@ fn create_appresult(s: &Arc<Shared>, project: Option<u64>, q: &Query, body: &Val
                 inputs: vec![],
                 status: "Running",
                 trashed: false,
+                reads: None,
             },
         );
         if let Some(p) = a.projects.iter_mut().find(|p| p.id == pid) {
@@ -268,7 +274,7 @@ fn pending_json(id: u64, p: &Pending) -> Value {
 
 /// `POST appresults/{id}/files?name=&directory=`: with `multipart=true` it starts an upload;
 /// without, the body is the whole file.
-fn start_upload(s: &Arc<Shared>, appresult: Option<u64>, q: &Query, body: Bytes) -> Response {
+fn start_upload_in(s: &Arc<Shared>, appresult: Option<u64>, q: &Query, body: Bytes) -> Response {
     let a = s.account.read().clone();
     let c = match open_appresult(&a, appresult) {
         Ok(c) => c,
@@ -306,7 +312,7 @@ fn start_upload(s: &Arc<Shared>, appresult: Option<u64>, q: &Query, body: Bytes)
 }
 
 /// `PUT files/{id}/parts/{n}`: one part, refused unless its `Content-MD5` matches.
-fn put_part(s: &Arc<Shared>, file: Option<u64>, n: Option<u32>, headers: &HeaderMap, body: Bytes) -> Response {
+fn put_part_in(s: &Arc<Shared>, file: Option<u64>, n: Option<u32>, headers: &HeaderMap, body: Bytes) -> Response {
     let Some(n) = n.filter(|n| (1..=MAX_PARTS).contains(n)) else {
         return bad(&format!("part numbers run from 1 to {MAX_PARTS}"));
     };
@@ -332,7 +338,7 @@ fn put_part(s: &Arc<Shared>, file: Option<u64>, n: Option<u32>, headers: &Header
 
 /// `POST files/{id}?uploadstatus=complete`: the parts, numbered 1..n with none missing and
 /// all but the last at least S3's 5 MiB, become the file.
-fn complete_upload(s: &Arc<Shared>, file: Option<u64>, q: &Query, body: &Value) -> Response {
+fn complete_upload_in(s: &Arc<Shared>, file: Option<u64>, q: &Query, body: &Value) -> Response {
     let status = param(q, body, "UploadStatus").unwrap_or_default();
     if !status.eq_ignore_ascii_case("complete") {
         return bad("uploadstatus=complete is the only change a file takes");
@@ -405,7 +411,7 @@ fn publish(s: &Arc<Shared>, id: u64, p: Pending, parts: Vec<(Bytes, [u8; 16])>) 
 }
 
 /// `POST appsessions/{id}` with `Status`: completing a session completes its appresults.
-fn set_status(s: &Arc<Shared>, session: Option<u64>, q: &Query, body: &Value) -> Response {
+fn set_status_in(s: &Arc<Shared>, session: Option<u64>, q: &Query, body: &Value) -> Response {
     let Some(sid) = session.filter(|i| s.account.read().appsessions.contains_key(i)) else {
         return no_access("AppSession");
     };
@@ -490,7 +496,7 @@ fn move_to_trash(s: &Arc<Shared>, kind: &str, id: &str) -> Response {
     json_response(StatusCode::OK, &json::trash_item(&a, t, &s.base_url))
 }
 
-fn restore(s: &Arc<Shared>, id: Option<u64>) -> Response {
+fn restore_in(s: &Arc<Shared>, id: Option<u64>) -> Response {
     let found = id.is_some_and(|i| s.account.read().trash.iter().any(|t| t.id == i));
     if !found {
         return no_access("TrashItem");
@@ -522,9 +528,4 @@ fn restore(s: &Arc<Shared>, id: Option<u64>) -> Response {
         StatusCode::OK,
         &json!({"Id": tid.to_string(), "Name": restored, "Restored": true}),
     )
-}
-
-/// `GET v2/trash`: what is in the trash, newest last.
-pub fn trash_list(s: &Arc<Shared>, a: &Account) -> Vec<Value> {
-    a.trash.iter().map(|t| json::trash_item(a, t, &s.base_url)).collect()
 }
