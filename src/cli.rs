@@ -167,6 +167,10 @@ pub struct MountArgs {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+    /// The arguments that re-run this mount in the background: bsmount's own, also when
+    /// the command line was BaseMount's or the mount helper's.
+    #[arg(skip)]
+    pub relaunch: Vec<std::ffi::OsString>,
 }
 
 #[derive(Args, Debug)]
@@ -225,6 +229,16 @@ fn emulator_help() -> String {
         source::SYNTHETIC_HELP,
         source::CATALOG_HELP
     )
+}
+
+/// Parses bsmount's own command line (program name first) and runs it; returns the exit
+/// code.
+pub fn run_args(argv: Vec<std::ffi::OsString>) -> i32 {
+    let mut cli = Cli::parse_from(&argv);
+    if let Cmd::Mount(a) = &mut cli.cmd {
+        a.relaunch = argv[1..].to_vec();
+    }
+    run(cli)
 }
 
 /// Runs the command; returns the process exit code.
@@ -346,7 +360,7 @@ fn cmd_whoami(config: Option<&str>, server: Option<&str>) -> Result<(), String> 
 
 /// What `bsmount complete|trash|restore` do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Change {
+pub(crate) enum Change {
     Complete,
     Trash,
     Restore,
@@ -367,7 +381,7 @@ fn hidden(path: &Path, name: &str) -> Result<String, String> {
 /// `complete`, `trash`, `restore`: the entity comes from the directory's `.type` and `.id`
 /// (what the mount shows), the change goes to BaseSpace directly, then the mount re-reads
 /// the directory above so it shows the change at once.
-fn cmd_change(what: Change, path: &Path, config: Option<&str>) -> Result<(), String> {
+pub(crate) fn cmd_change(what: Change, path: &Path, config: Option<&str>) -> Result<(), String> {
     use crate::api::write as call;
     let (kind, id) = (hidden(path, ".type")?, hidden(path, ".id")?);
     let creds = load_credentials(config, None).map_err(|e| e.to_string())?;
@@ -458,7 +472,7 @@ fn cmd_change(what: Change, path: &Path, config: Option<&str>) -> Result<(), Str
 }
 
 /// The mount point above `path` (the directory with a `.bsmount/`).
-fn mount_root(path: &Path) -> Option<PathBuf> {
+pub(crate) fn mount_root(path: &Path) -> Option<PathBuf> {
     path.ancestors()
         .find(|p| p.join(".bsmount/stats").exists())
         .map(Path::to_path_buf)
@@ -477,7 +491,7 @@ fn refresh_ioctl(p: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn cmd_refresh(paths: &[PathBuf]) -> Result<(), String> {
+pub(crate) fn cmd_refresh(paths: &[PathBuf]) -> Result<(), String> {
     for p in paths {
         refresh_ioctl(p).map_err(|e| match e.raw_os_error() {
             Some(libc::ENOTTY) | Some(libc::ENOTSUP) | Some(libc::EINVAL) => {
@@ -820,7 +834,7 @@ fn spawn_daemon(a: &MountArgs) -> i32 {
     let exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("bsmount"));
     let log = a.log_file.clone().unwrap_or_else(default_log_file);
     let mut cmd = std::process::Command::new(exe);
-    cmd.args(std::env::args_os().skip(1))
+    cmd.args(&a.relaunch)
         .env(READY_FD_ENV, wfd.to_string())
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -949,7 +963,7 @@ fn cmd_demo(mountpoint: &Path) -> i32 {
             println!("  ls -R {}", shell_quote(&format!("{m}/Projects")));
             println!(
                 "  ls -a {}",
-                shell_quote(&format!("{m}/Runs/240115_A01234_0042_AHDEMOXX/Files"))
+                shell_quote(&format!("{m}/Runs/240116_A01234_0042_AHDEMOXX/Files"))
             );
             println!(
                 "  samtools view {} chr1:100000-101000 | head -3",

@@ -111,12 +111,19 @@ impl Filesystem for BsFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
-        // Opening may start fetches ahead (tasks on the runtime).
-        let _rt = self.rt.enter();
-        match self.core.open(ino.0, flags.acc_mode() != OpenAccMode::O_RDONLY) {
-            Ok(o) => reply.opened(FileHandle(o.fh), fopen(o.cache)),
-            Err(e) => reply.error(fail("open", e)),
-        }
+        // Opening may start fetches ahead, or ask BaseSpace for a `.json`.
+        let core = self.core.clone();
+        let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
+        let span = tracing::debug_span!("open", ino = ino.0);
+        self.rt.spawn(
+            async move {
+                match core.open(ino.0, write).await {
+                    Ok(o) => reply.opened(FileHandle(o.fh), fopen(o.cache)),
+                    Err(e) => reply.error(fail("open", e)),
+                }
+            }
+            .instrument(span),
+        );
     }
 
     fn read(

@@ -9,11 +9,12 @@
 //!   tested without a kernel;
 //! - [`fs`]: the thin FUSE adapter;
 //! - [`emulator`]: a BaseSpace-compatible server for tests, the demo and benchmarks;
-//! - [`cli`]: the `bsmount` commands.
+//! - [`cli`]: the `bsmount` commands; [`dropin`]: BaseMount's command line on top of them.
 
 pub mod api;
 pub mod cli;
 pub mod core;
+pub mod dropin;
 pub mod emulator;
 pub mod fs;
 pub mod mount;

@@ -1,4 +1,4 @@
-use clap::Parser;
+use bsmount::dropin::{self, Invocation};
 
 fn main() {
     // Keep RSS close to what the cache budget allows. glibc gives every thread its own malloc
@@ -11,14 +11,19 @@ fn main() {
         libc::mallopt(libc::M_ARENA_MAX, 2);
         libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
     }
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    let args = match bsmount::cli::helper_args(&args) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    // Called as `basemount`, `basemount-cmd` or `bm-cmd` (a symlink), it takes BaseMount's
+    // command line.
+    let how = argv.first().map_or(Invocation::Bsmount, |a| Invocation::of(a));
+    if how != Invocation::Bsmount {
+        std::process::exit(dropin::run(how, &argv));
+    }
+    let args = match bsmount::cli::helper_args(&argv) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("bsmount: {e}");
             std::process::exit(1);
         }
     };
-    let cli = bsmount::cli::Cli::parse_from(args);
-    std::process::exit(bsmount::cli::run(cli));
+    std::process::exit(bsmount::cli::run_args(args));
 }

@@ -521,3 +521,122 @@ fn dataset_files_list_one_folder_with_its_sub_directories() {
     ));
     assert_eq!(all["Items"].as_array().unwrap().len(), 5);
 }
+
+#[test]
+fn the_demo_hangs_together() {
+    use std::io::Read;
+    let e = Emu::demo();
+    let runs = e.get_json("v1pre3/users/current/runs");
+    let run_of = |experiment: &str| -> Value {
+        items(&runs)
+            .iter()
+            .find(|r| r["ExperimentName"] == experiment)
+            .unwrap_or_else(|| panic!("no run of experiment {experiment}"))
+            .clone()
+    };
+    let projects = e.get_json("v1pre3/users/current/projects");
+    let mut names_seen = Vec::new();
+    for p in items(&projects) {
+        let pid = p["Id"].as_str().unwrap();
+        let samples = e.get_json(&format!("v1pre3/projects/{pid}/samples?Limit=100"));
+        for s in items(&samples) {
+            let sid = s["Id"].as_str().unwrap();
+            names_seen.push(s["Name"].as_str().unwrap().to_string());
+            let run = run_of(s["ExperimentName"].as_str().unwrap());
+            // A MiSeq panel was sequenced on a MiSeq, the trio on a NovaSeq.
+            let kind = run["InstrumentType"].as_str().unwrap();
+            let family = kind.trim_end_matches(|c: char| c.is_ascii_digit() || c == 'X' || c == 'P');
+            assert!(
+                p["Name"].as_str().unwrap().starts_with(family),
+                "{} on {kind}",
+                p["Name"]
+            );
+            // The reads the sample reports are the reads its FASTQ holds, named by its run.
+            let files = e.get_json(&format!("v1pre3/samples/{sid}/files?Extensions=fastq.gz"));
+            let r1 = items(&files)
+                .iter()
+                .find(|f| f["Name"].as_str().unwrap().contains("_R1_"))
+                .unwrap();
+            let mut text = String::new();
+            flate2::read::MultiGzDecoder::new(&e.content(r1["Id"].as_str().unwrap())[..])
+                .read_to_string(&mut text)
+                .unwrap();
+            let reads = text.lines().count() as u64 / 4;
+            assert_eq!(s["NumReadsPF"].as_u64(), Some(reads), "{}", s["Name"]);
+            let first = text.lines().next().unwrap();
+            let prefix = format!(
+                "@{}:{}:{}:",
+                run["InstrumentName"].as_str().unwrap(),
+                run["Number"],
+                run["FlowcellBarcode"].as_str().unwrap()
+            );
+            assert!(first.starts_with(&prefix), "{first} from {prefix}");
+            let len = text.lines().nth(1).unwrap().len() as u64;
+            assert_eq!(
+                (s["Read1"].as_u64(), run["NumCyclesRead1"].as_u64()),
+                (Some(len), Some(len))
+            );
+        }
+    }
+    // Deliberately awkward: two samples share a name (re-sequenced under the same name).
+    assert_eq!(names_seen.iter().filter(|n| *n == "Brain-Rep1").count(), 2);
+    // Appsessions are named after the moment they were created; applications differ.
+    let sessions = e.get_json("v1pre3/users/current/appsessions?Limit=100");
+    let mut apps = std::collections::BTreeMap::new();
+    for s in items(&sessions) {
+        let name = s["Name"].as_str().unwrap();
+        let when = &name[name.len() - 20..];
+        let created = s["DateCreated"].as_str().unwrap();
+        assert_eq!(
+            when.replace(' ', "T").trim_end_matches('Z'),
+            &created[..19],
+            "{name} created {created}"
+        );
+        let app = &s["Application"];
+        let prev = apps.insert(app["Name"].as_str().unwrap().to_string(), app["Id"].clone());
+        assert!(prev.is_none_or(|p| p == app["Id"]), "one id per application");
+    }
+    let ids: std::collections::BTreeSet<String> = apps.values().map(|v| v.to_string()).collect();
+    assert_eq!(ids.len(), apps.len(), "every application its own id: {apps:?}");
+}
+
+#[test]
+fn v1_filters_and_sorts_are_honoured_not_ignored() {
+    let e = Emu::demo();
+    let projects = e.get_json("v1pre3/users/current/projects");
+    let trio = items(&projects)[1]["Id"].as_str().unwrap().to_string();
+    let results = e.get_json(&format!("v1pre3/projects/{trio}/appresults"));
+    let ar = items(&results)[0]["Id"].as_str().unwrap().to_string();
+    let names = |q: &str| -> Vec<String> {
+        items(&e.get_json(&format!("v1pre3/appresults/{ar}/files?{q}")))
+            .iter()
+            .map(|f| f["Path"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let all = names("Limit=100");
+    assert_eq!(names("Extensions=bam"), ["NA12878.bam"]);
+    let bam_vcf = names("Extensions=bam,vcf.gz");
+    assert_eq!(bam_vcf.len(), 2, "{bam_vcf:?}");
+    assert!(names("Extensions=.bai").iter().all(|n| n.ends_with(".bai")));
+    let no_idx = names("ExcludeExtensions=bai,tbi&Limit=100");
+    assert_eq!(no_idx.len(), all.len() - 2, "{no_idx:?}");
+    assert_eq!(names("PathPrefix=metrics/"), ["metrics/NA12878.mapping_metrics.csv"]);
+    // Statuses: nothing in the demo is running.
+    assert!(items(&e.get_json(&format!("v1pre3/projects/{trio}/appresults?Statuses=Running"))).is_empty());
+    assert_eq!(
+        items(&e.get_json(&format!("v1pre3/projects/{trio}/appresults?Statuses=Complete"))).len(),
+        1
+    );
+    // A valid SortBy is applied and echoed; one the resource does not take answers with
+    // its default, and says so.
+    let by_path = e.get_json(&format!(
+        "v1pre3/appresults/{ar}/files?SortBy=Path&SortDir=Desc&Limit=100"
+    ));
+    assert_eq!(by_path["Response"]["SortBy"], "Path");
+    let paths: Vec<&str> = items(&by_path).iter().map(|f| f["Path"].as_str().unwrap()).collect();
+    let mut want = paths.clone();
+    want.sort_by(|a, b| b.cmp(a));
+    assert_eq!(paths, want);
+    let bogus = e.get_json(&format!("v1pre3/projects/{trio}/samples?SortBy=Flavour"));
+    assert_eq!(bogus["Response"]["SortBy"], "Id");
+}

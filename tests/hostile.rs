@@ -60,7 +60,7 @@ fn an_appsession_output_link_never_leaves_the_mount() {
     let m = mount(&h, &[]);
     let dir = "Projects/P/AppSessions/A";
     let n = names(&m, dir);
-    assert!(n.contains(&"Samples.100.good".to_string()), "{n:?}");
+    assert!(n.contains(&"Sample.100.good".to_string()), "{n:?}");
     assert!(!n.iter().any(|x| x.contains("evil")), "{n:?}");
     for e in std::fs::read_dir(m.path(dir)).unwrap() {
         let p = e.unwrap().path();

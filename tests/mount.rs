@@ -77,7 +77,7 @@ fn layout_names_and_hidden_metadata() {
     assert_eq!(std::fs::read_to_string(sdir.join(".type")).unwrap(), "samples\n");
     assert_eq!(std::fs::read_to_string(sdir.join(".name")).unwrap(), "NA12878\n");
     let j: Value = serde_json::from_str(&std::fs::read_to_string(sdir.join(".json")).unwrap()).unwrap();
-    assert_eq!(j["Name"], "NA12878");
+    assert_eq!(j["Response"]["Name"], "NA12878", "BaseSpace's answer, envelope and all");
     assert!(std::fs::read_to_string(sdir.join(".href"))
         .unwrap()
         .starts_with("v1pre3/samples/"));
@@ -112,7 +112,7 @@ fn layout_names_and_hidden_metadata() {
     assert_eq!(via, m.path(&format!("{P2}/AppResults/NA12878 DRAGEN Germline")));
     assert!(via.join("Files/NA12878.bam").exists());
     // Run folder keeps nested paths.
-    let run = m.path("Runs/240115_A01234_0042_AHDEMOXX/Files");
+    let run = m.path("Runs/240116_A01234_0042_AHDEMOXX/Files");
     for f in [
         "RunInfo.xml",
         "RunParameters.xml",
@@ -923,4 +923,149 @@ fn four_mounts_share_a_small_directory_exactly_while_evicting_each_other() {
         held <= limit + 4 * (8 << 20) + (4 << 20),
         "{held} bytes for a limit of {limit}"
     );
+}
+
+/// Scripts written against BaseMount look where its documentation and users' scripts look:
+/// these are the paths and formats they rely on (issue 21's list).
+#[test]
+fn basemount_paths_scripts_rely_on() {
+    let m = Mounted::demo();
+    let sh = |script: &str| -> String {
+        let o = Command::new("bash")
+            .args(["-c", script])
+            .current_dir(&m.mp)
+            .env("BASESPACE_ACCESS_TOKEN", &m.token)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{script}: {}", text(&o));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    // Appsession outputs are `Sample.<id>.<name>` (scripts glob `Sample.*`).
+    let outs = sh("ls -d Projects/*/AppSessions/FASTQ*/Sample.*");
+    let outs: Vec<&str> = outs.lines().collect();
+    assert_eq!(outs.len(), 6, "{outs:?}");
+    for o in &outs {
+        let name = o.rsplit('/').next().unwrap();
+        let mut parts = name.splitn(3, '.');
+        assert_eq!(parts.next(), Some("Sample"));
+        assert!(parts.next().unwrap().parse::<u64>().is_ok(), "{name}");
+        assert!(
+            Path::new(&m.mp).join(o).join("Files").is_dir(),
+            "{o} leads to the sample"
+        );
+    }
+    assert!(!sh("ls Projects/*/AppSessions/DRAGEN*/")
+        .lines()
+        .any(|l| l.starts_with("Samples.")));
+    // A run's Logs/, and the logs of the appsession that made a run's sample.
+    let run = "Runs/240116_A01234_0042_AHDEMOXX";
+    let logs = sh(&format!("ls {run}/Logs/"));
+    assert!(logs.lines().any(|l| l.ends_with(".log")), "{logs}");
+    let parent = format!("{run}/Properties/Output.Samples/0/ParentAppSession");
+    let plogs = sh(&format!("ls {parent}/Logs/"));
+    for f in ["Stats.json", "RunInfo.xml"] {
+        assert!(plogs.lines().any(|l| l == f), "{f} not in {plogs}");
+    }
+    let stats: Value = serde_json::from_str(&sh(&format!("cat {parent}/Logs/Stats.json"))).unwrap();
+    assert_eq!(stats["RunId"], "240116_A01234_0042_AHDEMOXX", "{stats}");
+    assert!(sh(&format!("cat {parent}/.name")).starts_with("FASTQ Generation"));
+    // `.json` is BaseSpace's answer to the directory's own request, envelope and all.
+    let seq = sh(&format!("jq -c .Response.SequencingStats {run}/.json"));
+    assert!(seq.starts_with('{') && seq.contains("NumCyclesRead1"), "{seq}");
+    assert_eq!(
+        sh(&format!("jq -r .Response.HrefFiles {run}/.json")).trim(),
+        format!("v1pre3/runs/{}/files", sh(&format!("cat {run}/.id")).trim())
+    );
+    assert_eq!(sh("jq '.Response.Items | length' Projects/.json").trim(), "2");
+    // ... and `stat` of it asks BaseSpace nothing.
+    let before = m.emu().stats()["api_requests"].as_u64().unwrap();
+    let _ = std::fs::metadata(m.path("Runs/.json")).unwrap();
+    let _ = std::fs::metadata(m.path(&format!("{P1}/Samples/.json"))).unwrap();
+    assert_eq!(m.emu().stats()["api_requests"].as_u64().unwrap(), before);
+    // Files.metadata/ shows the folders of Files/, dated as the files in them.
+    let fm = m.path(&format!("{P2}/AppResults/NA12878 DRAGEN Germline/Files.metadata"));
+    let folders: Vec<String> = std::fs::read_dir(&fm)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(folders, ["metrics"]);
+    use std::os::unix::fs::MetadataExt;
+    assert!(std::fs::metadata(fm.join("metrics")).unwrap().mtime() > 1_700_000_000);
+    // Every `.curl` under the mount, run with the token set, answers 200.
+    let curls = sh("find . -name .curl");
+    let curls: Vec<&str> = curls.lines().collect();
+    assert!(curls.len() > 50, "{}", curls.len());
+    for c in curls {
+        let cmd = sh(&format!("cat '{c}'"));
+        let code = sh(&format!("{} -o /dev/null -w '%{{http_code}}'", cmd.trim()));
+        assert_eq!(code, "200", "{c}: {cmd}");
+    }
+}
+
+/// BaseMount's command line, through symlinks named as its programs.
+#[test]
+fn basemount_and_basemount_cmd_work_as_symlinks() {
+    let emu = Emu::demo();
+    let dir = tempfile::tempdir().unwrap();
+    for name in ["basemount", "bm-cmd"] {
+        std::os::unix::fs::symlink(BIN, dir.path().join(name)).unwrap();
+    }
+    let mp = dir.path().join("BaseSpace");
+    let run = |prog: &str, args: &[&str], cwd: &Path| -> Output {
+        Command::new(dir.path().join(prog))
+            .args(args)
+            .current_dir(cwd)
+            .env("BASESPACE_API_SERVER", &emu.base)
+            .env("BASESPACE_ACCESS_TOKEN", &emu.token)
+            .env("HOME", dir.path())
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    };
+    // A missing mount point is created (BaseMount asks; no answer takes its default, yes).
+    let o = run(
+        "basemount",
+        &["--threads=4", "--use-v2-api", mp.to_str().unwrap()],
+        dir.path(),
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("--threads=4"),
+        "the ignored option is noted: {}",
+        text(&o)
+    );
+    assert!(is_mounted(&mp));
+    let project = mp.join(P2);
+    let o = run("bm-cmd", &[], &project);
+    assert!(o.status.success(), "{}", text(&o));
+    let listed = text(&o);
+    assert!(
+        listed.contains("refresh") && listed.contains("move-to-trash"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("mark-as-complete") && !listed.contains("unmount"),
+        "{listed}"
+    );
+    let o = run("bm-cmd", &["refresh"], &project);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run("bm-cmd", &["--path", "Samples", "refresh"], &project);
+    assert!(o.status.success() && text(&o).contains("Samples"), "{}", text(&o));
+    // Scripts grep for "Error" and check the exit code.
+    let o = run("bm-cmd", &["mark-as-complete"], &project);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(text(&o).starts_with("Error: "), "{}", text(&o));
+    let o = run("bm-cmd", &["relaunch"], &project);
+    assert!(
+        !o.status.success() && text(&o).contains("not supported"),
+        "{}",
+        text(&o)
+    );
+    // Run on a mounted directory, BaseMount offers to unmount; without an answer it does not.
+    let o = run("basemount", &[mp.to_str().unwrap()], dir.path());
+    assert!(o.status.success() && is_mounted(&mp), "{}", text(&o));
+    let o = run("basemount", &["--unmount", mp.to_str().unwrap()], dir.path());
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(!is_mounted(&mp));
 }

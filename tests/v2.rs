@@ -143,7 +143,10 @@ fn property_links_resolve_to_the_entities_they_name() {
     assert!(names(&props.join("Input.Runs/0/Files")).contains("RunInfo.xml"));
     // Its log, as the application wrote it.
     let logs = m.path(&format!("{P2}/AppSessions/{fq}/Logs"));
-    let log = names(&logs).into_iter().next().expect("a log file");
+    let log = names(&logs)
+        .into_iter()
+        .find(|n| n.ends_with(".log"))
+        .expect("a log file");
     let text = std::fs::read_to_string(logs.join(&log)).unwrap();
     assert!(
         text.contains("FASTQ Generation") && text.contains("\"NA12878\""),
@@ -155,9 +158,14 @@ fn property_links_resolve_to_the_entities_they_name() {
     assert!(names(&out).contains("SampleProperties"), "{}", out.display());
     // BaseMount 0.15's AppSessions.v1 holds the same sessions.
     assert_eq!(names(&m.path(&format!("{P2}/AppSessions.v1"))), sessions);
-    // The sample's ExperimentName is its run's.
+    // The sample's ExperimentName is its run's, as the instrument recorded it.
     let props = std::fs::read_to_string(m.path(&format!("{P2}/Samples/NA12878/SampleProperties"))).unwrap();
-    assert!(props.contains(&format!("ExperimentName: {run}\n")), "{props}");
+    let params = std::fs::read_to_string(m.path("Runs/240116_A01234_0042_AHDEMOXX/Files/RunParameters.xml")).unwrap();
+    assert!(props.contains("ExperimentName: Germline_Trio\n"), "{props}");
+    assert!(
+        params.contains("<ExperimentName>Germline_Trio</ExperimentName>"),
+        "{params}"
+    );
 }
 
 #[test]

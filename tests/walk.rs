@@ -97,7 +97,46 @@ fn a_walk_lists_ahead_in_parallel_and_a_lone_ls_lists_only_itself() {
     assert!((4..=16 + 1).contains(&peak), "listings in flight at once: {peak}");
     let ahead = mount_stats(&m)["listings_ahead"].as_u64().unwrap();
     assert!(ahead >= made - 12, "only {ahead} of {made} listings were made ahead");
+    assert_eq!(
+        mount_stats(&m)["listings_ahead_used"].as_u64(),
+        Some(ahead),
+        "a walk to its end uses all"
+    );
     assert!(String::from_utf8_lossy(&found.stdout).lines().count() > n * 10);
+}
+
+#[test]
+fn a_walk_that_stops_costs_at_most_what_was_in_flight() {
+    let n = 60;
+    let m = Mounted::new(emu(cohort(n, 1, 100), 50));
+    let e = m.emu();
+    ls(&m.path(SAMPLES));
+    let a0 = stat(e, "api_requests");
+    // The first ten samples in order, then the walk stops (`find | head`, a script's loop
+    // that breaks).
+    let walked = 10;
+    for i in 0..walked {
+        ls(&m.path(&format!("{SAMPLES}/S{i:03}/Files")));
+    }
+    wait_until("the listings in flight to land", Duration::from_secs(20), || {
+        stat(e, "api_in_flight") == 0
+    });
+    let s = mount_stats(&m);
+    let (ahead, used) = (
+        s["listings_ahead"].as_u64().unwrap(),
+        s["listings_ahead_used"].as_u64().unwrap(),
+    );
+    let overshoot = stat(e, "api_requests") - a0 - walked;
+    assert!(used >= 5, "the walk was served ahead: {used} of {walked}");
+    assert_eq!(
+        overshoot,
+        ahead - used,
+        "every request beyond the walk's own is an unused listing ahead"
+    );
+    assert!(
+        (1..=bsmount::read::across::LISTINGS_AHEAD as u64).contains(&overshoot),
+        "overshoot {overshoot}: bounded by the walk's window ahead (it grows while the walk goes on in order)"
+    );
 }
 
 #[test]

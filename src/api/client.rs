@@ -401,12 +401,13 @@ impl HttpClient {
     async fn list_pages<T: ListItem>(&self, kind: &ListKind, params: &str) -> Result<Listed<T>, ApiError> {
         let (path, base_extra, v2, max) = kind.request();
         let mut extra = format!("{base_extra}{params}");
+        let sort = kind.sort_by();
         let page_url = |extra: &str, offset: u64, limit: u64| -> String {
             let sep = if path.contains('?') { '&' } else { '?' };
             if v2 {
-                format!("{path}{sep}{extra}offset={offset}&limit={limit}&sortby=Id&sortdir=Asc")
+                format!("{path}{sep}{extra}offset={offset}&limit={limit}&sortby={sort}&sortdir=Asc")
             } else {
-                format!("{path}{sep}{extra}Offset={offset}&Limit={limit}&SortBy=Id&SortDir=Asc")
+                format!("{path}{sep}{extra}Offset={offset}&Limit={limit}&SortBy={sort}&SortDir=Asc")
             }
         };
         let mut out = Listed::default();
@@ -646,6 +647,51 @@ impl BaseSpaceApi for HttpClient {
         async move { self.send_call(call).await }.boxed()
     }
 
+    /// The body as sent, but with the token, should the server ever echo it, cut out.
+    fn get_raw(&self, path: &str) -> BoxFuture<'_, Result<Bytes, ApiError>> {
+        let path = path.trim_start_matches('/').to_string();
+        async move {
+            let body = self.get_parsed(&path, |b| Ok(b.to_vec())).await?;
+            Ok(scrub_bytes(body, self.creds.token.expose()))
+        }
+        .boxed()
+    }
+
+    fn list_raw(&self, kind: ListKind) -> BoxFuture<'_, Result<Bytes, ApiError>> {
+        async move {
+            let l: Listed<super::model::RawItem> = self.list_typed(&kind).await?;
+            let items: Vec<&serde_json::value::RawValue> = l.items.iter().map(|i| &*i.raw).collect();
+            let n = items.len();
+            let paging = serde_json::json!({"DisplayedCount": n, "TotalCount": n, "Offset": 0, "Limit": n,
+                "SortDir": "Asc", "SortBy": kind.sort_by()});
+            #[derive(serde::Serialize)]
+            #[serde(rename_all = "PascalCase")]
+            struct V2<'a> {
+                items: Vec<&'a serde_json::value::RawValue>,
+                paging: Value,
+            }
+            let body = match kind.is_v2() {
+                true => serde_json::to_vec(&V2 { items, paging }),
+                false => {
+                    let mut response = serde_json::Map::new();
+                    response.insert("Items".into(), serde_json::to_value(&items).unwrap_or_default());
+                    for (k, v) in paging.as_object().into_iter().flatten() {
+                        response.insert(k.clone(), v.clone());
+                    }
+                    serde_json::to_vec(
+                        &serde_json::json!({"Response": response, "ResponseStatus": {}, "Notifications": []}),
+                    )
+                }
+            }
+            .map_err(|e| ApiError::Malformed {
+                target: kind.href(),
+                message: e.to_string(),
+            })?;
+            Ok(scrub_bytes(body, self.creds.token.expose()))
+        }
+        .boxed()
+    }
+
     fn content_meta(&self, file_id: &str) -> BoxFuture<'_, Result<ContentMeta, ApiError>> {
         let path = format!("v1pre3/files/{}/content?redirect=meta", super::segment(file_id));
         let listed = self.listed_urls.lock().get(file_id).cloned();
@@ -827,6 +873,17 @@ pub fn status_error(status: StatusCode, body: &[u8]) -> ApiError {
             message,
         },
     }
+}
+
+/// `body` with every occurrence of the token replaced (a `.json` is served as BaseSpace sent
+/// it, but never with the token in it).
+fn scrub_bytes(body: Vec<u8>, token: &str) -> Bytes {
+    let t = token.as_bytes();
+    if t.is_empty() || !body.windows(t.len()).any(|w| w == t) {
+        return Bytes::from(body);
+    }
+    let text = String::from_utf8_lossy(&body).replace(token, "REDACTED");
+    Bytes::from(text.into_bytes())
 }
 
 /// Drops every `AccessToken`/`RefreshToken` field, at any depth, and any string holding the

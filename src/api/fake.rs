@@ -285,6 +285,62 @@ impl BaseSpaceApi for FakeApi {
         .boxed()
     }
 
+    /// Single entities as the emulator answers them (the v1pre3 envelope).
+    fn get_raw(&self, path: &str) -> BoxFuture<'_, Result<bytes::Bytes, ApiError>> {
+        self.counters.lists.fetch_add(1, Ordering::Relaxed);
+        let a = self.acct();
+        let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
+        let v = (|| -> Result<Value, ApiError> {
+            let id = |what: &str| num(segs.get(2).copied().unwrap_or(""), what);
+            let container = |k: ContainerKind, what: &str| -> Result<_, ApiError> {
+                a.container(k, id(what)?).ok_or_else(|| not_found(what))
+            };
+            Ok(match segs.as_slice() {
+                ["v1pre3", "users", "current"] => json::user(&a),
+                ["v1pre3", "projects", _] => {
+                    json::project(&a, a.project(id("Project")?).ok_or_else(|| not_found("Project"))?, true)
+                }
+                ["v1pre3", "samples", _] => json::sample(&a, container(ContainerKind::Sample, "Sample")?, true),
+                ["v1pre3", "appresults", _] => {
+                    json::appresult(&a, container(ContainerKind::AppResult, "AppResult")?, true)
+                }
+                ["v1pre3", "runs", _] => json::run(&a, container(ContainerKind::Run, "Run")?, true),
+                ["v1pre3", "files", _] => json::file(a.files.get(&id("File")?).ok_or_else(|| not_found("File"))?, true),
+                _ => return Err(not_found(path)),
+            })
+        })();
+        let r = v.map(|v| {
+            let body = serde_json::json!({"Response": v, "ResponseStatus": {}, "Notifications": []});
+            bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default())
+        });
+        async move { r }.boxed()
+    }
+
+    /// A list's items in the list's own shape, as the emulator lists them.
+    fn list_raw(&self, kind: ListKind) -> BoxFuture<'_, Result<bytes::Bytes, ApiError>> {
+        async move {
+            let l = self.list_entities(kind.clone()).await?;
+            let items: Vec<Value> = l
+                .items
+                .iter()
+                .filter_map(|i| serde_json::from_str(&i.raw).ok())
+                .collect();
+            let n = items.len();
+            let paging = serde_json::json!({"DisplayedCount": n, "TotalCount": n, "Offset": 0, "Limit": n,
+                "SortDir": "Asc", "SortBy": kind.sort_by()});
+            let body = match kind.is_v2() {
+                true => serde_json::json!({"Items": items, "Paging": paging}),
+                false => {
+                    let mut r = paging;
+                    r["Items"] = Value::Array(items);
+                    serde_json::json!({"Response": r, "ResponseStatus": {}, "Notifications": []})
+                }
+            };
+            Ok(bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default()))
+        }
+        .boxed()
+    }
+
     fn counters(&self) -> Vec<(&'static str, u64)> {
         vec![
             (
@@ -314,9 +370,15 @@ fn files_of<'a>(a: &'a Account, kind: &ListKind) -> Result<Vec<&'a Arc<FileEntry
             let c = a.dataset(ds).ok_or_else(|| not_found("Dataset"))?;
             return Ok(c.files.iter().filter_map(|f| a.files.get(f)).collect());
         }
-        ListKind::DatasetFolder(ds, dir) => {
+        ListKind::DatasetFolder(_, dir) | ListKind::RunFolder(_, dir) => {
             // The files directly in the folder (the fake names no sub-folders).
-            let c = a.dataset(ds).ok_or_else(|| not_found("Dataset"))?;
+            let c = match kind {
+                ListKind::RunFolder(id, _) => a
+                    .container(ContainerKind::Run, num(id, "Run")?)
+                    .ok_or_else(|| not_found("Run"))?,
+                ListKind::DatasetFolder(ds, _) => a.dataset(ds).ok_or_else(|| not_found("Dataset"))?,
+                _ => unreachable!("matched above"),
+            };
             let prefix = dir.trim_matches('/');
             return Ok(c
                 .files

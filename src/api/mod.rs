@@ -70,6 +70,8 @@ pub enum ListKind {
     /// v2 `datasets/{id}/files?directory=<dir>`: the files of one folder (`/`, `/a/b/`) and
     /// the folders below it, so a dataset of 100,000 files opens with one request.
     DatasetFolder(String, String),
+    /// v2 `runs/{id}/files?directory=<dir>`: one folder of a run's files (its `Logs/`).
+    RunFolder(String, String),
     /// v2 `appsessions/{id}/logfiles`.
     AppSessionLogs(String),
     /// `{resource}/{id}/properties` (v1pre3 for samples, appresults, runs, appsessions,
@@ -154,6 +156,15 @@ impl ListKind {
                 true,
                 F,
             ),
+            ListKind::RunFolder(id, dir) => (
+                format!("v2/runs/{}/files", segment(id)),
+                format!(
+                    "directory={}&",
+                    percent_encoding::utf8_percent_encode(dir, percent_encoding::NON_ALPHANUMERIC)
+                ),
+                true,
+                F,
+            ),
             ListKind::AppSessionLogs(id) => (
                 format!("v2/appsessions/{}/logfiles", segment(id)),
                 String::new(),
@@ -169,6 +180,42 @@ impl ListKind {
             ListKind::AccessToken => ("v1pre3/oauthv2/token/current".into(), String::new(), false, L),
             ListKind::Trash => ("v2/trash".into(), String::new(), true, L),
         }
+    }
+
+    /// A sort the list accepts and that keeps pages stable while items are added (v2
+    /// resources each accept their own fields: datasets have no `Id` sort, and a field a
+    /// resource does not accept falls back to its default order).
+    pub fn sort_by(&self) -> &'static str {
+        match self {
+            ListKind::AppSessionOutputs(_) | ListKind::BioSampleDatasets(_) | ListKind::ProjectDatasets(_) => {
+                "DateCreated"
+            }
+            ListKind::Trash => "DateDeleted",
+            ListKind::Properties(..) => "Name",
+            ListKind::FilesMetadata(inner) => inner.sort_by(),
+            _ => "Id",
+        }
+    }
+
+    /// A folder listing's path (`/`, `/a/b/`), and the listing of its sub-folder `sub`.
+    pub fn folder(&self) -> Option<&str> {
+        match self {
+            ListKind::DatasetFolder(_, dir) | ListKind::RunFolder(_, dir) => Some(dir),
+            _ => None,
+        }
+    }
+
+    pub fn subfolder(&self, sub: &str) -> Option<ListKind> {
+        match self {
+            ListKind::DatasetFolder(id, dir) => Some(ListKind::DatasetFolder(id.clone(), format!("{dir}{sub}/"))),
+            ListKind::RunFolder(id, dir) => Some(ListKind::RunFolder(id.clone(), format!("{dir}{sub}/"))),
+            _ => None,
+        }
+    }
+
+    /// Whether answers to this list are v2 shaped.
+    pub fn is_v2(&self) -> bool {
+        self.request().2
     }
 
     /// The API path a directory built from this list was filled from (for `.href`).
@@ -249,6 +296,29 @@ pub trait BaseSpaceApi: Send + Sync + 'static {
                 status: 405,
                 code: None,
                 message: format!("{} is not supported here", call.path),
+            })
+        })
+    }
+    /// One resource's answer as BaseSpace sent it (the v1pre3 envelope, or the v2 body),
+    /// for a directory's `.json`; `path` is relative to the API server.
+    fn get_raw(&self, path: &str) -> BoxFuture<'_, Result<bytes::Bytes, ApiError>> {
+        let path = path.to_string();
+        Box::pin(async move {
+            Err(ApiError::Status {
+                status: 404,
+                code: None,
+                message: format!("{path} is not served here"),
+            })
+        })
+    }
+    /// Every item of a list as one answer in the list's own shape (v1pre3 envelope with all
+    /// items, or v2 `{Items, Paging}`), for a list directory's `.json`.
+    fn list_raw(&self, kind: ListKind) -> BoxFuture<'_, Result<bytes::Bytes, ApiError>> {
+        Box::pin(async move {
+            Err(ApiError::Status {
+                status: 404,
+                code: None,
+                message: format!("{} is not served here", kind.href()),
             })
         })
     }

@@ -346,16 +346,28 @@ pub struct Reference {
     pub projects: Option<Vec<EntityRef>>,
     pub project: Option<EntityRef>,
     pub default_project: Option<EntityRef>,
+    /// A v1pre3 sample names its project only through its library (recorded: sample items
+    /// of `Input.Samples` and `Output.Samples` carry `Library.Project`, no `Projects`).
+    pub library: Option<LibraryRef>,
+}
+
+/// A sample's library, for the project it belongs to.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "PascalCase", default)]
+pub struct LibraryRef {
+    pub project: Option<EntityRef>,
 }
 
 impl Reference {
-    /// The project the entity names itself (`Projects[0]`, `Project`, `DefaultProject`).
+    /// The project the entity names itself (`Projects[0]`, `Project`, `DefaultProject`,
+    /// `Library.Project`).
     pub fn own_project(&self) -> Option<&str> {
         self.projects
             .as_ref()
             .and_then(|p| p.first())
             .or(self.project.as_ref())
             .or(self.default_project.as_ref())
+            .or(self.library.as_ref().and_then(|l| l.project.as_ref()))
             .map(|p| p.id.as_str())
             .filter(|p| !p.is_empty())
     }
@@ -374,6 +386,36 @@ impl ListItem for FileInfo {
         let f: FileInfo = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
         f.check().map_err(|m| format!("{m}: {}", truncate(raw.get(), 120)))?;
         Ok(f)
+    }
+    fn id(&self) -> &str {
+        &self.id
+    }
+}
+
+/// A list item kept as BaseSpace sent it (for a list directory's `.json`), with its Id.
+#[derive(Debug)]
+pub struct RawItem {
+    pub id: String,
+    pub raw: Box<RawValue>,
+}
+
+impl ListItem for RawItem {
+    fn from_raw(raw: &RawValue) -> Result<Self, String> {
+        #[derive(Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct IdOnly {
+            #[serde(default, deserialize_with = "de_opt_id")]
+            id: Option<String>,
+            #[serde(default)]
+            name: Option<String>,
+        }
+        let i: IdOnly = serde_json::from_str(raw.get()).map_err(|e| e.to_string())?;
+        let id = i.id.or(i.name).filter(|x| !x.is_empty());
+        let id = id.ok_or_else(|| format!("item without Id: {}", truncate(raw.get(), 120)))?;
+        Ok(RawItem {
+            id,
+            raw: raw.to_owned(),
+        })
     }
     fn id(&self) -> &str {
         &self.id
@@ -644,6 +686,20 @@ pub fn truncate(s: &str, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sample_item_names_its_project_through_its_library() {
+        // Trimmed from a recorded `Input.Samples` item.
+        let r: Reference = serde_json::from_str(
+            r#"{"Id":"155135036","Href":"v1pre3/samples/155135036","Name":"Myeloid-RNA-SeraSeq-Rep7",
+                "Library":{"Id":"58863469","Project":{"Id":"86591915","Name":"MiSeq"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.own_project(), Some("86591915"));
+        let own: Reference =
+            serde_json::from_str(r#"{"Id":"1","Projects":[{"Id":"7"}],"Library":{"Project":{"Id":"9"}}}"#).unwrap();
+        assert_eq!(own.own_project(), Some("7"), "the entity's own Projects first");
+    }
 
     #[test]
     fn dates_round_trip_with_seven_digits() {

@@ -140,7 +140,7 @@ impl FsCore {
     /// Opens a file for reading. Writing is refused: read-only mounts say EROFS; with
     /// `--write` an existing file is BaseSpace's and cannot be overwritten (EPERM); new
     /// files come through [`FsCore::create`].
-    pub fn open(&self, ino: Ino, write: bool) -> Result<Opened, FsError> {
+    pub async fn open(&self, ino: Ino, write: bool) -> Result<Opened, FsError> {
         if write {
             self.writable()?;
             return Err(FsError::new(
@@ -166,6 +166,8 @@ impl FsCore {
                 let text = serde_json::to_string_pretty(&self.stats.snapshot()).unwrap_or_default() + "\n";
                 (Open::Static(Arc::from(text.into_bytes())), CacheMode::Direct)
             }
+            // Asked now; its size was not known to `stat`.
+            FileContent::Fetch(f) => (Open::Static(Arc::from(&*self.tree.fetch(&f).await?)), CacheMode::Direct),
         };
         Ok(Opened {
             fh: self.add(open),

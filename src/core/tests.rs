@@ -82,7 +82,7 @@ fn lookup_open_read_release_returns_the_exact_bytes() {
     rt().block_on(async {
         let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
         assert_eq!(a.size, (20 << 20) + 7);
-        let o = c.open(a.ino, false).unwrap();
+        let o = c.open(a.ino, false).await.unwrap();
         assert_eq!(
             o.cache,
             CacheMode::Refresh,
@@ -95,7 +95,7 @@ fn lookup_open_read_release_returns_the_exact_bytes() {
         c.release(o.fh);
         assert_eq!(c.open_handles(), 0);
         // Verified whole (multipart ETag, 8 MiB parts): now its pages may stay.
-        let again = c.open(a.ino, false).unwrap();
+        let again = c.open(a.ino, false).await.unwrap();
         assert_eq!(again.cache, CacheMode::Keep);
     });
 }
@@ -105,7 +105,7 @@ fn writes_are_refused_as_a_read_only_filesystem() {
     let c = core_over(FakeApi::new(account(1)));
     rt().block_on(async {
         let a = path(&c, "Projects/P/Samples/S/Files/small.txt").await.unwrap();
-        assert_eq!(c.open(a.ino, true).unwrap_err().errno, libc::EROFS);
+        assert_eq!(c.open(a.ino, true).await.unwrap_err().errno, libc::EROFS);
         assert_eq!(c.access(a.ino, true).unwrap_err().errno, libc::EROFS);
         assert!(c.access(a.ino, false).is_ok());
     });
@@ -118,9 +118,9 @@ fn errors_reach_the_kernel_as_errnos() {
         assert_eq!(path(&c, "Projects/nope").await.unwrap_err().errno, libc::ENOENT);
         let f = path(&c, "README").await.unwrap();
         assert_eq!(c.lookup(f.ino, OsStr::new("x")).await.unwrap_err().errno, libc::ENOTDIR);
-        assert_eq!(c.open(ROOT, false).unwrap_err().errno, libc::EISDIR);
+        assert_eq!(c.open(ROOT, false).await.unwrap_err().errno, libc::EISDIR);
         assert_eq!(c.read(12345, 0, 1).await.unwrap_err().errno, libc::EBADF);
-        let o = c.open(f.ino, false).unwrap();
+        let o = c.open(f.ino, false).await.unwrap();
         assert_eq!(c.readdir(o.fh).unwrap_err().errno, libc::ENOTDIR);
         assert_eq!(c.getattr(987_654).unwrap_err().errno, libc::ENOENT);
     });
@@ -186,7 +186,7 @@ fn the_stats_file_is_generated_at_open_and_bypasses_the_page_cache() {
     let c = core_over(FakeApi::new(account(1)));
     rt().block_on(async {
         let s = path(&c, ".bsmount/stats").await.unwrap();
-        let o = c.open(s.ino, false).unwrap();
+        let o = c.open(s.ino, false).await.unwrap();
         assert_eq!(o.cache, CacheMode::Direct);
         let b = c.read(o.fh, 0, 1 << 20).await.unwrap();
         let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
@@ -201,7 +201,7 @@ fn wrong_bytes_fail_the_read_that_completes_the_file_and_every_read_after() {
     let c = core_over(faulty.clone());
     rt().block_on(async {
         let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
-        let o = c.open(a.ino, false).unwrap();
+        let o = c.open(a.ino, false).await.unwrap();
         let e = read_all(&c, o.fh, a.size).await.unwrap_err();
         assert_eq!(e.errno, libc::EIO);
         // The kernel re-reads the failed pages: they fail again, whatever the source says now.
@@ -210,7 +210,7 @@ fn wrong_bytes_fail_the_read_that_completes_the_file_and_every_read_after() {
         assert_eq!(c.read(o.fh, 0, 10).await.unwrap_err().errno, libc::EIO);
         c.release(o.fh);
         // Nothing wrong stayed cached: a new open reads the right bytes and is verified.
-        let o = c.open(a.ino, false).unwrap();
+        let o = c.open(a.ino, false).await.unwrap();
         assert_eq!(o.cache, CacheMode::Refresh);
         assert_eq!(read_all(&c, o.fh, a.size).await.unwrap(), pattern((20 << 20) + 7, 1));
     });
@@ -225,7 +225,7 @@ fn wrong_bytes_fail_when_the_tail_is_read_before_the_rest() {
     let c = core_over(faulty);
     rt().block_on(async {
         let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
-        let o = c.open(a.ino, false).unwrap();
+        let o = c.open(a.ino, false).await.unwrap();
         let tail = 20 << 20;
         assert_eq!(
             c.read(o.fh, tail, 1 << 20).await.unwrap().len(),
@@ -265,7 +265,7 @@ fn a_multipart_etag_of_another_part_size_is_settled_by_a_second_pass() {
     let c = core_over(FakeApi::new(account_10mib_parts(1)));
     rt().block_on(async {
         let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
-        let o = c.open(a.ino, false).unwrap();
+        let o = c.open(a.ino, false).await.unwrap();
         assert_eq!(read_all(&c, o.fh, a.size).await.unwrap(), pattern((20 << 20) + 7, 1));
         let s = c.stats.snapshot();
         assert_eq!(s["fetch"]["files_verified"].as_u64(), Some(1), "{s}");
@@ -277,7 +277,7 @@ fn a_multipart_etag_of_another_part_size_is_settled_by_a_second_pass() {
     let c = core_over(faulty);
     rt().block_on(async {
         let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
-        let o = c.open(a.ino, false).unwrap();
+        let o = c.open(a.ino, false).await.unwrap();
         assert_eq!(read_all(&c, o.fh, a.size).await.unwrap_err().errno, libc::EIO);
     });
 }
@@ -289,7 +289,7 @@ fn a_small_file_with_wrong_bytes_is_refused_at_once() {
     let c = core_over(faulty);
     rt().block_on(async {
         let a = path(&c, "Projects/P/Samples/S/Files/small.txt").await.unwrap();
-        let o = c.open(a.ino, false).unwrap();
+        let o = c.open(a.ino, false).await.unwrap();
         assert_eq!(c.read(o.fh, 0, 4096).await.unwrap_err().errno, libc::EIO);
     });
 }
@@ -300,7 +300,7 @@ fn a_file_replaced_under_an_open_handle_reads_as_stale() {
     let c = core_over(api.clone());
     rt().block_on(async {
         let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
-        let o = c.open(a.ino, false).unwrap();
+        let o = c.open(a.ino, false).await.unwrap();
         let first = c.read(o.fh, 0, 1 << 20).await.unwrap();
         assert_eq!(&first[..], &pattern(1 << 20, 1)[..]);
         api.replace(account(2)); // same ids and paths, other bytes
@@ -320,7 +320,7 @@ fn a_failed_read_retried_at_once_fails_at_once() {
     let c = core_over(faulty.clone());
     rt().block_on(async {
         let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
-        let o = c.open(a.ino, false).unwrap();
+        let o = c.open(a.ino, false).await.unwrap();
         faulty.fail_ranges.store(1, Ordering::Relaxed);
         assert_eq!(c.read(o.fh, 4 << 20, 4096).await.unwrap_err().errno, libc::EIO);
         let ranges = faulty.counters();
@@ -357,7 +357,7 @@ fn without_verification_nothing_is_hashed_and_pages_are_kept() {
     );
     rt().block_on(async {
         let a = path(&c, "Projects/P/Samples/S/Files/big.bin").await.unwrap();
-        let o = c.open(a.ino, false).unwrap();
+        let o = c.open(a.ino, false).await.unwrap();
         assert_eq!(o.cache, CacheMode::Keep);
         assert_eq!(read_all(&c, o.fh, a.size).await.unwrap().len() as u64, a.size);
         let s = c.stats.snapshot();

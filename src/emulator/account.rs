@@ -140,9 +140,18 @@ pub struct Container {
     pub status: &'static str,
     /// In the trash (on its own or with its project): no list shows it.
     pub trashed: bool,
-    /// A sample's read pairs, when its builder counted them (the demo's FASTQs); else
-    /// estimated from the files' size.
-    pub reads: Option<u64>,
+    /// A sample's read pairs and read length, when its builder knows them (the demo's
+    /// FASTQs); else estimated from the files' size.
+    pub reads: Option<(u64, u32)>,
+    /// A run's experiment name, as entered on the instrument (else its name).
+    pub experiment: Option<String>,
+}
+
+impl Container {
+    /// A run's `ExperimentName`.
+    pub fn experiment(&self) -> &str {
+        self.experiment.as_deref().unwrap_or(&self.name)
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -318,7 +327,14 @@ impl AccountBuilder {
 
     pub fn appsession(&mut self, project: u64, name: &str, application: &str) -> u64 {
         let id = self.id("appsession", APPSESSION_BASE, &format!("{project}/{name}"));
-        let created = self.when(id);
+        // Named as BaseSpace names them (`FASTQ Generation 2024-01-15 10:00:00Z`): made then.
+        let created = name
+            .rsplit_once(' ')
+            .and_then(|(head, time)| {
+                let date = head.rsplit(' ').next()?;
+                crate::api::model::parse_date(&format!("{date}T{time}"))
+            })
+            .unwrap_or_else(|| self.when(id));
         self.acct.appsessions.insert(
             id,
             AppSession {
@@ -353,7 +369,13 @@ impl AccountBuilder {
         };
         let id = self.id(key, base, &format!("{project:?}/{name}"));
         let r = ContainerRef { kind, id };
-        let created = self.when(id);
+        // After the appsession that made it; a run on the day its folder is named for
+        // (`240115_A01234_…`).
+        let created = match (appsession.and_then(|a| self.acct.appsessions.get(&a)), kind) {
+            (Some(a), _) => a.created + Duration::from_secs(60 * (a.outputs.len() as u64 + 1)),
+            (None, ContainerKind::Run) => run_date(name).unwrap_or_else(|| self.when(id)),
+            _ => self.when(id),
+        };
         self.acct.containers.insert(
             r,
             Container {
@@ -368,6 +390,7 @@ impl AccountBuilder {
                 status: "Complete",
                 trashed: false,
                 reads: None,
+                experiment: None,
             },
         );
         if let Some(pid) = project {
@@ -406,7 +429,28 @@ impl AccountBuilder {
         self.container(ContainerKind::Run, name, None, None)
     }
 
-    /// Adds a file; `created` defaults to a date derived from the id.
+    /// A run's experiment name, as entered on the instrument.
+    pub fn experiment(&mut self, run: ContainerRef, name: &str) {
+        if let Some(c) = self.acct.containers.get_mut(&run) {
+            c.experiment = Some(name.to_string());
+        }
+    }
+
+    /// A sample demultiplexed from `run` (else the account's first run is taken).
+    pub fn demultiplexed_from(&mut self, sample: ContainerRef, run: ContainerRef) {
+        if let Some(c) = self.acct.containers.get_mut(&sample) {
+            c.inputs = vec![run];
+        }
+    }
+
+    /// A sample's FASTQs hold `pairs` read pairs of `length` bases.
+    pub fn reads(&mut self, sample: ContainerRef, pairs: u64, length: u32) {
+        if let Some(c) = self.acct.containers.get_mut(&sample) {
+            c.reads = Some((pairs, length));
+        }
+    }
+
+    /// Adds a file; `created` defaults to a minute after its container.
     pub fn file(
         &mut self,
         parent: ContainerRef,
@@ -434,7 +478,10 @@ impl AccountBuilder {
         key: &str,
     ) -> u64 {
         let id = self.id("file", FILE_BASE, key);
-        let created = created.unwrap_or_else(|| self.when(id));
+        let created = created.unwrap_or_else(|| match self.acct.containers.get(&parent) {
+            Some(c) => c.created + Duration::from_secs(60),
+            None => self.when(id),
+        });
         let entry = FileEntry {
             id,
             path: path.to_string(),
@@ -495,7 +542,9 @@ impl AccountBuilder {
                     kind: ContainerKind::Sample,
                     id: *s,
                 }) {
-                    c.inputs = first_run.into_iter().collect();
+                    if c.inputs.is_empty() {
+                        c.inputs = first_run.into_iter().collect();
+                    }
                 }
             }
             let named: Vec<(u64, String)> = samples
@@ -549,21 +598,89 @@ impl AccountBuilder {
                 }
             }
             text.push_str(&format!("{when} [{}] completed successfully\n", s.application));
-            let path = format!("{}.log", s.application.replace(' ', "_"));
-            let size = text.len() as u64;
-            let id = self.entry(
-                parent,
-                &path,
-                size,
-                Content::Memory(Bytes::from(text)),
-                Some(s.created),
-                &format!("log/{sid}/{path}"),
-            );
-            if let Some(s) = self.acct.appsessions.get_mut(&sid) {
-                s.logs.push(id);
+            let mut logs = vec![(format!("{}.log", s.application.replace(' ', "_")), text.into_bytes())];
+            logs.extend(self.demux_logs(sid));
+            let created = s.created;
+            for (path, bytes) in logs {
+                let size = bytes.len() as u64;
+                let id = self.entry(
+                    parent,
+                    &path,
+                    size,
+                    Content::Memory(Bytes::from(bytes)),
+                    Some(created),
+                    &format!("log/{sid}/{path}"),
+                );
+                if let Some(s) = self.acct.appsessions.get_mut(&sid) {
+                    s.logs.push(id);
+                }
             }
         }
     }
+
+    /// What a FASTQ generation (an appsession that demultiplexed samples from a run) leaves
+    /// in its logs besides its own log, as BaseSpace's do: the demultiplexing figures
+    /// (`Stats.json`, bcl2fastq's shape) and the run's `RunInfo.xml`.
+    fn demux_logs(&self, sid: u64) -> Vec<(String, Vec<u8>)> {
+        let s = &self.acct.appsessions[&sid];
+        let samples: Vec<&Container> = s
+            .outputs
+            .iter()
+            .filter_map(|r| self.acct.containers.get(r))
+            .filter(|c| c.kind == ContainerKind::Sample)
+            .collect();
+        let Some(run) = samples
+            .iter()
+            .flat_map(|c| c.inputs.iter())
+            .find(|r| r.kind == ContainerKind::Run)
+            .and_then(|r| self.acct.containers.get(r))
+        else {
+            return Vec::new();
+        };
+        let (flowcell, number) = {
+            let i = super::json::instrument(&run.name);
+            (i.flowcell.to_string(), i.number)
+        };
+        let demux: Vec<serde_json::Value> = samples
+            .iter()
+            .enumerate()
+            .map(|(k, c)| {
+                let pairs = c.reads.map_or(0, |(p, _)| p);
+                serde_json::json!({"SampleId": c.name, "SampleName": c.name, "IndexMetrics": [],
+                    "NumberReads": pairs, "Yield": pairs * 2 * c.reads.map_or(151, |(_, l)| l as u64),
+                    "ReadMetrics": [{"ReadNumber": 1}, {"ReadNumber": 2}], "SampleNumber": k + 1})
+            })
+            .collect();
+        let total: u64 = samples.iter().map(|c| c.reads.map_or(0, |(p, _)| p)).sum();
+        let stats = serde_json::json!({
+            "Flowcell": flowcell, "RunNumber": number, "RunId": run.name,
+            "ConversionResults": [{"LaneNumber": 1, "TotalClustersRaw": total + total / 10, "TotalClustersPF": total,
+                                   "Yield": 0, "DemuxResults": demux}],
+            "UnknownBarcodes": []
+        });
+        let mut out = vec![(
+            "Stats.json".to_string(),
+            serde_json::to_vec_pretty(&stats).unwrap_or_default(),
+        )];
+        let run_info = run
+            .files
+            .iter()
+            .filter_map(|f| self.acct.files.get(f))
+            .find(|f| f.path == "RunInfo.xml");
+        if let Some(f) = run_info {
+            let mut buf = vec![0u8; f.size as usize];
+            if fill(&f.content, 0, &mut buf).is_ok() {
+                out.push(("RunInfo.xml".to_string(), buf));
+            }
+        }
+        out
+    }
+}
+
+/// The day a run folder is named for (`YYMMDD_…`), at 08:00.
+fn run_date(name: &str) -> Option<SystemTime> {
+    let d = name.get(..6).filter(|d| d.bytes().all(|b| b.is_ascii_digit()))?;
+    crate::api::model::parse_date(&format!("20{}-{}-{}T08:00:00Z", &d[..2], &d[2..4], &d[4..6]))
 }
 
 /// Up to this size the ETag is the md5 of the bytes (S3's single-part uploads); above it

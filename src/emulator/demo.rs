@@ -33,14 +33,14 @@ fn base(c: usize, pos: u64) -> u8 {
     b"ACGT"[(splitmix64((c as u64) << 40 ^ pos) % 4) as usize]
 }
 
-fn fastq(read: u8, seed: u64) -> Vec<u8> {
+/// One read's FASTQ.gz: `run` is `<instrument>:<run number>:<flowcell>` as the read names
+/// of that run's demultiplexing carry it, `index` the sample's `i7+i5`.
+fn fastq(read: u8, seed: u64, run: &str, index: &str) -> Vec<u8> {
     let mut rng = Rng(seed);
     let mut out = String::with_capacity((FASTQ_READS as usize) * 260);
     for i in 0..FASTQ_READS {
         let (tile, x, y) = (1101 + i / 10_000, 1000 + rng.below(30_000), 1000 + rng.below(30_000));
-        out.push_str(&format!(
-            "@A01234:42:HDEMOXX:1:{tile}:{x}:{y} {read}:N:0:ACGTACGT+TGCATGCA\n"
-        ));
+        out.push_str(&format!("@{run}:1:{tile}:{x}:{y} {read}:N:0:{index}\n"));
         let c = (rng.below(2)) as usize;
         let start = rng.below(CONTIGS[c].1 - READ_LEN as u64);
         for p in 0..READ_LEN as u64 {
@@ -202,17 +202,35 @@ fn add(b: &mut AccountBuilder, parent: ContainerRef, path: &str, data: Vec<u8>) 
     b.file(parent, path, size, content, None);
 }
 
-fn run_folder(b: &mut AccountBuilder, run: ContainerRef, name: &str) {
+/// A run folder as its instrument writes it, for the samples `samples` (name, index pair)
+/// read for `READ_LEN` cycles: `name` is `YYMMDD_<instrument>_<number>_<flowcell>`.
+fn run_folder(b: &mut AccountBuilder, run: ContainerRef, name: &str, experiment: &str, samples: &[(&str, &str, &str)]) {
     let text = |s: String| s.into_bytes();
+    let i = crate::emulator::json::instrument(name);
+    let (instrument, number, flowcell, kind) = (i.name, i.number, i.flowcell, i.kind);
+    let d = &name[..6];
+    let lanes = if kind == "MiSeq" { 1 } else { 2 };
+    let date = format!(
+        "{}/{}/20{} 8:00:00 AM",
+        &d[2..4].trim_start_matches('0'),
+        &d[4..6].trim_start_matches('0'),
+        &d[..2]
+    );
+    let cycles = READ_LEN;
     add(b, run, "RunInfo.xml", text(format!(
-        "<?xml version=\"1.0\"?>\n<RunInfo Version=\"5\">\n  <Run Id=\"{name}\" Number=\"42\">\n    <Flowcell>HDEMOXX</Flowcell>\n    <Instrument>A01234</Instrument>\n    <Date>1/15/2024 10:00:00 AM</Date>\n    <Reads>\n      <Read Number=\"1\" NumCycles=\"101\" IsIndexedRead=\"N\"/>\n      <Read Number=\"2\" NumCycles=\"8\" IsIndexedRead=\"Y\"/>\n      <Read Number=\"3\" NumCycles=\"8\" IsIndexedRead=\"Y\"/>\n      <Read Number=\"4\" NumCycles=\"101\" IsIndexedRead=\"N\"/>\n    </Reads>\n    <FlowcellLayout LaneCount=\"2\" SurfaceCount=\"2\" SwathCount=\"2\" TileCount=\"2\"/>\n  </Run>\n</RunInfo>\n"
+        "<?xml version=\"1.0\"?>\n<RunInfo Version=\"5\">\n  <Run Id=\"{name}\" Number=\"{number}\">\n    <Flowcell>{flowcell}</Flowcell>\n    <Instrument>{instrument}</Instrument>\n    <Date>{date}</Date>\n    <Reads>\n      <Read Number=\"1\" NumCycles=\"{cycles}\" IsIndexedRead=\"N\"/>\n      <Read Number=\"2\" NumCycles=\"8\" IsIndexedRead=\"Y\"/>\n      <Read Number=\"3\" NumCycles=\"8\" IsIndexedRead=\"Y\"/>\n      <Read Number=\"4\" NumCycles=\"{cycles}\" IsIndexedRead=\"N\"/>\n    </Reads>\n    <FlowcellLayout LaneCount=\"{lanes}\" SurfaceCount=\"2\" SwathCount=\"2\" TileCount=\"2\"/>\n  </Run>\n</RunInfo>\n"
     )));
     add(b, run, "RunParameters.xml", text(format!(
-        "<?xml version=\"1.0\"?>\n<RunParameters>\n  <RunId>{name}</RunId>\n  <InstrumentType>NovaSeq6000</InstrumentType>\n  <ExperimentName>Demo Germline Trio</ExperimentName>\n  <RfidsInfo><FlowCellSerialBarcode>HDEMOXX</FlowCellSerialBarcode></RfidsInfo>\n</RunParameters>\n"
+        "<?xml version=\"1.0\"?>\n<RunParameters>\n  <RunId>{name}</RunId>\n  <InstrumentType>{kind}</InstrumentType>\n  <ExperimentName>{experiment}</ExperimentName>\n  <RfidsInfo><FlowCellSerialBarcode>{flowcell}</FlowCellSerialBarcode></RfidsInfo>\n</RunParameters>\n"
     )));
-    add(b, run, "SampleSheet.csv", text(
-        "[Header]\nIEMFileVersion,5\nExperiment Name,Demo Germline Trio\nDate,2024-01-15\nWorkflow,GenerateFASTQ\n\n[Reads]\n101\n101\n\n[Data]\nSample_ID,Sample_Name,index,index2\nNA12878,NA12878,ACGTACGT,TGCATGCA\nNA12891,NA12891,GGTTAACC,CCAATTGG\nNA12892,NA12892,TTGGCCAA,AACCGGTT\n".to_string(),
-    ));
+    let mut sheet = format!(
+        "[Header]\nIEMFileVersion,5\nExperiment Name,{experiment}\nDate,20{}-{}-{}\nWorkflow,GenerateFASTQ\n\n[Reads]\n{cycles}\n{cycles}\n\n[Data]\nSample_ID,Sample_Name,index,index2\n",
+        &d[..2], &d[2..4], &d[4..6]
+    );
+    for (s, i1, i2) in samples {
+        sheet.push_str(&format!("{s},{s},{i1},{i2}\n"));
+    }
+    add(b, run, "SampleSheet.csv", sheet.into_bytes());
     let mut rng = Rng(7);
     for f in [
         "ControlMetricsOut.bin",
@@ -227,7 +245,7 @@ fn run_folder(b: &mut AccountBuilder, run: ContainerRef, name: &str) {
             .collect();
         add(b, run, &format!("InterOp/{f}"), data);
     }
-    for lane in 1..=2 {
+    for lane in 1..=lanes {
         for cycle in 1..=4 {
             for tile in [1101, 1102] {
                 let data: Vec<u8> = (0..20_000)
@@ -245,17 +263,34 @@ fn run_folder(b: &mut AccountBuilder, run: ContainerRef, name: &str) {
     add(
         b,
         run,
+        "RTAComplete.txt",
+        text(format!("RTA 3.4.4 completed on {date}\n")),
+    );
+    add(
+        b,
+        run,
+        &format!("Logs/{name}_Cycle1_Log.00.log"),
+        text(format!(
+            "{date}\tInfo\tRun {name} started on {instrument}\n{date}\tInfo\tCycle 1 imaged\n"
+        )),
+    );
+    add(
+        b,
+        run,
         "Logs/RTAComplete.txt",
-        text("RTA 3.4.4 completed on 1/15/2024 4:00:00 PM\n".to_string()),
+        text(format!("RTA 3.4.4 completed on {date}\n")),
     );
 }
 
-/// Paired FASTQ.gz of every demo sample, generated in parallel: (R1, R2) per sample, in order.
-fn all_fastqs(samples: &[(&str, u64)]) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// Paired FASTQ.gz of every demo sample (seed, run, index), generated in parallel: (R1, R2)
+/// per sample, in order.
+fn all_fastqs(samples: &[(u64, &str, String)]) -> Vec<(Vec<u8>, Vec<u8>)> {
     std::thread::scope(|sc| {
         let handles: Vec<_> = samples
             .iter()
-            .map(|(_, seed)| sc.spawn(move || (fastq(1, seed + 1), fastq(2, seed + 2))))
+            .map(|(seed, run, index)| {
+                sc.spawn(move || (fastq(1, seed + 1, run, index), fastq(2, seed + 2, run, index)))
+            })
             .collect();
         handles
             .into_iter()
@@ -266,9 +301,33 @@ fn all_fastqs(samples: &[(&str, u64)]) -> Vec<(Vec<u8>, Vec<u8>)> {
 
 /// Builds the demo account (about 30 MB in memory, a few seconds).
 pub fn account() -> Account {
-    let p1_samples = [("Brain-Rep1", 1000), ("SeraSeq-Rep1", 1010), ("Brain-Rep1", 1020)];
-    let p2_samples = [("NA12878", 2000), ("NA12891", 2010), ("NA12892", 2020)];
-    let all: Vec<(&str, u64)> = p1_samples.iter().chain(&p2_samples).copied().collect();
+    // Each project's samples were sequenced on its own run: the MiSeq panel on a MiSeq, the
+    // trio on a NovaSeq. Runs, samples and the FASTQ generations that made them agree on
+    // dates, cycles, indexes, read names and read counts.
+    let miseq = "240114_M04074_0101_000000000-DEMO1";
+    let novaseq = "240116_A01234_0042_AHDEMOXX";
+    // (name, seed, i7, i5)
+    let p1_samples = [
+        ("Brain-Rep1", 1000, "ATGAGGCC", "GGTTATAA"),
+        ("SeraSeq-Rep1", 1010, "CAATTAAC", "AGCGCTAG"),
+        ("Brain-Rep1", 1020, "TCCGGAGA", "CCTATCCT"),
+    ];
+    let p2_samples = [
+        ("NA12878", 2000, "ACGTACGT", "TGCATGCA"),
+        ("NA12891", 2010, "GGTTAACC", "CCAATTGG"),
+        ("NA12892", 2020, "TTGGCCAA", "AACCGGTT"),
+    ];
+    let read_names = |run: &str| {
+        let i = crate::emulator::json::instrument(run);
+        format!("{}:{}:{}", i.name, i.number, i.flowcell)
+    };
+    let (miseq_reads, novaseq_reads) = (read_names(miseq), read_names(novaseq));
+    let all: Vec<(u64, &str, String)> = p1_samples
+        .iter()
+        .map(|s| (s, miseq_reads.as_str()))
+        .chain(p2_samples.iter().map(|s| (s, novaseq_reads.as_str())))
+        .map(|((_, seed, i7, i5), run)| (*seed, run, format!("{i7}+{i5}")))
+        .collect();
     let (mut fastqs, (bam, bai), (vcf, tbi)) = std::thread::scope(|sc| {
         let bam = sc.spawn(|| bam_and_bai(42));
         let vcf = sc.spawn(|| vcf_and_tbi(43));
@@ -280,24 +339,39 @@ pub fn account() -> Account {
         )
     });
     let mut b = AccountBuilder::new("Demo User");
+    let sheet =
+        |s: &[(&'static str, u64, &'static str, &'static str)]| -> Vec<(&'static str, &'static str, &'static str)> {
+            s.iter().map(|(n, _, i7, i5)| (*n, *i7, *i5)).collect()
+        };
+    let run1 = b.run(miseq);
+    b.experiment(run1, "Myeloid_RNA_Panel");
+    run_folder(&mut b, run1, miseq, "Myeloid_RNA_Panel", &sheet(&p1_samples));
+    let run2 = b.run(novaseq);
+    b.experiment(run2, "Germline_Trio");
+    run_folder(&mut b, run2, novaseq, "Germline_Trio", &sheet(&p2_samples));
     let p1 = b.project("MiSeq: Myeloid RNA Panel (Demo)");
     let fq1 = b.appsession(p1, "FASTQ Generation 2024-01-15 10:00:00Z", "FASTQ Generation");
-    // Two samples named alike, as happens in real accounts: the mount shows "Brain-Rep1 (2)".
-    for (i, (s, _)) in p1_samples.iter().enumerate() {
+    // Two samples named alike, as happens in real accounts (one sample re-sequenced under
+    // the same name): the mount shows "Brain-Rep1 (2)", and scripts must cope.
+    for (i, (s, ..)) in p1_samples.iter().enumerate() {
         let sref = b.sample(p1, s, Some(fq1));
+        b.demultiplexed_from(sref, run1);
+        b.reads(sref, FASTQ_READS, READ_LEN as u32);
         let (r1, r2) = fastqs.next().expect("one pair per sample");
         add(&mut b, sref, &format!("{s}_S{}_L001_R1_001.fastq.gz", i + 1), r1);
         add(&mut b, sref, &format!("{s}_S{}_L001_R2_001.fastq.gz", i + 1), r2);
     }
     let p2 = b.project("NovaSeq: Germline Trio (NA12878, NA12891, NA12892)");
-    let fq2 = b.appsession(p2, "FASTQ Generation 2024-01-16 09:30:00Z", "FASTQ Generation");
-    for (i, (s, _)) in p2_samples.iter().enumerate() {
+    let fq2 = b.appsession(p2, "FASTQ Generation 2024-01-17 09:30:00Z", "FASTQ Generation");
+    for (i, (s, ..)) in p2_samples.iter().enumerate() {
         let sref = b.sample(p2, s, Some(fq2));
+        b.demultiplexed_from(sref, run2);
+        b.reads(sref, FASTQ_READS, READ_LEN as u32);
         let (r1, r2) = fastqs.next().expect("one pair per sample");
         add(&mut b, sref, &format!("{s}_S{}_L001_R1_001.fastq.gz", i + 1), r1);
         add(&mut b, sref, &format!("{s}_S{}_L001_R2_001.fastq.gz", i + 1), r2);
     }
-    let an = b.appsession(p2, "DRAGEN Germline 2024-01-17 12:00:00Z", "DRAGEN Germline");
+    let an = b.appsession(p2, "DRAGEN Germline 2024-01-18 12:00:00Z", "DRAGEN Germline");
     let ar = b.appresult(p2, "NA12878 DRAGEN Germline", Some(an));
     add(&mut b, ar, "NA12878.bam", bam);
     add(&mut b, ar, "NA12878.bam.bai", bai);
@@ -310,7 +384,7 @@ pub fn account() -> Account {
         format!("MAPPING/ALIGNING SUMMARY,,Total input reads,{BAM_READS},100.00\n").into_bytes(),
     );
     // A dataset made in API v2 (`bs upload dataset`): only BioSamples/ and Datasets/ show it.
-    let up = b.appsession(p2, "BaseSpace CLI 2024-01-18 08:00:00Z", "BaseSpace CLI");
+    let up = b.appsession(p2, "BaseSpace CLI 2024-01-19 08:00:00Z", "BaseSpace CLI");
     let ds = b.dataset(p2, "Trio QC summary", Some(up));
     add(
         &mut b,
@@ -320,12 +394,10 @@ pub fn account() -> Account {
             "sample,reads\n{}",
             p2_samples
                 .iter()
-                .map(|(s, _)| format!("{s},{BAM_READS}\n"))
+                .map(|(s, ..)| format!("{s},{BAM_READS}\n"))
                 .collect::<String>()
         )
         .into_bytes(),
     );
-    let run = b.run("240115_A01234_0042_AHDEMOXX");
-    run_folder(&mut b, run, "240115_A01234_0042_AHDEMOXX");
     b.build()
 }

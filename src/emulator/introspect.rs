@@ -32,6 +32,7 @@ fn introspect(s: &Shared, rest: &str, q: &Query) -> Response {
                     "expired_refusals": st.expired_refusals.load(Ordering::Relaxed),
                     "unauthorized": st.unauthorized.load(Ordering::Relaxed),
                     "faults_injected": s.faults.injected.load(Ordering::Relaxed),
+                    "api_in_flight": st.api_in_flight.load(Ordering::Relaxed),
                     "api_in_flight_peak": match q.get("reset") {
                         Some("peak") => st.api_in_flight_peak.swap(0, Ordering::Relaxed),
                         _ => st.api_in_flight_peak.load(Ordering::Relaxed),

@@ -380,8 +380,8 @@ fn sample_json(a: &Account, c: &Container, full: bool) -> Value {
             "TotalSize": container_size(a, c),
             "Library": null,
             "Genome": null,
-            "Read1": 151,
-            "Read2": 151,
+            "Read1": read_length(c),
+            "Read2": read_length(c),
             // As recorded for paired-end samples: NumReads* and TotalClusters* count read
             // pairs (the records of R1), TotalReads* both reads.
             "NumReadsPF": clusters,
@@ -517,7 +517,7 @@ pub fn run_matches(_a: &Account, c: &Container, q: &super::http::Query) -> bool 
     is("instrumenttype", i.kind)
         && is("flowcellbarcode", i.flowcell)
         && is("reagentbarcode", &reagent(c))
-        && is("experimentname", &c.name)
+        && is("experimentname", c.experiment())
 }
 
 fn reagent(c: &Container) -> String {
@@ -533,10 +533,11 @@ pub fn sequencing_stats(a: &Account, c: &Container, href_base: &str) -> Value {
         .map(|s| reads_of(a, s))
         .sum::<u64>();
     let i = instrument(&c.name);
-    let (lanes, read) = match i.kind {
-        "MiSeq" | "iSeq100" => (1, 151),
-        "NextSeq" | "NextSeq2000" => (4, 151),
-        _ => (4, 151),
+    let read = run_cycles(a, c);
+    let lanes = match i.kind {
+        "MiSeq" | "iSeq100" => 1,
+        "NovaSeq6000" => 2,
+        _ => 4,
     };
     let clusters_pf = samples / 2;
     let yield_gb = (samples as f64 * read as f64) / 1e9;
@@ -569,7 +570,7 @@ pub fn run(a: &Account, c: &Container, full: bool) -> Value {
             "Href": href,
             "Name": c.name,
             "Number": i.number,
-            "ExperimentName": c.name,
+            "ExperimentName": c.experiment(),
             "Status": "Complete",
             "ReagentBarcode": reagent(c),
             "FlowcellBarcode": i.flowcell,
@@ -582,8 +583,8 @@ pub fn run(a: &Account, c: &Container, full: bool) -> Value {
             "Workflow": "Generate FASTQ",
             "InstrumentName": i.name,
             "InstrumentType": i.kind,
-            "NumCyclesRead1": 151,
-            "NumCyclesRead2": 151,
+            "NumCyclesRead1": run_cycles(a, c),
+            "NumCyclesRead2": run_cycles(a, c),
             "NumCyclesIndex1": 8,
             "NumCyclesIndex2": 8,
             "HrefBaseSpaceUI": format!("https://basespace.illumina.com/run/{}/emulated", c.id),
@@ -613,7 +614,7 @@ pub fn run_v2(a: &Account, c: &Container, base: &str, full: bool) -> Value {
         json!({
             "Id": c.id.to_string(),
             "Name": c.name,
-            "ExperimentName": c.name,
+            "ExperimentName": c.experiment(),
             "DateCreated": d(c.created),
             "DateModified": d(c.created),
             "Status": "Complete",
@@ -667,14 +668,14 @@ pub fn file(f: &FileEntry, full: bool) -> Value {
     v
 }
 
-/// A sample's `ExperimentName`: that of the run it was demultiplexed from (a run's
-/// experiment name is its name here), else its project's name.
+/// A sample's `ExperimentName`: that of the run it was demultiplexed from, else its
+/// project's name.
 fn experiment_name(a: &Account, c: &Container) -> String {
     c.inputs
         .iter()
         .find(|r| r.kind == ContainerKind::Run)
         .and_then(|r| a.containers.get(r))
-        .map(|r| r.name.clone())
+        .map(|r| r.experiment().to_string())
         .or_else(|| c.project.and_then(|p| a.project(p)).map(|p| p.name.clone()))
         .unwrap_or_default()
 }
@@ -855,7 +856,24 @@ fn refs<'a>(a: &'a Account, rs: impl IntoIterator<Item = &'a ContainerRef>) -> V
 /// A sample's read pairs: what its builder counted in its FASTQs, else an estimate from
 /// their size (~150 bytes a read, gzipped, two reads a pair).
 pub fn reads_of(a: &Account, c: &Container) -> u64 {
-    c.reads.unwrap_or_else(|| (container_size(a, c) / 300).max(1))
+    c.reads
+        .map_or_else(|| (container_size(a, c) / 300).max(1), |(pairs, _)| pairs)
+}
+
+/// A sample's read length (151 unless its builder says).
+pub fn read_length(c: &Container) -> u32 {
+    c.reads.map_or(151, |(_, len)| len)
+}
+
+/// The cycles of a run's reads: its samples' read length.
+fn run_cycles(a: &Account, c: &Container) -> u32 {
+    let me = ContainerRef { kind: c.kind, id: c.id };
+    a.containers
+        .values()
+        .filter(|s| s.kind == ContainerKind::Sample && s.inputs.contains(&me))
+        .map(read_length)
+        .min()
+        .unwrap_or(151)
 }
 
 /// An entity as a property item: its list form, as recorded (a sample's project is in its
@@ -988,7 +1006,7 @@ fn attributes(a: &Account, c: &Container) -> Value {
     }
     let clusters = reads_of(a, c);
     json!({"common_fastq": {
-        "MaxLengthRead1": 151, "MaxLengthRead2": 151, "IsPairedEnd": true,
+        "MaxLengthRead1": read_length(c), "MaxLengthRead2": read_length(c), "IsPairedEnd": true,
         "TotalClustersPF": clusters, "TotalClustersRaw": clusters,
         "TotalReadsPF": 2 * clusters, "TotalReadsRaw": 2 * clusters,
         "MaxLengthIndexRead1": 8, "MaxLengthIndexRead2": 8

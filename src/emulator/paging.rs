@@ -226,7 +226,7 @@ impl PageReq {
     }
 
     /// The v1pre3 or v2 list body for the page's items out of `total`, with one more
-    /// top-level field if given (v2 `SubDirectories`).
+    /// field if given (v2 `SubDirectories`; a property's `Type` beside its items).
     pub fn body_with(&self, total: u64, shown: Vec<Value>, v2: bool, extra: Option<(&str, Value)>) -> Response {
         let mut paging = self.paging(shown.len(), total);
         let shown = Value::Array(shown);
@@ -244,6 +244,9 @@ impl PageReq {
         ordered.insert("Items".into(), shown);
         for k in ["DisplayedCount", "TotalCount", "Offset", "Limit", "SortDir", "SortBy"] {
             ordered.insert(k.into(), paging[k].take());
+        }
+        if let Some((k, v)) = extra {
+            ordered.insert(k.into(), v);
         }
         ok(Value::Object(ordered))
     }
@@ -271,6 +274,17 @@ impl PageReq {
 /// Sorts and pages `items` into a v1pre3 or v2 list body.
 pub fn page<'a>(q: &Query, items: Vec<(Render<'a>, Keys<'a>)>, sorts: Sorts, v2: bool) -> Response {
     page_with(q, items, MAX_LIMIT, sorts, v2, None)
+}
+
+/// [`page`] with one more field beside the items.
+pub fn page_and<'a>(
+    q: &Query,
+    items: Vec<(Render<'a>, Keys<'a>)>,
+    sorts: Sorts,
+    v2: bool,
+    field: (&str, Value),
+) -> Response {
+    page_with(q, items, MAX_LIMIT, sorts, v2, Some(field))
 }
 
 fn page_with<'a>(

@@ -97,6 +97,7 @@ pub fn router(s: S) -> Router {
         .route("/v2/runs/{id}/sequencingstats", get(v2::run_sequencing_stats))
         .route("/v2/files/{id}", get(v2::file))
         .route("/v2/trash", get(v2::trash))
+        .route("/v2/trash/{id}", get(v2::trash_item))
         .route("/v2/trash/{id}/restorefromtrash", post(write::restore));
     // Properties: the list, one property, its items, for every kind that has them.
     for (kind, owner) in [

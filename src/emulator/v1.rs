@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use super::account::{Account, ContainerKind, ContainerRef};
 use super::http::{no_access, num, ok, Req};
 use super::json;
-use super::paging::{self, files_page, page, properties_page, Key, Keys, Render};
+use super::paging::{self, files_page, page, page_and, properties_page, Key, Keys, Render};
 use crate::api::model::format_date;
 
 /// Whether `status` is one of the `Statuses` asked (all when none).
@@ -57,7 +57,7 @@ pub async fn projects(r: Req) -> Response {
 fn run_keys(c: &super::account::Container) -> Keys<'_> {
     Keys::named(c.id, &c.name, c.created)
         .with("DateModified", Key::Time(c.created))
-        .with("ExperimentName", Key::Text(&c.name))
+        .with("ExperimentName", Key::Text(c.experiment()))
         .with("Status", Key::Text(c.status))
 }
 
@@ -222,29 +222,24 @@ pub enum Owner {
 }
 
 /// The properties of `owner` `id`, or the answer for an id that is not there.
-fn owner_properties(a: &Account, owner: Owner, id: &str) -> Result<Vec<Value>, Response> {
+/// (`Err`: the kind of entity that is not there, for its 404.)
+fn owner_properties(a: &Account, owner: Owner, id: &str) -> Result<Vec<Value>, &'static str> {
     let id = num(id);
     let container = |k: ContainerKind| {
         id.and_then(|i| a.container(k, i))
             .map(|c| json::container_properties(a, c))
-            .ok_or_else(|| no_access(label(k)))
+            .ok_or(label(k))
     };
     match owner {
-        Owner::Projects => id
-            .and_then(|i| a.project(i))
-            .map(|_| Vec::new())
-            .ok_or_else(|| no_access("Project")),
+        Owner::Projects => id.and_then(|i| a.project(i)).map(|_| Vec::new()).ok_or("Project"),
         Owner::Samples => container(ContainerKind::Sample),
         Owner::AppResults => container(ContainerKind::AppResult),
         Owner::Runs => container(ContainerKind::Run),
         Owner::AppSessions => id
             .and_then(|i| a.appsessions.get(&i))
             .map(|x| json::appsession_properties(a, x))
-            .ok_or_else(|| no_access("AppSession")),
-        Owner::Files => id
-            .and_then(|i| a.files.get(&i))
-            .map(|_| Vec::new())
-            .ok_or_else(|| no_access("File")),
+            .ok_or("AppSession"),
+        Owner::Files => id.and_then(|i| a.files.get(&i)).map(|_| Vec::new()).ok_or("File"),
     }
 }
 
@@ -252,7 +247,7 @@ fn owner_properties(a: &Account, owner: Owner, id: &str) -> Result<Vec<Value>, R
 pub async fn properties(owner: Owner, r: Req, Path(id): Path<String>) -> Response {
     match owner_properties(&r.a, owner, &id) {
         Ok(props) => properties_page(&r.q, props, false),
-        Err(e) => e,
+        Err(kind) => no_access(kind),
     }
 }
 
@@ -261,22 +256,24 @@ pub async fn property(owner: Owner, r: Req, Path((id, name)): Path<(String, Stri
     match owner_properties(&r.a, owner, &id).map(|ps| json::find_property(ps, &name)) {
         Ok(Some(p)) => ok(p),
         Ok(None) => no_access("Property"),
-        Err(e) => e,
+        Err(kind) => no_access(kind),
     }
 }
 
 /// `{owner}/{id}/properties/{name}/items`: the items of an array property, paged.
 pub async fn property_items(owner: Owner, r: Req, Path((id, name)): Path<(String, String)>) -> Response {
     match owner_properties(&r.a, owner, &id).map(|ps| json::find_property(ps, &name)) {
-        Ok(Some(p)) => items_page(&r, json::property_values(p), false),
+        Ok(Some(p)) => items_page(&r, p, false),
         Ok(None) => no_access("Property"),
-        Err(e) => e,
+        Err(kind) => no_access(kind),
     }
 }
 
-/// A property's items as a list: each `{"Id": <place>, "Content": <value>}`.
-pub fn items_page(r: &Req, values: Vec<Value>, v2: bool) -> Response {
-    let items = values
+/// A property's items as a list: each `{"Id": <place>, "Content": <value>}`, with the
+/// property's `Type` beside them (BaseSpacePy picks the model of the items by it).
+pub fn items_page(r: &Req, p: Value, v2: bool) -> Response {
+    let kind = p["Type"].clone();
+    let items = json::property_values(p)
         .into_iter()
         .enumerate()
         .map(|(i, v)| {
@@ -284,7 +281,7 @@ pub fn items_page(r: &Req, values: Vec<Value>, v2: bool) -> Response {
             (v, Keys::new(i as u64).with("DateCreated", Key::Num(i as u64)))
         })
         .collect();
-    page(&r.q, items, paging::PROPERTY_ITEMS, v2)
+    page_and(&r.q, items, paging::PROPERTY_ITEMS, v2, ("Type", kind))
 }
 
 pub async fn genomes(r: Req) -> Response {

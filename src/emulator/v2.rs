@@ -248,7 +248,7 @@ pub async fn runs(r: Req) -> Response {
         })
         .map(|c| {
             let keys = Keys::named(c.id, &c.name, c.created)
-                .with("ExperimentName", Key::Text(&c.name))
+                .with("ExperimentName", Key::Text(c.experiment()))
                 .with("Status", Key::Text(c.status))
                 .with("TotalSize", Key::Num(a.size_of(c)));
             (Box::new(move || json::run_v2(a, c, base, false)) as Render, keys)
@@ -303,41 +303,36 @@ pub enum Owner {
     Libraries,
 }
 
-fn owner_properties(r: &Req, owner: Owner, id: &str) -> Result<Vec<Value>, Response> {
+/// The properties of `owner` `id` (`Err`: the kind of entity that is not there).
+fn owner_properties(r: &Req, owner: Owner, id: &str) -> Result<Vec<Value>, &'static str> {
     let a = &*r.a;
     let base = &r.s.base_url;
     match owner {
         Owner::Datasets => a
             .dataset(id)
             .map(|c| json::dataset_properties(a, c, base))
-            .ok_or_else(|| no_access("Dataset")),
+            .ok_or("Dataset"),
         Owner::BioSamples => num(id)
             .and_then(|i| a.biosample(i))
             .map(|_| Vec::new())
-            .ok_or_else(|| no_access("BioSample")),
+            .ok_or("BioSample"),
         Owner::AppSessions => num(id)
             .and_then(|i| a.appsessions.get(&i))
             .map(|x| json::to_v2_properties(json::appsession_properties(a, x)))
-            .ok_or_else(|| no_access("AppSession")),
+            .ok_or("AppSession"),
         Owner::Runs => num(id)
             .and_then(|i| a.container(ContainerKind::Run, i))
             .map(|c| json::to_v2_properties(json::container_properties(a, c)))
-            .ok_or_else(|| no_access("Run")),
-        Owner::Projects => num(id)
-            .and_then(|i| a.project(i))
-            .map(|_| Vec::new())
-            .ok_or_else(|| no_access("Project")),
-        Owner::Libraries => num(id)
-            .and_then(|i| a.library(i))
-            .map(|_| Vec::new())
-            .ok_or_else(|| no_access("Library")),
+            .ok_or("Run"),
+        Owner::Projects => num(id).and_then(|i| a.project(i)).map(|_| Vec::new()).ok_or("Project"),
+        Owner::Libraries => num(id).and_then(|i| a.library(i)).map(|_| Vec::new()).ok_or("Library"),
     }
 }
 
 pub async fn properties(owner: Owner, r: Req, Path(id): Path<String>) -> Response {
     match owner_properties(&r, owner, &id) {
         Ok(props) => properties_page(&r.q, props, true),
-        Err(e) => e,
+        Err(kind) => no_access(kind),
     }
 }
 
@@ -345,15 +340,15 @@ pub async fn property(owner: Owner, r: Req, Path((id, name)): Path<(String, Stri
     match owner_properties(&r, owner, &id).map(|ps| json::find_property(ps, &name)) {
         Ok(Some(p)) => ok_v2(&p),
         Ok(None) => no_access("Property"),
-        Err(e) => e,
+        Err(kind) => no_access(kind),
     }
 }
 
 pub async fn property_items(owner: Owner, r: Req, Path((id, name)): Path<(String, String)>) -> Response {
     match owner_properties(&r, owner, &id).map(|ps| json::find_property(ps, &name)) {
-        Ok(Some(p)) => items_page(&r, json::property_values(p), true),
+        Ok(Some(p)) => items_page(&r, p, true),
         Ok(None) => no_access("Property"),
-        Err(e) => e,
+        Err(kind) => no_access(kind),
     }
 }
 
@@ -370,4 +365,11 @@ pub async fn trash(r: Req) -> Response {
         })
         .collect();
     page(&r.q, items, paging::TRASH, true)
+}
+
+pub async fn trash_item(r: Req, Path(id): Path<String>) -> Response {
+    match r.a.trash.iter().find(|t| Some(t.id) == num(&id)) {
+        Some(t) => ok_v2(&json::trash_item(&r.a, t, &r.s.base_url)),
+        None => no_access("TrashItem"),
+    }
 }

@@ -206,6 +206,7 @@ fn create_appresult_in(s: &Arc<Shared>, project: Option<u64>, q: &Query, body: &
                 status: "Running",
                 trashed: false,
                 reads: None,
+                experiment: None,
             },
         );
         if let Some(p) = a.projects.iter_mut().find(|p| p.id == pid) {

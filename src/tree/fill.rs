@@ -471,16 +471,14 @@ impl Tree {
 
     /// Fills `Files.metadata/`: the folders of the `Files/` listing, and for each file a
     /// directory (hidden from `readdir`) holding its `.id .type .name .href .json .curl`.
+    /// Merged by name, level by level: folders already shown (mirrored from `Files/`) keep
+    /// their inodes.
     pub(super) fn apply_files_metadata(
         &self,
         nodes: &mut HashMap<Ino, Node>,
         dir: Ino,
         listed: Listed<EntityItem>,
     ) -> Vec<String> {
-        let old = match dir_mut(nodes, dir) {
-            Some(d) => std::mem::take(&mut d.listed),
-            None => return listed.skipped,
-        };
         let files = listed.items;
         let paths: Vec<String> = files
             .iter()
@@ -497,41 +495,111 @@ impl Tree {
             .map(|(f, p)| (f.entity.id.as_str(), p.as_str()))
             .collect();
         let plan = names::plan_files(&pairs);
-        free_subtree(nodes, old.into_values().collect());
         let mut stack = vec![(0usize, dir)];
         while let Some((d, ino)) = stack.pop() {
+            let mut old = match dir_mut(nodes, ino) {
+                Some(x) => std::mem::take(&mut x.listed),
+                None => continue,
+            };
             let mut entries = BTreeMap::new();
             for (name, entry) in plan[d].entries() {
+                let name = OsString::from(name);
                 let child = match entry {
                     PlanEntry::Dir(sub) => {
-                        let c = self.insert(nodes, dir_node(ino, UNIX_EPOCH, Dir::folder()));
+                        let same = old
+                            .get(&name)
+                            .copied()
+                            .filter(|i| dir_ref(nodes, *i).is_some_and(|x| x.entity.is_none()));
+                        let c = match same {
+                            Some(c) => {
+                                old.remove(&name);
+                                c
+                            }
+                            None => self.insert(nodes, dir_node(ino, UNIX_EPOCH, Dir::folder())),
+                        };
                         stack.push((sub, c));
                         c
                     }
                     PlanEntry::File(i) => {
                         let f = &files[i];
                         let e = &f.entity;
-                        let data = EntityData {
-                            kind: EntityKind::File,
-                            id: e.id.clone(),
-                            name: e.name.clone().unwrap_or_default(),
-                            href: e.href.clone().unwrap_or_else(|| format!("v1pre3/files/{}", e.id)),
-                            raw: f.raw.clone(),
-                            server: self.server.clone(),
-                            sizes: Default::default(),
-                        };
-                        let d = Dir {
-                            entity: Some(Arc::new(data)),
-                            ..Dir::default()
-                        };
-                        self.insert(nodes, dir_node(ino, e.mtime(), d))
+                        let same = old.get(&name).copied().filter(|c| {
+                            dir_ref(nodes, *c)
+                                .and_then(|x| x.entity.as_ref())
+                                .is_some_and(|x| x.id == e.id && *x.raw == *f.raw)
+                        });
+                        match same {
+                            Some(c) => {
+                                old.remove(&name);
+                                c
+                            }
+                            None => {
+                                let data = EntityData {
+                                    kind: EntityKind::File,
+                                    id: e.id.clone(),
+                                    name: e.name.clone().unwrap_or_default(),
+                                    href: e.href.clone().unwrap_or_else(|| format!("v1pre3/files/{}", e.id)),
+                                    raw: f.raw.clone(),
+                                    server: self.server.clone(),
+                                    sizes: Default::default(),
+                                };
+                                let d = Dir {
+                                    entity: Some(Arc::new(data)),
+                                    ..Dir::default()
+                                };
+                                self.insert(nodes, dir_node(ino, e.mtime(), d))
+                            }
+                        }
                     }
                 };
-                entries.insert(OsString::from(name), child);
+                entries.insert(name, child);
             }
-            set_listed(nodes, ino, entries);
+            self.finish_listing(nodes, ino, old, entries);
         }
         listed.skipped
+    }
+
+    /// Gives folder `meta` (of `Files.metadata/`) the folders of `files` (of `Files/`), at
+    /// every depth, with their times; what it holds besides stays.
+    pub(super) fn mirror_folders(&self, nodes: &mut HashMap<Ino, Node>, files: Ino, meta: Ino) {
+        let mut stack = vec![(files, meta)];
+        while let Some((src, dst)) = stack.pop() {
+            let folders: Vec<(OsString, Ino, SystemTime)> = match dir_ref(nodes, src) {
+                Some(d) => d
+                    .listed
+                    .iter()
+                    .filter(|(_, c)| dir_ref(nodes, **c).is_some_and(|x| x.entity.is_none()))
+                    .map(|(n, c)| (n.clone(), *c, nodes.get(c).map_or(UNIX_EPOCH, |x| x.mtime)))
+                    .collect(),
+                None => continue,
+            };
+            if folders.is_empty() {
+                continue;
+            }
+            let mut entries = match dir_mut(nodes, dst) {
+                Some(d) => std::mem::take(&mut d.listed),
+                None => continue,
+            };
+            for (name, from, mtime) in folders {
+                let have = entries
+                    .get(&name)
+                    .copied()
+                    .filter(|i| dir_ref(nodes, *i).is_some_and(|x| x.entity.is_none()));
+                let to = match have {
+                    Some(c) => c,
+                    None => {
+                        let c = self.insert(nodes, dir_node(dst, mtime, Dir::folder()));
+                        entries.insert(name, c);
+                        c
+                    }
+                };
+                if let Some(n) = nodes.get_mut(&to) {
+                    n.mtime = mtime;
+                }
+                stack.push((from, to));
+            }
+            set_listed(nodes, dst, entries);
+        }
     }
 
     /// The node of listed file `f` named `name` in `dir`: the old one if it is the same file
@@ -569,9 +637,9 @@ impl Tree {
         listed: Listed<FileInfo>,
     ) -> Vec<String> {
         let mut skipped = listed.skipped;
-        let ListKind::DatasetFolder(ds, path) = kind else {
+        if kind.folder().is_none() {
             return skipped;
-        };
+        }
         let mut old = match dir_mut(nodes, dir) {
             Some(d) => std::mem::take(&mut d.listed),
             None => return skipped,
@@ -584,7 +652,7 @@ impl Tree {
                 skipped.push(format!("skipped a folder with an unusable name {sub:?}"));
                 continue;
             }
-            let listing = ListKind::DatasetFolder(ds.clone(), format!("{path}{sub}/"));
+            let Some(listing) = kind.subfolder(sub) else { continue };
             let same = old
                 .get(OsStr::new(&name))
                 .copied()

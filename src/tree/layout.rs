@@ -3,9 +3,9 @@
 //! ```text
 //! /README  /.bsmount/stats  /.AccessToken/.json  /.Trash/<item>  /.id .type .name .href .json .curl .status
 //! /Projects/<project>/{Samples,AppResults,AppSessions,Datasets,Properties}/…, AppSessions.v1 -> AppSessions
-//! /Projects/<p>/Samples/<s>/{Files/…, Files.metadata/…, Properties/…, SampleProperties}
+//! /Projects/<p>/Samples/<s>/{Files/…, Files.metadata/…, Properties/…, SampleProperties, ParentAppSession ->}
 //! /Projects/<p>/AppResults/<a>/{Files/…, Files.metadata/…, Properties/…}
-//! /Projects/<p>/AppSessions/<as>/{Sample.<id>.<name> -> ../../Samples/.id.<id>, …, Logs/, Properties/}
+//! /Projects/<p>/AppSessions/<as>/{Sample.<id>.<name> -> ../../Samples/.id.<id>, AppResults.<id>.<name>, Logs/, Properties/}
 //! /Projects/<p>/Datasets/<d>/{Files/…, Files.metadata/…, Properties/…, DatasetTypeId, Attributes}
 //! /BioSamples/<b>/{Datasets/<d>/…, AppSessions/…, Libraries/…, Properties/…, Status, DefaultProject}
 //! /Runs/<run>/{Files/<run folder>, Files.metadata/…, Properties/…}
@@ -79,6 +79,15 @@ const fn sub_v2(name: &'static str, list: ListingOf) -> Sub {
 pub enum Link {
     /// To a sibling entry of this name.
     To(&'static str),
+    /// A sample's `ParentAppSession`: the appsession that made it, found through the
+    /// project's `AppSessions/` (`../../AppSessions/.parent.<sample id>`, resolved when
+    /// followed: the sample's own answer names its appsession).
+    ParentAppSession,
+}
+
+/// The name a project's `AppSessions/` resolves to the appsession that made sample `id`.
+pub fn parent_of(id: &str) -> String {
+    format!(".parent.{id}")
 }
 
 /// What one entity kind's directory holds.
@@ -133,6 +142,9 @@ fn appresult_meta(id: String) -> ListKind {
 }
 fn run_meta(id: String) -> ListKind {
     meta_of(ListKind::RunFiles)(id)
+}
+fn run_logs(id: String) -> ListKind {
+    ListKind::RunFolder(id, "/Logs/".into())
 }
 fn dataset_root(id: String) -> ListKind {
     ListKind::DatasetFolder(id, "/".into())
@@ -205,7 +217,8 @@ const ROWS: &[Row] = &[
             sub("Files.metadata", sample_meta),
             sub("Properties", sample_props),
         ],
-        links: &[],
+        // A link, so walks (`find`, `cp -r`) do not enter it: it costs a request when followed.
+        links: &[("ParentAppSession", Link::ParentAppSession)],
         listing: None,
     },
     Row {
@@ -227,6 +240,8 @@ const ROWS: &[Row] = &[
         dirs: &[
             sub("Files", ListKind::RunFiles),
             sub("Files.metadata", run_meta),
+            // The run folder's `Logs/`, as BaseMount shows it next to `Files/`.
+            sub("Logs", run_logs),
             sub("Properties", run_props),
         ],
         links: &[],
@@ -338,15 +353,18 @@ pub fn holds(list: &ListKind) -> Holds {
         ListKind::FilesMetadata(_) => Holds::FilesMetadata,
         ListKind::AccessToken => Holds::Token,
         ListKind::Trash => Holds::Entities(EntityKind::TrashItem),
-        ListKind::DatasetFolder(..) => Holds::Folder,
+        ListKind::DatasetFolder(..) | ListKind::RunFolder(..) => Holds::Folder,
     }
 }
 
 /// Where an appsession output (`V1pre3Id` = `sample.N` / `appresult.N`) is shown: the
-/// link's label and the sibling list directory its target lies in.
+/// link's label and the sibling list directory its target lies in. BaseMount names them
+/// `<Type>.<Id>.<Name>` with the type as its documentation shows it for appresults
+/// (`AppResults.20208193.NA12878_L1_S1`) and as users saw it for samples (`Sample.<id>.<name>`,
+/// which scripts glob).
 pub fn output_kind(prefix: &str) -> Option<(&'static str, &'static str)> {
     match prefix {
-        "sample" => Some(("Samples", "Samples")),
+        "sample" => Some(("Sample", "Samples")),
         "appresult" => Some(("AppResults", "AppResults")),
         _ => None,
     }

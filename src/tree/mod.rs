@@ -116,11 +116,22 @@ pub enum Place {
 /// What opening a file gives.
 #[derive(Debug, Clone)]
 pub enum FileContent {
-    /// Generated text (README, .json, .id …), rendered now.
+    /// Generated text (README, .id, .name …), rendered now.
     Static(Arc<[u8]>),
     Remote(RemoteFile),
     /// The mount's live figures, generated when opened.
     Stats,
+    /// A `.json`: BaseSpace's answer to the directory's own request, asked when opened.
+    Fetch(Fetch),
+}
+
+/// What a `.json` holds, as BaseSpace answers it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fetch {
+    /// An entity's own resource (its API path, relative to the server).
+    Resource(String),
+    /// Every item of a list directory's listing.
+    List(ListKind),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -178,6 +189,8 @@ struct Dir {
     has_listing: bool,
     /// Why the last listing failed, or what it skipped: served as `.error`.
     error: Option<Arc<str>>,
+    /// Listed ahead of a walk and not looked at since (what a walk's overshoot is counted by).
+    ahead_unused: bool,
 }
 
 impl Dir {
@@ -258,6 +271,8 @@ enum NodeKind {
     Meta(Meta),
     /// The parent directory's `.error`.
     Error,
+    /// A list directory's `.json` (its listing, asked when opened).
+    ListJson,
     Text(Arc<[u8]>),
     Stats,
     Symlink(Box<str>),
@@ -302,6 +317,9 @@ pub struct Tree {
     pub fills_ahead: AtomicU64,
     /// Fills ahead of a walk started (some are cancelled, or find the listing made already).
     pub fills_ahead_started: AtomicU64,
+    /// Listings made ahead that the walk then looked at: `fills_ahead` minus this is what
+    /// listing ahead cost beyond the walk's own requests (its overshoot).
+    pub fills_ahead_used: AtomicU64,
     /// Nodes freed since the allocator was last asked to give memory back.
     freed_since_trim: std::sync::atomic::AtomicUsize,
 }
@@ -349,6 +367,7 @@ impl Tree {
             fills: AtomicU64::new(0),
             fills_ahead: AtomicU64::new(0),
             fills_ahead_started: AtomicU64::new(0),
+            fills_ahead_used: AtomicU64::new(0),
             freed_since_trim: Default::default(),
         };
         let now = SystemTime::now();
@@ -417,16 +436,44 @@ impl Tree {
                 );
             }
             for d in row.dirs.iter().filter(|d| self.opts.v2 || !d.v2) {
-                let sub = Dir {
-                    listing: Some((d.list)(e.id.clone())),
-                    built: true,
-                    ..Dir::default()
-                };
-                fixed.insert(OsString::from(d.name), self.insert(nodes, dir_node(dir, mtime, sub)));
+                let listing = (d.list)(e.id.clone());
+                let lists_entities = matches!(layout::holds(&listing), Holds::Entities(_));
+                let sub = self.insert(
+                    nodes,
+                    dir_node(
+                        dir,
+                        mtime,
+                        Dir {
+                            listing: Some(listing.clone()),
+                            built: true,
+                            ..Dir::default()
+                        },
+                    ),
+                );
+                if lists_entities {
+                    // A list directory has BaseMount's `.json`, `.href` and `.curl` too.
+                    let href = listing.href();
+                    let own = [
+                        (".json", NodeKind::ListJson),
+                        (".href", NodeKind::Text(Arc::from(format!("{href}\n").into_bytes()))),
+                        (
+                            ".curl",
+                            NodeKind::Text(Arc::from(render::curl_line(&self.server, &href).into_bytes())),
+                        ),
+                    ];
+                    for (name, kind) in own {
+                        let f = self.insert(nodes, leaf(sub, mtime, kind));
+                        if let Some(x) = dir_mut(nodes, sub) {
+                            x.fixed.insert(name.into(), f);
+                        }
+                    }
+                }
+                fixed.insert(OsString::from(d.name), sub);
             }
             for (name, link) in row.links {
                 let target = match link {
                     layout::Link::To(t) => t.to_string(),
+                    layout::Link::ParentAppSession => format!("../../AppSessions/{}", layout::parent_of(&e.id)),
                 };
                 fixed.insert(
                     OsString::from(*name),
@@ -461,6 +508,15 @@ impl Tree {
         match &n.kind {
             NodeKind::File(f) => Ok(FileContent::Remote(f.remote())),
             NodeKind::Stats => Ok(FileContent::Stats),
+            NodeKind::Meta(Meta::Json) => {
+                let e = dir_ref(&nodes, n.parent).and_then(|d| d.entity.as_ref());
+                let e = e.ok_or(TreeError::NotFound)?;
+                Ok(FileContent::Fetch(Fetch::Resource(render::api_path(&e.href))))
+            }
+            NodeKind::ListJson => {
+                let l = dir_ref(&nodes, n.parent).and_then(|d| d.listing.clone());
+                Ok(FileContent::Fetch(Fetch::List(l.ok_or(TreeError::NotFound)?)))
+            }
             NodeKind::Dir(_) => Err(TreeError::IsDir),
             NodeKind::Symlink(_) => Err(TreeError::NotFound),
             NodeKind::Pending(_) => Err(TreeError::Uploading),
@@ -480,11 +536,85 @@ impl Tree {
                 return remember(&mut nodes, ino);
             }
         }
-        self.ensure_filled(parent).await?;
-        let mut nodes = self.nodes.write();
-        let d = dir_ref(&nodes, parent).ok_or(TreeError::NotDir)?;
-        let ino = d.get(name).ok_or(TreeError::NotFound)?;
-        remember(&mut nodes, ino)
+        match self.metadata_root(parent) {
+            // `Files.metadata/`: its folders are there already (mirrored from `Files/`); a
+            // file's own directory needs the listing of files with their metadata.
+            Some(root) => {
+                // (The read guard must be gone before `remember` takes the write lock: an
+                // `if let` would keep it alive through its block.)
+                let known = dir_ref(&self.nodes.read(), parent).and_then(|d| d.get(name));
+                if let Some(ino) = known {
+                    return remember(&mut self.nodes.write(), ino);
+                }
+                self.ensure_filled(root).await?;
+            }
+            None => {
+                self.ensure_filled(parent).await?;
+            }
+        }
+        let found = dir_ref(&self.nodes.read(), parent).and_then(|d| d.get(name));
+        let ino = match found {
+            Some(i) => i,
+            None => self.parent_appsession(parent, name).await?,
+        };
+        remember(&mut self.nodes.write(), ino)
+    }
+
+    /// `.parent.<sample id>` in a project's `AppSessions/`: the `.id.<ID>` link of the
+    /// appsession that made the sample, which the sample's own answer names.
+    async fn parent_appsession(&self, dir: Ino, name: &OsStr) -> Result<Ino, TreeError> {
+        let sample = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(".parent."))
+            .filter(|i| names::safe_id(i));
+        let lists_sessions = matches!(
+            dir_ref(&self.nodes.read(), dir).and_then(|d| d.listing.as_ref()),
+            Some(ListKind::AppSessions(_))
+        );
+        let (Some(sample), true) = (sample, lists_sessions) else {
+            return Err(TreeError::NotFound);
+        };
+        let path = format!("v1pre3/samples/{}", crate::api::segment(sample));
+        let body = self
+            .api
+            .get_raw(&path)
+            .await
+            .map_err(|source| TreeError::Api { what: path, source })?;
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Made {
+            response: Option<MadeBy>,
+        }
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct MadeBy {
+            app_session: Option<crate::api::model::EntityRef>,
+        }
+        let session = serde_json::from_slice::<Made>(&body)
+            .ok()
+            .and_then(|m| m.response?.app_session)
+            .map(|s| s.id)
+            .filter(|id| names::safe_id(id))
+            .ok_or(TreeError::NotFound)?;
+        let nodes = self.nodes.read();
+        dir_ref(&nodes, dir)
+            .and_then(|d| d.get(OsStr::new(&format!(".id.{session}"))))
+            .ok_or(TreeError::NotFound)
+    }
+
+    /// The `Files.metadata/` directory `dir` is (or is a folder of), if any.
+    fn metadata_root(&self, mut dir: Ino) -> Option<Ino> {
+        let nodes = self.nodes.read();
+        for _ in 0..4096 {
+            let d = dir_ref(&nodes, dir)?;
+            match &d.listing {
+                Some(ListKind::FilesMetadata(_)) => return Some(dir),
+                Some(_) => return None,
+                None if d.entity.is_some() || dir == ROOT => return None,
+                None => dir = nodes.get(&dir)?.parent,
+            }
+        }
+        None
     }
 
     /// Counts a reference the kernel took without a lookup (a READDIRPLUS entry).
@@ -539,11 +669,16 @@ impl Tree {
 
     /// Entries of a directory (without `.` and `..`).
     pub async fn readdir(&self, ino: Ino) -> Result<Vec<(OsString, Attr)>, TreeError> {
-        // `Files.metadata/` lists nothing (its entries are hidden, as BaseMount's are) and so
-        // costs no listing: `find`, `du` and `cp -r` pass it by; `cd` into a path fills it.
-        let hidden = dir_ref(&self.nodes.read(), ino).is_some_and(|d| d.listing.is_some() && !d.fills_on_readdir());
-        if !hidden {
-            self.ensure_filled(ino).await?;
+        // `Files.metadata/` shows the folders of `Files/` (its per-file directories are
+        // hidden, as BaseMount's are), from `Files/`'s listing: it costs no request of its
+        // own, so `find`, `du` and `cp -r` pass it by; `cd` into a file's directory lists
+        // the files' metadata then.
+        let metadata = dir_ref(&self.nodes.read(), ino).is_some_and(|d| d.listing.is_some() && !d.fills_on_readdir());
+        match metadata {
+            true => self.mirror_files(ino).await?,
+            false => {
+                self.ensure_filled(ino).await?;
+            }
         }
         let nodes = self.nodes.read();
         let d = dir_ref(&nodes, ino).ok_or(TreeError::NotDir)?;
@@ -553,11 +688,10 @@ impl Tree {
             out.extend(attr_of(&nodes, *c).map(|a| (name.clone(), a)));
         }
         for (name, c) in &d.listed {
-            // Inside `Files.metadata/` the per-file directories stay hidden too.
-            let hidden = hidden
-                || dir_ref(&nodes, *c)
-                    .and_then(|x| x.entity.as_ref())
-                    .is_some_and(|e| e.kind == EntityKind::File);
+            // Inside `Files.metadata/` the per-file directories stay hidden.
+            let hidden = dir_ref(&nodes, *c)
+                .and_then(|x| x.entity.as_ref())
+                .is_some_and(|e| e.kind == EntityKind::File);
             if !shadowed(name) && !hidden {
                 out.extend(attr_of(&nodes, *c).map(|a| (name.clone(), a)));
             }
@@ -629,16 +763,70 @@ impl Tree {
     /// for it); whether this call fetched it.
     async fn ensure_filled(&self, ino: Ino) -> Result<bool, TreeError> {
         if self.due(ino)?.is_none() {
+            self.note_use(ino);
             return Ok(false);
         }
+        self.fill_locked(ino, false).await
+    }
+
+    /// Counts the first look at a listing made ahead of a walk.
+    fn note_use(&self, ino: Ino) {
+        let unused = |n: &HashMap<Ino, Node>| dir_ref(n, ino).is_some_and(|d| d.ahead_unused);
+        if !unused(&self.nodes.read()) {
+            return;
+        }
+        if let Some(d) = dir_mut(&mut self.nodes.write(), ino).filter(|d| d.ahead_unused) {
+            d.ahead_unused = false;
+            self.fills_ahead_used.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// [`Tree::ensure_filled`] once the listing is known to be due; `ahead` when a walk's
+    /// listing ahead asks (the listing is then marked for [`Tree::note_use`], before anyone
+    /// waiting on it can look).
+    async fn fill_locked(&self, ino: Ino, ahead: bool) -> Result<bool, TreeError> {
         let lock = self.fill_locks.lock().entry(ino).or_default().clone();
         let _guard = lock.lock().await;
         // The entry leaves however this ends (a fill ahead of a walk may be cancelled).
         let _entry = FillEntry(self, ino);
-        match self.due(ino)? {
-            None => Ok(false), // filled while we waited
-            Some(kind) => self.fill(ino, kind).await.map(|()| true),
+        let Some(kind) = self.due(ino)? else {
+            // Filled while we waited.
+            if !ahead {
+                self.note_use(ino);
+            }
+            return Ok(false);
+        };
+        self.fill(ino, kind).await?;
+        if ahead {
+            self.fills_ahead.fetch_add(1, Ordering::Relaxed);
+            if let Some(d) = dir_mut(&mut self.nodes.write(), ino) {
+                d.ahead_unused = true;
+            }
         }
+        Ok(true)
+    }
+
+    /// Gives `Files.metadata/` directory `meta` the folders of its sibling `Files/` (listed
+    /// first if need be), merged by name: folders it has keep their inodes and contents.
+    async fn mirror_files(&self, meta: Ino) -> Result<(), TreeError> {
+        let files = {
+            let nodes = self.nodes.read();
+            let parent = nodes.get(&meta).ok_or(TreeError::NotFound)?.parent;
+            dir_ref(&nodes, parent).and_then(|d| d.fixed.get(OsStr::new("Files")).copied())
+        };
+        let Some(files) = files else { return Ok(()) };
+        self.ensure_filled(files).await?;
+        self.mirror_folders(&mut self.nodes.write(), files, meta);
+        Ok(())
+    }
+
+    /// BaseSpace's answer for a `.json` ([`Fetch`]).
+    pub async fn fetch(&self, f: &Fetch) -> Result<bytes::Bytes, TreeError> {
+        let (what, r) = match f {
+            Fetch::Resource(path) => (path.clone(), self.api.get_raw(path).await),
+            Fetch::List(kind) => (kind.href(), self.api.list_raw(kind.clone()).await),
+        };
+        r.map_err(|source| TreeError::Api { what, source })
     }
 
     /// Whether `readdir` of directory `ino` would fetch its listing now.
@@ -654,13 +842,8 @@ impl Tree {
         if !self.wants_listing(ino) {
             return false;
         }
-        match self.ensure_filled(ino).await {
-            Ok(fetched) => {
-                if fetched {
-                    self.fills_ahead.fetch_add(1, Ordering::Relaxed);
-                }
-                fetched
-            }
+        match self.fill_locked(ino, true).await {
+            Ok(fetched) => fetched,
             Err(e) => {
                 tracing::debug!(ino, error = %e, "listing ahead of a walk failed");
                 false
@@ -802,6 +985,8 @@ fn attr_of(nodes: &HashMap<Ino, Node>, ino: Ino) -> Option<Attr> {
         NodeKind::Stats => (Kind::File, 0),
         NodeKind::Symlink(t) => (Kind::Symlink, t.len() as u64),
         NodeKind::Pending(n) => (Kind::File, n.load(Ordering::Relaxed)),
+        // Its size is known once it is read (it is read with direct I/O).
+        NodeKind::Meta(Meta::Json) | NodeKind::ListJson => (Kind::File, 0),
         NodeKind::Meta(m) => {
             let e = dir_ref(nodes, n.parent).and_then(|d| d.entity.as_ref());
             (Kind::File, e.map_or(0, |e| meta_size(e, *m)))

@@ -158,14 +158,25 @@ pub(super) fn lines(items: &[String]) -> Arc<[u8]> {
     Arc::from(out.into_bytes())
 }
 
+/// The API path of an href, relative to the server (v2 hrefs are absolute URLs: a host a
+/// response names is never used).
+pub(super) fn api_path(href: &str) -> String {
+    let path = match href.split_once("://") {
+        Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
+        None => href,
+    };
+    path.trim_start_matches('/').to_string()
+}
+
 /// `.curl`: the request that fills the directory, against the configured server (never a
 /// host a response named), with `$BASESPACE_ACCESS_TOKEN` where the token goes.
 fn curl(e: &EntityData) -> String {
-    let path = match e.href.split_once("://") {
-        Some((_, rest)) => rest.split_once('/').map_or("", |(_, p)| p),
-        None => e.href.as_str(),
-    };
-    let url = format!("{}/{}", e.server, path.trim_start_matches('/'));
+    curl_line(&e.server, &e.href)
+}
+
+/// A `curl` command line for `href` on `server`.
+pub(super) fn curl_line(server: &str, href: &str) -> String {
+    let url = format!("{}/{}", server, api_path(href));
     format!(
         "curl -s -H \"x-access-token: $BASESPACE_ACCESS_TOKEN\" '{}'\n",
         url.replace('\'', "%27")

@@ -124,15 +124,28 @@ fn hidden_files_are_rendered_from_the_entity() {
         let js = t.lookup(s.ino, OsStr::new(".json")).await.unwrap();
         let props = t.lookup(s.ino, OsStr::new("SampleProperties")).await.unwrap();
         assert_eq!(text(&t, ty.ino), "samples\n");
-        let json: Value = serde_json::from_str(&text(&t, js.ino)).unwrap();
-        assert_eq!(json["Name"], "S");
-        assert_eq!(format!("{}\n", json["Id"].as_str().unwrap()), text(&t, id.ino));
-        assert_eq!(
-            js.size as usize,
-            text(&t, js.ino).len(),
-            "stat size is the rendered size"
-        );
+        // `.json` is the answer to the directory's own request, asked when read: `stat`
+        // costs nothing and does not know its size.
+        assert_eq!(js.size, 0);
+        let sample_id = text(&t, id.ino).trim().to_string();
+        let FileContent::Fetch(f) = t.content(js.ino).unwrap() else {
+            panic!("not fetched")
+        };
+        assert_eq!(f, Fetch::Resource(format!("v1pre3/samples/{sample_id}")));
+        let json: Value = serde_json::from_slice(&t.fetch(&f).await.unwrap()).unwrap();
+        assert_eq!(json["Response"]["Name"], "S");
+        assert_eq!(json["Response"]["Id"].as_str(), Some(sample_id.as_str()));
         assert!(text(&t, props.ino).contains("Name: S\n"));
+        // A list directory has `.json` (every item, as BaseSpace lists them), `.href`, `.curl`.
+        let samples = walk(&t, "Projects/P/Samples").await.unwrap();
+        let lj = t.lookup(samples.ino, OsStr::new(".json")).await.unwrap();
+        let FileContent::Fetch(f) = t.content(lj.ino).unwrap() else {
+            panic!("not fetched")
+        };
+        let list: Value = serde_json::from_slice(&t.fetch(&f).await.unwrap()).unwrap();
+        assert_eq!(list["Response"]["Items"].as_array().unwrap().len(), 2);
+        let href = t.lookup(samples.ino, OsStr::new(".href")).await.unwrap();
+        assert!(text(&t, href.ino).ends_with("/samples\n"), "{}", text(&t, href.ino));
     });
 }
 
@@ -221,9 +234,9 @@ fn appsession_outputs_link_inside_the_project_whatever_the_server_says() {
     let t = tree_over(api);
     rt().block_on(async {
         let n = names(&t, "Projects/P/AppSessions/run it").await;
-        let outs: Vec<&String> = n.iter().filter(|x| x.starts_with("Samples.")).collect();
-        assert_eq!(outs, ["Samples.100.out"], "{n:?}");
-        let l = walk(&t, "Projects/P/AppSessions/run it/Samples.100.out").await.unwrap();
+        let outs: Vec<&String> = n.iter().filter(|x| x.starts_with("Sample.")).collect();
+        assert_eq!(outs, ["Sample.100.out"], "{n:?}");
+        let l = walk(&t, "Projects/P/AppSessions/run it/Sample.100.out").await.unwrap();
         assert_eq!(t.readlink(l.ino).unwrap(), "../../Samples/.id.100");
         assert!(n.contains(&".error".to_string()));
         assert!(n.contains(&".json".to_string()), "hidden files stay beside the listing");
@@ -412,15 +425,7 @@ fn a_failed_listing_is_an_error_with_a_reason_and_a_stale_one_keeps_serving() {
         );
         // A listing that worked once keeps serving when a refresh fails.
         let projects = walk(&t, "Projects").await.unwrap();
-        assert_eq!(
-            names(&t, "Projects").await,
-            ["P", ".id.1"]
-                .map(String::from)
-                .iter()
-                .rev()
-                .cloned()
-                .collect::<Vec<_>>()
-        );
+        assert_eq!(names(&t, "Projects").await, [".curl", ".href", ".json", ".id.1", "P"]);
         api.fail(ListKind::Projects);
         t.refresh(projects.ino);
         assert!(names(&t, "Projects").await.contains(&"P".to_string()));
@@ -510,4 +515,37 @@ impl BaseSpaceApi for Scripted {
     ) -> BoxFuture<'_, Result<Vec<Vec<u8>>, ApiError>> {
         async { Err(ApiError::UrlExpired) }.boxed()
     }
+}
+
+#[test]
+fn files_metadata_shows_the_folders_of_files_and_looks_them_up_without_a_request() {
+    let api = FakeApi::new(account(b"hello"));
+    let t = tree_over(api.clone());
+    rt().block_on(async {
+        assert_eq!(names(&t, "Projects/P/Samples/S/Files.metadata").await, ["dir"]);
+        let before = t.fills.load(Ordering::Relaxed);
+        // A folder already shown is found without the per-file listing (and without
+        // holding the table's lock against itself: this lookup once deadlocked, so it runs
+        // on a thread of its own and a hang fails the test).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t2 = t.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(rt().block_on(walk(&t2, "Projects/P/Samples/S/Files.metadata/dir")));
+        });
+        let dir = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the lookup returns (a deadlock on the inode table?)")
+            .unwrap();
+        assert_eq!(dir.kind, Kind::Dir);
+        assert_eq!(
+            t.fills.load(Ordering::Relaxed),
+            before,
+            "no listing for a mirrored folder"
+        );
+        let files = walk(&t, "Projects/P/Samples/S/Files/dir").await.unwrap();
+        assert_eq!(dir.mtime, files.mtime, "dated as Files/ dates it");
+        // A file's own directory (hidden from readdir) is found by `cd`.
+        let b = walk(&t, "Projects/P/Samples/S/Files.metadata/dir/b.txt").await.unwrap();
+        assert_eq!(b.kind, Kind::Dir);
+    });
 }
