@@ -143,6 +143,11 @@ pub struct MountArgs {
     /// asks for the listed version, so versions never mix.
     #[arg(long)]
     pub no_verify: bool,
+    /// Do not hand files kept whole in --cache-dir to the kernel (FUSE passthrough); read
+    /// them through the mount. Passthrough needs root (CAP_SYS_ADMIN) and Linux 6.9+, and
+    /// makes the mount one the kernel will not stack overlayfs on.
+    #[arg(long)]
+    pub no_passthrough: bool,
     /// Upload: `mkdir` makes projects and appresults, `cp` into an appresult's `Files/`
     /// uploads (needs a token with the CREATE GLOBAL scope).
     #[arg(long)]
@@ -554,6 +559,12 @@ fn cmd_status(mountpoint: Option<&Path>, json: bool) -> Result<(), String> {
                 n("/disk_cache/hits"),
                 n("/disk_cache/rejected")
             );
+            println!(
+                "  kept whole        {} files ({}), {} opens handed to the kernel (passthrough)",
+                n("/disk_cache/files_kept_whole"),
+                human(n("/disk_cache/bytes_kept_whole")),
+                n("/disk_cache/passthrough_opens")
+            );
         }
         if v.pointer("/shared_cache/limit").is_some() {
             println!(
@@ -601,16 +612,22 @@ fn init_logging(file: Option<&Path>, level: Option<&str>) {
         "{base},hyper=warn,hyper_util=warn,reqwest=warn,h2=warn,rustls=warn,fuser::session=error"
     ))
     .unwrap_or_else(|_| EnvFilter::new("bsmount=info,warn"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    // No colours: every control character a server could slip into a field is escaped on
+    // the way out ([`crate::escape`]), ESC included.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(false);
     match file.and_then(|p| open_log(p).ok()) {
         Some(f) => {
             let _ = builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(f))
+                .with_writer(std::sync::Mutex::new(crate::escape::LogWriter(f)))
                 .try_init();
         }
         None => {
-            let _ = builder.with_writer(std::io::stderr).try_init();
+            let _ = builder
+                .with_writer(|| crate::escape::LogWriter(std::io::stderr()))
+                .try_init();
         }
     }
 }
@@ -744,6 +761,7 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
         metadata_ttl: Duration::from_secs(a.metadata_ttl),
         allow_other: a.allow_other,
         verify: !a.no_verify,
+        passthrough: !a.no_passthrough,
         v2: !a.no_v2,
         write: a.write,
         allow_delete: a.allow_delete,
@@ -944,6 +962,7 @@ fn cmd_demo(mountpoint: &Path) -> i32 {
         metadata_ttl: Duration::from_secs(300),
         allow_other: false,
         verify: true,
+        passthrough: true,
         v2: true,
         write: false,
         allow_delete: false,
@@ -1122,6 +1141,10 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                     out.push("--no-verify".into());
                     continue;
                 }
+                "no_passthrough" => {
+                    out.push("--no-passthrough".into());
+                    continue;
+                }
                 "no_v2" => {
                     out.push("--no-v2".into());
                     continue;
@@ -1139,7 +1162,7 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                 | "users" | "defaults" | "nofail" | "_netdev" | "async" | "sync" | "atime" | "noatime" | "relatime"
                 | "x-systemd.automount" => continue,
                 k if k.starts_with("x-") || k.starts_with("comment=") => continue,
-                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, shared_cache_dir, shared_cache_dir_size, metadata_ttl, io_timeout, allow_other, no_verify, no_v2, write, allow_delete, log_file, log_level)")),
+                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, shared_cache_dir, shared_cache_dir_size, metadata_ttl, io_timeout, allow_other, no_verify, no_passthrough, no_v2, write, allow_delete, log_file, log_level)")),
             };
             let v = v.ok_or_else(|| format!("mount option {k} needs a value ({k}=...)"))?;
             out.extend([flag.into(), v.into()]);

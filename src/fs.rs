@@ -3,13 +3,16 @@
 //! tokio runtime and reply from there, so one slow listing or read never blocks other
 //! operations (`ls` stays instant while `cp` runs). Nothing here decides anything.
 
+use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::Arc;
 
+use parking_lot::Mutex;
+
 use fuser::{
-    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus, ReplyEmpty,
-    ReplyEntry, ReplyOpen, Request,
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyDirectoryPlus,
+    ReplyEmpty, ReplyEntry, ReplyOpen, Request,
 };
 use tokio::runtime::Handle as RtHandle;
 use tracing::Instrument;
@@ -28,6 +31,51 @@ pub struct BsFs {
     core: Arc<FsCore>,
     rt: RtHandle,
     attrs: AttrMaker,
+    backings: Arc<Mutex<Backings>>,
+}
+
+/// Backing files registered with the kernel for passthrough opens. The kernel wants every
+/// passthrough open of one inode to name the same backing file, and each stays registered
+/// until its inode's last such handle is released (closing it earlier fails later reads).
+#[derive(Default)]
+struct Backings {
+    by_ino: HashMap<u64, (Arc<BackingId>, u32)>,
+    /// Passthrough handles and their inode.
+    by_fh: HashMap<u64, u64>,
+}
+
+impl Backings {
+    /// The inode's backing id, registering `file` if it has none yet.
+    fn take(
+        &mut self,
+        ino: u64,
+        fh: u64,
+        register: impl FnOnce() -> std::io::Result<BackingId>,
+    ) -> std::io::Result<Arc<BackingId>> {
+        let id = match self.by_ino.get_mut(&ino) {
+            Some((id, n)) => {
+                *n += 1;
+                id.clone()
+            }
+            None => {
+                let id = Arc::new(register()?);
+                self.by_ino.insert(ino, (id.clone(), 1));
+                id
+            }
+        };
+        self.by_fh.insert(fh, ino);
+        Ok(id)
+    }
+
+    fn release(&mut self, fh: u64) {
+        let Some(ino) = self.by_fh.remove(&fh) else { return };
+        if let Some((_, n)) = self.by_ino.get_mut(&ino) {
+            *n -= 1;
+            if *n == 0 {
+                self.by_ino.remove(&ino);
+            }
+        }
+    }
 }
 
 impl BsFs {
@@ -39,6 +87,7 @@ impl BsFs {
             core,
             rt,
             attrs: AttrMaker { uid, gid, write },
+            backings: Default::default(),
         }
     }
 }
@@ -75,6 +124,17 @@ impl Filesystem for BsFs {
         // READDIRPLUS when the kernel sees it pays (ls -l, stat after readdir); plain READDIR
         // for `find`, which only needs names and types.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // Passthrough for files kept whole in the cache directory. Stack depth 2: the cache
+        // directory may itself be on a stacked filesystem (overlayfs in a container).
+        if self.core.wants_passthrough() {
+            let on = config.add_capabilities(InitFlags::FUSE_PASSTHROUGH).is_ok();
+            if on {
+                let _ = config.set_max_stack_depth(2);
+            } else {
+                tracing::info!("this kernel offers no FUSE passthrough (Linux 6.9 or later does); cached files are read through the mount");
+            }
+            self.core.set_passthrough(on);
+        }
         Ok(())
     }
 
@@ -112,13 +172,19 @@ impl Filesystem for BsFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         // Opening may start fetches ahead, or ask BaseSpace for a `.json`.
-        let core = self.core.clone();
+        let (core, backings) = (self.core.clone(), self.backings.clone());
         let write = flags.acc_mode() != OpenAccMode::O_RDONLY;
         let span = tracing::debug_span!("open", ino = ino.0);
         self.rt.spawn(
             async move {
                 match core.open(ino.0, write).await {
-                    Ok(o) => reply.opened(FileHandle(o.fh), fopen(o.cache)),
+                    Ok(o) => match o.backing {
+                        None => reply.opened(FileHandle(o.fh), fopen(o.cache)),
+                        Some(file) => match backings.lock().take(ino.0, o.fh, || reply.open_backing(&file)) {
+                            Ok(id) => reply.opened_passthrough(FileHandle(o.fh), FopenFlags::empty(), &id),
+                            Err(e) => reply.opened(FileHandle(o.fh), fopen(core.passthrough_refused(o.fh, &e))),
+                        },
+                    },
                     Err(e) => reply.error(fail("open", e)),
                 }
             }
@@ -163,6 +229,7 @@ impl Filesystem for BsFs {
         // Releasing an upload may start its abort (a task on the runtime).
         let _rt = self.rt.enter();
         self.core.release(fh.0);
+        self.backings.lock().release(fh.0);
         reply.ok();
     }
 

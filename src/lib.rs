@@ -16,6 +16,7 @@ pub mod cli;
 pub mod core;
 pub mod dropin;
 pub mod emulator;
+pub mod escape;
 pub mod fs;
 pub mod mount;
 pub mod read;

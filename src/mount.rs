@@ -27,6 +27,8 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Check whole-file reads against their ETags.
     pub verify: bool,
+    /// Hand files kept whole in the cache directory to the kernel (FUSE passthrough).
+    pub passthrough: bool,
     /// Show the API v2 views.
     pub v2: bool,
     /// `--write`: uploads and creates.
@@ -174,7 +176,13 @@ pub fn run_session(
         uploader: crate::write::Uploader::new(api.clone()),
         allow_delete: opts.allow_delete,
     });
-    let fs = BsFs::new(FsCore::with_write(tree, reader, stats, write), rt.handle().clone());
+    let core = FsCore::with_write(tree, reader, stats, write);
+    if !opts.passthrough {
+        core.without_passthrough();
+    } else if opts.disk.is_some() && !opts.verify {
+        tracing::info!("--no-verify: files in the cache directory are read through the mount (only files verified whole are handed to the kernel)");
+    }
+    let fs = BsFs::new(core, rt.handle().clone());
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         if opts.write {
@@ -250,8 +258,19 @@ pub fn run_session(
         }
     });
     drop(worker);
+    // A file read just before the unmount is being put in place whole: let it land, so the
+    // next mount finds it.
+    if let Some(d) = &opts.disk {
+        if !d.wait_promotions(PROMOTION_WAIT) {
+            tracing::warn!("unmounted while files were still being kept whole; they will be read again");
+        }
+    }
     result
 }
+
+/// Longest an unmount waits for whole files being written to the cache directory (a
+/// 1 GiB file flushes in a few seconds on any disk this decade).
+const PROMOTION_WAIT: Duration = Duration::from_secs(30);
 
 fn mount_error(mp: &Path, e: &std::io::Error) -> String {
     match e.raw_os_error() {

@@ -127,6 +127,9 @@ impl MountStats {
                     "writes_skipped": s.writes_skipped.load(Ordering::Relaxed),
                     "rejected": s.corrupt.load(Ordering::Relaxed),
                     "evictions": s.evictions.load(Ordering::Relaxed),
+                    "files_kept_whole": s.promoted.load(Ordering::Relaxed),
+                    "bytes_kept_whole": s.promoted_bytes.load(Ordering::Relaxed),
+                    "passthrough_opens": s.passthrough_opens.load(Ordering::Relaxed),
                 })
             }),
         })

@@ -514,3 +514,40 @@ fn impossible_sizes_and_duplicate_ids_in_one_page_are_dropped() {
         3
     );
 }
+
+// Issue 22, 4. An error body with a newline forged a log line; CR and ESC reached the log and
+// `.error`.
+#[test]
+fn server_text_never_starts_a_log_line_nor_puts_raw_controls_in_error_files() {
+    const FORGED: &str = "2026-01-01T00:00:00.000000Z ERROR forged line";
+    let h = project_server(|r, _| {
+        match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(
+            Response::builder()
+                .status(StatusCode::NOT_FOUND)
+                .header("content-type", "application/json")
+                .body(Body::from(
+                    json!({"ResponseStatus": {"ErrorCode": "NotFound", "Message": format!("gone\n{FORGED}\rover\x1b[2Jwritten")}})
+                        .to_string(),
+                ))
+                .unwrap(),
+        ),
+        _ => None,
+    }
+    });
+    let m = mount(&h, &[]);
+    assert!(std::fs::read_dir(m.path("Projects/P/Samples")).is_err());
+    let error = std::fs::read(m.path("Projects/P/Samples/.error"))
+        .or_else(|_| std::fs::read(m.path("Projects/P/.error")))
+        .unwrap();
+    let error = String::from_utf8(error).unwrap();
+    assert!(error.contains("forged line"), "{error:?}");
+    assert!(
+        !error.trim_end_matches('\n').contains(['\n', '\r', '\x1b']),
+        "{error:?}"
+    );
+    let log = m.log();
+    assert!(log.contains("forged line"), "the failure is logged: {log}");
+    assert!(!log.lines().any(|l| l.starts_with(FORGED)), "{log}");
+    assert!(!log.contains(['\r', '\x1b']), "{log:?}");
+}

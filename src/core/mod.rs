@@ -39,10 +39,39 @@ pub enum CacheMode {
 }
 
 /// An open file or directory handle.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct Opened {
     pub fh: u64,
     pub cache: CacheMode,
+    /// The file's whole verified copy on local disk, for the kernel to read directly
+    /// (FUSE passthrough); if the kernel refuses it, [`FsCore::passthrough_refused`].
+    pub backing: Option<std::fs::File>,
+}
+
+/// How an inode's open handles are read. The kernel takes one way at a time per inode
+/// (an open through the daemon while another is passthrough fails with EIO, and the
+/// other way round), so the first open decides until the last is released.
+#[derive(Debug, Default)]
+struct IoMode {
+    through_daemon: u32,
+    passthrough: u32,
+}
+
+/// Whether opens may be answered with passthrough, and the reasons already logged for
+/// opens that were not (each once).
+struct Passthrough {
+    /// `--no-passthrough` clears it.
+    allowed: std::sync::atomic::AtomicBool,
+    on: std::sync::atomic::AtomicBool,
+    said: Mutex<std::collections::HashSet<&'static str>>,
+}
+
+impl Passthrough {
+    fn say(&self, why: &'static str) {
+        if self.said.lock().insert(why) {
+            tracing::info!("reading through the mount, not passthrough: {why} (said once)");
+        }
+    }
 }
 
 /// A directory's entries as listed at opendir, `.` and `..` first.
@@ -51,7 +80,12 @@ pub type DirSnapshot = Arc<[(OsString, Attr)]>;
 /// What an open handle refers to.
 enum Open {
     Static(Arc<[u8]>),
-    Remote(Arc<Handle>),
+    Remote {
+        handle: Arc<Handle>,
+        ino: Ino,
+        /// Held while the kernel reads it directly (passthrough): pinned in the cache.
+        whole: Option<crate::read::whole::WholeFile>,
+    },
     /// Every readdir of the handle is served from this snapshot by offset, so reading a
     /// 100,000-entry directory in page-sized pieces stays linear, and entries keep stable
     /// offsets while it is read.
@@ -75,6 +109,8 @@ pub struct FsCore {
     listings: Listings,
     /// `--write`: uploads, creates, the trash.
     write: Option<WriteMode>,
+    io_modes: Mutex<HashMap<Ino, IoMode>>,
+    passthrough: Passthrough,
 }
 
 fn bad_handle() -> FsError {
@@ -101,7 +137,85 @@ impl FsCore {
             handles: Mutex::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             write,
+            io_modes: Mutex::new(HashMap::new()),
+            passthrough: Passthrough {
+                allowed: true.into(),
+                on: false.into(),
+                said: Default::default(),
+            },
         })
+    }
+
+    /// Whether passthrough could serve anything here: files are kept whole only in a
+    /// `--cache-dir`, and only when verified.
+    pub fn wants_passthrough(&self) -> bool {
+        self.passthrough.allowed.load(Ordering::Relaxed) && self.reader.disk().is_some() && self.reader.verifies()
+    }
+
+    /// `--no-passthrough`: every open is read through the mount.
+    pub fn without_passthrough(&self) {
+        self.passthrough.allowed.store(false, Ordering::Relaxed);
+        self.set_passthrough(false);
+    }
+
+    /// The kernel accepted passthrough at init (the adapter says so), or it is turned off.
+    pub fn set_passthrough(&self, on: bool) {
+        let allowed = self.passthrough.allowed.load(Ordering::Relaxed);
+        self.passthrough.on.store(on && allowed, Ordering::Relaxed);
+    }
+
+    /// The kernel would not take a handle's backing file: the handle is read through the
+    /// mount instead (its cache mode returned), and passthrough is off for this mount (the
+    /// causes, a missing `CAP_SYS_ADMIN`, a backing filesystem the kernel refuses, hold for
+    /// every file).
+    pub fn passthrough_refused(&self, fh: u64, e: &std::io::Error) -> CacheMode {
+        if self.passthrough.on.swap(false, Ordering::Relaxed) {
+            let hint = match e.raw_os_error() {
+                Some(libc::EPERM) => " (handing files to the kernel needs CAP_SYS_ADMIN: mount as root)",
+                Some(libc::ELOOP) => " (the cache directory is on a stacked filesystem)",
+                _ => "",
+            };
+            tracing::warn!(error = %e, "the kernel refused a cached file for passthrough{hint}; reading cached files through the mount");
+        }
+        if let Some(d) = self.reader.disk() {
+            d.stats.passthrough_opens.fetch_sub(1, Ordering::Relaxed);
+        }
+        let mut handles = self.handles.lock();
+        if let Some(Open::Remote { ino, whole, .. }) = handles.get_mut(&fh) {
+            if whole.take().is_some() {
+                let mut modes = self.io_modes.lock();
+                let m = modes.entry(*ino).or_default();
+                m.passthrough -= 1;
+                m.through_daemon += 1;
+            }
+        }
+        CacheMode::Keep
+    }
+
+    /// How an open of `ino` is read: its whole copy handed to the kernel when there is
+    /// one and no handle of the inode is read through the mount; counted either way.
+    fn choose_io(&self, ino: Ino, file: &crate::tree::RemoteFile) -> Option<crate::read::whole::WholeFile> {
+        let mut modes = self.io_modes.lock();
+        let m = modes.entry(ino).or_default();
+        let whole = if !self.passthrough.on.load(Ordering::Relaxed) {
+            None
+        } else if m.through_daemon > 0 {
+            self.passthrough
+                .say("another open of the same file is read through the mount");
+            None
+        } else {
+            let w = self.reader.whole_file(file);
+            if w.is_none() {
+                self.passthrough
+                    .say("the file is not yet whole on local disk (a first read verifies it and keeps it)");
+            }
+            w
+        };
+        match &whole {
+            Some(_) => m.passthrough += 1,
+            None => m.through_daemon += 1,
+        }
+        whole
     }
 
     pub fn tree(&self) -> &Arc<Tree> {
@@ -149,6 +263,7 @@ impl FsCore {
                 "BaseSpace files cannot be overwritten or appended to",
             ));
         }
+        let mut backing = None;
         let (open, cache) = match self.tree.content(ino)? {
             FileContent::Static(b) => (Open::Static(b), CacheMode::Keep),
             FileContent::Remote(r) => {
@@ -160,7 +275,25 @@ impl FsCore {
                     self.reader
                         .ahead(&w, |after, top, n| self.tree.files_after(&w, after, top, n));
                 }
-                (Open::Remote(Arc::new(self.reader.open(r))), cache)
+                let mut whole = self.choose_io(ino, &r);
+                if let Some(w) = &whole {
+                    match w.file.try_clone() {
+                        Ok(f) => backing = Some(f),
+                        Err(e) => {
+                            tracing::warn!(path = %w.path().display(), error = %e, "cannot hand a cached file to the kernel");
+                            whole = None;
+                            let mut modes = self.io_modes.lock();
+                            let m = modes.entry(ino).or_default();
+                            m.passthrough -= 1;
+                            m.through_daemon += 1;
+                        }
+                    }
+                }
+                if let (Some(d), Some(_)) = (self.reader.disk(), &whole) {
+                    d.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
+                }
+                let handle = Arc::new(self.reader.open(r));
+                (Open::Remote { handle, ino, whole }, cache)
             }
             FileContent::Stats => {
                 let text = serde_json::to_string_pretty(&self.stats.snapshot()).unwrap_or_default() + "\n";
@@ -172,6 +305,7 @@ impl FsCore {
         Ok(Opened {
             fh: self.add(open),
             cache,
+            backing,
         })
     }
 
@@ -183,7 +317,7 @@ impl FsCore {
                 let end = (start + size as usize).min(b.len());
                 return Ok(Bytes::copy_from_slice(&b[start..end]));
             }
-            Some(Open::Remote(h)) => h.clone(),
+            Some(Open::Remote { handle, .. }) => handle.clone(),
             Some(Open::Dir(_)) => return Err(FsError::quiet(libc::EISDIR, "is a directory")),
             Some(Open::Upload { .. }) => return Err(FsError::quiet(libc::EBADF, "open for writing only")),
             None => return Err(bad_handle()),
@@ -198,6 +332,18 @@ impl FsCore {
 
     pub fn release(&self, fh: u64) {
         let gone = self.handles.lock().remove(&fh);
+        if let Some(Open::Remote { ino, whole, .. }) = &gone {
+            let mut modes = self.io_modes.lock();
+            if let Some(m) = modes.get_mut(ino) {
+                match whole {
+                    Some(_) => m.passthrough -= 1,
+                    None => m.through_daemon -= 1,
+                }
+                if m.passthrough == 0 && m.through_daemon == 0 {
+                    modes.remove(ino);
+                }
+            }
+        }
         if let Some(Open::Upload {
             upload, parent, name, ..
         }) = gone

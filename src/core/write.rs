@@ -111,6 +111,7 @@ impl FsCore {
             Opened {
                 fh,
                 cache: CacheMode::Direct,
+                backing: None,
             },
         ))
     }

@@ -13,6 +13,10 @@
 //! never returns bytes the cache cannot vouch for). `DIR/lock` is held with `flock` while
 //! mounted: two mounts sharing one directory would each evict what the other counts.
 //!
+//! A file read whole and verified is kept as one plain file under `DIR/files/` instead of
+//! blocks ([`super::whole`]), for the kernel to read directly; block reads of it are served
+//! from that file.
+//!
 //! The cache is best effort: writes happen off the read path, a few at a time, and are
 //! skipped when the disk falls behind; any I/O error only costs a network fetch.
 
@@ -63,20 +67,32 @@ pub struct DiskStats {
     pub writes_skipped: AtomicU64,
     pub corrupt: AtomicU64,
     pub evictions: AtomicU64,
+    /// Files kept whole after their verified read ([`super::whole`]), and their bytes.
+    pub promoted: AtomicU64,
+    pub promoted_bytes: AtomicU64,
+    /// Opens answered with the whole file handed to the kernel (FUSE passthrough).
+    pub passthrough_opens: AtomicU64,
 }
 
-struct Index {
-    /// File name → size on disk, least recently used first out.
-    lru: lru::LruCache<String, u64>,
-    bytes: u64,
+pub(super) struct Index {
+    /// File name → size on disk, least recently used first out. Blocks are named by 32 hex
+    /// digits; whole files ([`super::whole`]) by `f:` and their name under `files/`.
+    pub(super) lru: lru::LruCache<String, u64>,
+    pub(super) bytes: u64,
+    /// Whole files held open (passthrough handles): never evicted until released.
+    pub(super) pinned: std::collections::HashMap<String, u32>,
 }
 
 pub struct DiskCache {
-    dir: PathBuf,
+    pub(super) dir: PathBuf,
     limit: u64,
-    index: Mutex<Index>,
+    pub(super) index: Mutex<Index>,
     pending: AtomicU64,
-    seq: AtomicU64,
+    pub(super) seq: AtomicU64,
+    /// Whole files being written into place, for an unmount to wait for.
+    pub(super) promoting: super::whole::InFlight,
+    /// Versions being copied whole by a verifying read: their blocks are not written too.
+    pub(super) spooling: Mutex<std::collections::HashSet<super::cache::ObjectId>>,
     pub stats: DiskStats,
     /// When a write failure was last logged, and how many were not logged since.
     last_warning: Mutex<(Option<Instant>, u64)>,
@@ -109,7 +125,7 @@ impl CacheLevel for Arc<DiskCache> {
     }
 
     fn contains(&self, key: &BlockKey) -> bool {
-        self.has_key(&key_of(key))
+        self.has_whole(&key.object) || self.has_key(&key_of(key))
     }
 
     fn get<'a>(
@@ -129,11 +145,25 @@ impl CacheLevel for Arc<DiskCache> {
         pool: &'a Arc<BufPool>,
     ) -> futures::future::BoxFuture<'a, Option<Vec<Bytes>>> {
         let me = self.clone();
+        if let Some(first) = keys.first().filter(|k| self.has_whole(&k.object)) {
+            let (object, indices) = (first.object.clone(), keys.iter().map(|k| k.index).collect());
+            return Box::pin(async move {
+                let pool = pool.clone();
+                tokio::task::spawn_blocking(move || me.load_whole(&object, indices, lens, &pool))
+                    .await
+                    .ok()
+                    .flatten()
+            });
+        }
         load_off_thread(keys, lens, pool, move |k, len, pool| me.load(k, len, pool))
     }
 
     fn put(&self, key: &BlockKey, data: Bytes) {
-        self.store(key_of(key), data);
+        // A file kept whole (or being copied whole) needs its blocks no more: writing them
+        // would double the disk's work, and deleting them after, with discard, more still.
+        if !self.has_whole(&key.object) && !self.spooling.lock().contains(&key.object) {
+            self.store(key_of(key), data);
+        }
     }
 
     fn discard(&self, key: &BlockKey) {
@@ -161,6 +191,8 @@ impl DiskCache {
         };
         fs::create_dir_all(dir.join("blocks")).map_err(io)?;
         fs::create_dir_all(dir.join("tmp")).map_err(io)?;
+        super::whole::private_dir(&dir.join(super::whole::FILES)).map_err(io)?;
+        super::whole::private_dir(&dir.join("tmp")).map_err(io)?;
         let lock = File::options()
             .create(true)
             .truncate(false)
@@ -193,10 +225,12 @@ impl DiskCache {
                 }
             }
         }
+        found.extend(super::whole::found(dir));
         found.sort();
         let mut index = Index {
             lru: lru::LruCache::unbounded(),
             bytes: 0,
+            pinned: Default::default(),
         };
         for (_, name, size) in found {
             index.bytes += size;
@@ -210,6 +244,8 @@ impl DiskCache {
             seq: AtomicU64::new(0),
             stats: DiskStats::default(),
             last_warning: Mutex::new((None, 0)),
+            promoting: Default::default(),
+            spooling: Default::default(),
             _lock: lock,
         });
 
@@ -217,13 +253,21 @@ impl DiskCache {
         Ok(cache)
     }
 
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join("blocks").join(&name[..2]).join(name)
+    pub(super) fn path(&self, name: &str) -> PathBuf {
+        match name.strip_prefix(super::whole::PREFIX) {
+            Some(whole) => self.dir.join(super::whole::FILES).join(whole),
+            None => self.dir.join("blocks").join(&name[..2]).join(name),
+        }
     }
 
     /// Whether a block is on disk (by the index; it may still fail its checks on loading).
     pub fn has_key(&self, key: &str) -> bool {
-        self.index.lock().lru.contains(&file_name(key))
+        self.has_key_named(&file_name(key))
+    }
+
+    /// Whether a file of this index name is on disk.
+    pub(super) fn has_key_named(&self, name: &str) -> bool {
+        self.index.lock().lru.contains(name)
     }
 
     /// Bytes the cache holds on disk.
@@ -311,7 +355,7 @@ impl DiskCache {
         Ok(())
     }
 
-    fn forget(&self, name: &str) {
+    pub(super) fn forget(&self, name: &str) {
         let mut idx = self.index.lock();
         if let Some(size) = idx.lru.pop(name) {
             idx.bytes -= size;
@@ -343,19 +387,27 @@ impl DiskCache {
     }
 
     /// Evicts least recently used blocks until the cache fits its limit.
-    fn trim(&self) {
+    pub(super) fn trim(&self) {
         self.evict_to(self.limit);
     }
 
-    /// Evicts least recently used blocks until the cache holds at most `target` bytes.
-    fn evict_to(&self, target: u64) {
+    /// Evicts least recently used blocks and whole files until the cache holds at most
+    /// `target` bytes. A whole file held open by a passthrough handle is passed over (it
+    /// goes once released and still least recently used).
+    pub(super) fn evict_to(&self, target: u64) {
+        let mut passed = 0;
         loop {
             let victim = {
                 let mut idx = self.index.lock();
-                if idx.bytes <= target {
+                if idx.bytes <= target || passed > idx.pinned.len() {
                     return;
                 }
                 match idx.lru.pop_lru() {
+                    Some((name, size)) if idx.pinned.contains_key(&name) => {
+                        idx.lru.put(name, size);
+                        passed += 1;
+                        continue;
+                    }
                     Some((name, size)) => {
                         idx.bytes -= size;
                         name

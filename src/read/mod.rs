@@ -40,6 +40,7 @@ pub mod prefetch;
 pub mod shared;
 pub mod source;
 pub mod verify;
+pub mod whole;
 use cache::{BlockKey, CacheLevel, MemoryCache, ObjectId};
 use pool::BufPool;
 use source::ContentSource;
@@ -447,7 +448,7 @@ impl Reader {
         Arc::new(Reader {
             memory: MemoryCache::new(budget),
             levels,
-            disk: opts.disk,
+            disk: opts.disk.clone(),
             shared: opts.shared,
             source: ContentSource::new(
                 api,
@@ -455,6 +456,7 @@ impl Reader {
                 pool.clone(),
                 stats.clone(),
                 opts.verify.then(|| verified.clone()),
+                opts.disk.clone().filter(|_| opts.verify),
             ),
             inflight: Mutex::new(HashMap::new()),
             next_part: AtomicU64::new(0),
@@ -519,6 +521,11 @@ impl Reader {
         share.clamp(1, MAX_WINDOW_BLOCKS)
     }
 
+    /// Whether whole reads are hashed (not `--no-verify`).
+    pub fn verifies(&self) -> bool {
+        self.verify
+    }
+
     /// The persistent tier, if mounted with one.
     pub fn disk(&self) -> Option<&Arc<disk::DiskCache>> {
         self.disk.as_ref()
@@ -549,6 +556,19 @@ impl Reader {
         self.memory.inflight_bytes()
     }
 
+    /// The whole verified copy of `file`'s listed version on local disk, opened and pinned
+    /// for the kernel to read ([`whole`]); `None` without one, or with `--no-verify`.
+    pub fn whole_file(&self, file: &RemoteFile) -> Option<whole::WholeFile> {
+        let disk = self.disk.as_ref().filter(|_| self.verify)?;
+        disk.open_whole(
+            &ObjectId {
+                file: Arc::from(file.id.as_str()),
+                version: Arc::from(file.version.as_str()),
+            },
+            file.size,
+        )
+    }
+
     /// A handle for reading `file`, verified as this reader is configured.
     pub fn open(&self, file: RemoteFile) -> Handle {
         Handle::with_verify(file, self.verify)
@@ -576,6 +596,9 @@ impl Reader {
         let (b0, b1) = (offset / BLOCK_SIZE, (end - 1) / BLOCK_SIZE);
         if let Some(e) = h.failed(b0, b1) {
             return Err(e);
+        }
+        if offset == 0 {
+            self.copy_whole(h);
         }
         let id = h.coverage.lock().begin(offset, end);
         let r = self.read_blocks(h, offset, end, b0, b1, id).await;
@@ -785,6 +808,20 @@ impl Reader {
                     tracing::error!(error = %e, "checksum mismatch");
                 }
                 Err(e)
+            }
+        }
+    }
+
+    /// A read at the start of a file that will be verified: the bytes it hashes are also
+    /// copied, to be kept whole for the kernel if they match ([`whole`]). Set up before the
+    /// first fetch, so none of the file's blocks is written to the disk level meanwhile.
+    fn copy_whole(&self, h: &Handle) {
+        let Some(disk) = &self.disk else { return };
+        if let Verify::Ready(v) = &mut *h.verify.lock() {
+            if !v.copies() {
+                if let Some(copy) = disk.spool(&h.object, h.file.size) {
+                    v.copy_to(copy);
+                }
             }
         }
     }

@@ -43,10 +43,15 @@ use super::cache::{BlockKey, CacheLevel};
 use super::disk::{block_header, file_name, key_of, load_off_thread, read_block};
 use super::pool::BufPool;
 
-/// Writes in flight at once (each holds its block in memory, so at most 64 MiB): beyond it
-/// blocks are not published, which costs another host a fetch. More than the local disk
-/// tier allows, since each write waits for an fsync on a network filesystem.
+/// Writes in flight at once (each waits for an fsync on a network filesystem, so more than
+/// the local disk tier allows). Blocks beyond it wait in the backlog.
 const MAX_PENDING_WRITES: u64 = 64;
+/// Bytes of blocks waiting to be published behind the writes in flight, at most. A reader
+/// that outruns the directory (a cold `cat` at network speed against an fsync per block)
+/// leaves its blocks here, published as writes finish, so another host finds every block
+/// this one fetched. The blocks are shared with the memory cache while it holds them;
+/// past this budget they are dropped (another host then fetches them again).
+const MAX_BACKLOG_BYTES: u64 = 256 << 20;
 /// Bytes this mount writes between two scans of the directory for eviction: with a few
 /// mounts writing at once the directory overshoots its limit by about this much each.
 pub const SCAN_EVERY_BYTES: u64 = 8 << 20;
@@ -89,6 +94,8 @@ pub struct SharedCache {
     writer: String,
     seq: AtomicU64,
     pending: AtomicU64,
+    /// Blocks waiting for a writer, oldest first, and their bytes.
+    backlog: Mutex<(std::collections::VecDeque<(String, Bytes)>, u64)>,
     /// Bytes written since the last scan, and when it was.
     since_scan: Mutex<(u64, Instant)>,
     /// The directory's size at the last scan (after eviction).
@@ -134,6 +141,7 @@ impl SharedCache {
             writer: format!("{}.{}", host_name(), std::process::id()),
             seq: AtomicU64::new(0),
             pending: AtomicU64::new(0),
+            backlog: Default::default(),
             since_scan: Mutex::new((0, Instant::now())),
             last_size: AtomicU64::new(0),
             last_warning: Mutex::new(None),
@@ -183,20 +191,67 @@ impl SharedCache {
         }
     }
 
-    /// Publishes a block in the background (skipped when too many writes are pending).
+    /// Publishes a block in the background: at once when a writer is free, else from the
+    /// backlog when one is (dropped only when the backlog is full).
     pub fn store(self: &Arc<Self>, key: String, data: Bytes) {
         if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_WRITES {
             self.pending.fetch_sub(1, Ordering::AcqRel);
-            self.stats.writes_skipped.fetch_add(1, Ordering::Relaxed);
+            let mut b = self.backlog.lock();
+            if b.1 + data.len() as u64 > MAX_BACKLOG_BYTES {
+                self.stats.writes_skipped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
+            b.1 += data.len() as u64;
+            b.0.push_back((key, data));
+            drop(b);
+            // A writer may have finished between the count and the push: make sure one runs.
+            if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_WRITES {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            let me = self.clone();
+            tokio::task::spawn_blocking(move || me.drain(None));
             return;
         }
         let me = self.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Err(e) = me.write(&key, &data) {
-                me.warn(&e);
+        tokio::task::spawn_blocking(move || me.drain(Some((key, data))));
+    }
+
+    /// One writer: its block, then blocks from the backlog until it is empty (blocking).
+    fn drain(&self, first: Option<(String, Bytes)>) {
+        let next = || {
+            let mut b = self.backlog.lock();
+            let item = b.0.pop_front();
+            if let Some((_, d)) = &item {
+                b.1 -= d.len() as u64;
             }
-            me.pending.fetch_sub(1, Ordering::AcqRel);
-        });
+            item
+        };
+        let mut item = first.or_else(next);
+        loop {
+            while let Some((key, data)) = item {
+                if let Err(e) = self.write(&key, &data) {
+                    self.warn(&e);
+                }
+                item = next();
+            }
+            self.pending.fetch_sub(1, Ordering::AcqRel);
+            // A block queued while this writer was stopping: take it up if a slot is free
+            // (else a writer still running will).
+            if self.backlog.lock().0.is_empty() {
+                return;
+            }
+            if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_WRITES {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                return;
+            }
+            item = next();
+        }
+    }
+
+    /// Blocks waiting to be published (for tests and status).
+    pub fn backlog_blocks(&self) -> usize {
+        self.backlog.lock().0.len()
     }
 
     /// Publishes a block now: temporary, fsync, rename (blocking).
@@ -379,6 +434,35 @@ mod tests {
             }
         }
         n
+    }
+
+    #[test]
+    fn a_burst_beyond_the_writers_is_published_from_the_backlog_not_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = SharedCache::open(dir.path(), 1 << 30).unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let n = 3 * MAX_PENDING_WRITES;
+        rt.block_on(async {
+            for i in 0..n {
+                c.store(block_key("f", "v", i), Bytes::from(vec![i as u8; 64 << 10]));
+            }
+        });
+        let t = Instant::now();
+        while c.stats.writes.load(Ordering::Relaxed) < n {
+            assert!(t.elapsed() < Duration::from_secs(30), "{:?}", c.stats);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(c.stats.writes_skipped.load(Ordering::Relaxed), 0);
+        assert_eq!(c.backlog_blocks(), 0);
+        for i in 0..n {
+            assert!(
+                c.load(&block_key("f", "v", i), 64 << 10, &pool()).is_some(),
+                "block {i}"
+            );
+        }
     }
 
     #[test]

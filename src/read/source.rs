@@ -35,6 +35,8 @@ pub struct ContentSource {
     stats: Arc<ReadStats>,
     /// File versions verified whole; `None` with `--no-verify` (nothing is hashed).
     verified: Option<super::Verified>,
+    /// Where a small file verified in one GET is kept whole ([`super::whole`]).
+    disk: Option<Arc<super::disk::DiskCache>>,
 }
 
 impl ContentSource {
@@ -44,6 +46,7 @@ impl ContentSource {
         pool: Arc<BufPool>,
         stats: Arc<ReadStats>,
         verified: Option<super::Verified>,
+        disk: Option<Arc<super::disk::DiskCache>>,
     ) -> Self {
         ContentSource {
             api,
@@ -54,6 +57,7 @@ impl ContentSource {
             pool,
             stats,
             verified,
+            disk,
         }
     }
 
@@ -145,6 +149,9 @@ impl ContentSource {
                             file: Arc::from(file.id.as_str()),
                             version: Arc::from(file.version.as_str()),
                         };
+                        if let Some(d) = &self.disk {
+                            d.keep_whole(&object, len, b.clone());
+                        }
                         if let Some(v) = &self.verified {
                             v.lock().put(object, ());
                         }

@@ -337,6 +337,8 @@ pub struct Verifier {
     pos: u64,
     pending: std::collections::BTreeMap<u64, Bytes>,
     pending_bytes: u64,
+    /// Where the bytes hashed are also copied, to keep the file whole once they match.
+    copy: Option<super::whole::Spool>,
 }
 
 impl std::fmt::Debug for Verifier {
@@ -415,7 +417,18 @@ impl Verifier {
             pos: 0,
             pending: Default::default(),
             pending_bytes: 0,
+            copy: None,
         }
+    }
+
+    /// Also copies every byte hashed, in order, to `spool` ([`super::whole`]).
+    pub fn copy_to(&mut self, spool: super::whole::Spool) {
+        self.copy = Some(spool);
+    }
+
+    /// Whether the bytes are being copied.
+    pub fn copies(&self) -> bool {
+        self.copy.is_some()
     }
 
     /// Whether this ETag can be verified at all (for the page-cache policy).
@@ -426,6 +439,9 @@ impl Verifier {
     /// Hashes the bytes at `self.pos` (the next in order).
     fn update(&mut self, data: Bytes) {
         let at = self.pos;
+        if let Some(c) = &mut self.copy {
+            c.write(&data);
+        }
         match &mut self.hashing {
             Hashing::Plain(h) => h.update(&data),
             Hashing::Multipart(prefix, hs) => {
@@ -437,6 +453,11 @@ impl Verifier {
 
     /// Feeds the bytes at `offset` that a read hands out.
     pub fn feed(&mut self, offset: u64, data: &Bytes) -> Verdict {
+        if offset > self.pos + super::prefetch::SEQ_TOLERANCE && self.copy.take().is_some() {
+            // A jump (an index lookup, a region): not a whole read. Its blocks go to the
+            // cache as blocks again.
+            tracing::debug!(offset, "read out of order; the file is not kept whole");
+        }
         if offset > self.pos {
             self.pending_bytes += data.len() as u64;
             self.pending.insert(offset, data.clone());
@@ -552,7 +573,12 @@ impl Background {
                     let r = v.feed(offset, &data);
                     drop((data, permit));
                     if r != Verdict::Pending {
+                        let good = r == Verdict::Good;
                         let _ = vtx.send(Some(r));
+                        // After the verdict, so the read waiting for it goes on meanwhile.
+                        if let Some(copy) = v.copy.take().filter(|_| good) {
+                            copy.finish();
+                        }
                         return;
                     }
                 }

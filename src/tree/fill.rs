@@ -65,7 +65,8 @@ impl Tree {
     /// Sets (or clears) a directory's `.error`.
     pub(super) fn set_error(&self, nodes: &mut HashMap<Ino, Node>, dir: Ino, text: Option<&str>) {
         let Some(d) = dir_mut(nodes, dir) else { return };
-        d.error = text.map(Arc::from);
+        // What a server said, escaped: no raw ESC or CR reaches a terminal that shows it.
+        d.error = text.map(|t| Arc::from(crate::escape::line(t)));
         let has = d.fixed.contains_key(OsStr::new(".error"));
         match (text.is_some(), has) {
             (true, false) => {

@@ -451,16 +451,11 @@ impl Tree {
                     ),
                 );
                 if lists_entities {
-                    // A list directory has BaseMount's `.json`, `.href` and `.curl` too.
-                    let href = listing.href();
-                    let own = [
-                        (".json", NodeKind::ListJson),
-                        (".href", NodeKind::Text(Arc::from(format!("{href}\n").into_bytes()))),
-                        (
-                            ".curl",
-                            NodeKind::Text(Arc::from(render::curl_line(&self.server, &href).into_bytes())),
-                        ),
-                    ];
+                    // A list directory has BaseMount's `.json` (the list response), and no
+                    // `.href`/`.curl`: scripts take `ls -a | head -1` (or Python's sorted
+                    // `listdir`) of `Projects/` as the first project, which BaseMount's
+                    // `.id.<ID>` links satisfy and a `.curl` sorting before them would not.
+                    let own = [(".json", NodeKind::ListJson)];
                     for (name, kind) in own {
                         let f = self.insert(nodes, leaf(sub, mtime, kind));
                         if let Some(x) = dir_mut(nodes, sub) {
