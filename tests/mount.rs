@@ -647,6 +647,8 @@ fn a_file_read_whole_is_kept_whole_and_handed_to_the_kernel_from_then_on() {
         let p = b.project("P");
         let s = b.sample(p, "S", None);
         b.file(s, "reads.bam", SIZE as u64, Content::Memory(bytes(seed).into()), None);
+        // A small file, fetched and checked in one GET.
+        b.file(s, "reads.bam.bai", 3000, Content::Memory(vec![7u8; 3000].into()), None);
         b.build()
     };
     let m = Mounted::new(Emu::start(build(1), EmulatorOptions::default()));
@@ -664,18 +666,23 @@ fn a_file_read_whole_is_kept_whole_and_handed_to_the_kernel_from_then_on() {
     let content = || m.emu().stats()["content_requests"].as_u64().unwrap();
     let read_all = || run("cat", &[m.path(rel).to_str().unwrap()]).stdout;
 
+    let bai = m.path("Projects/P/Samples/S/Files/reads.bam.bai");
     // A whole read is verified, then kept as one private file in place of its blocks.
     mount(&[]);
     assert!(read_all() == bytes(1));
-    wait_until("the file to be kept whole", Duration::from_secs(20), || {
-        disk("files_kept_whole") == 1
+    assert_eq!(std::fs::read(&bai).unwrap(), vec![7u8; 3000]);
+    wait_until("the files to be kept whole", Duration::from_secs(20), || {
+        disk("files_kept_whole") == 2
     });
     let files = cache.path().join("files");
     assert_eq!(files.metadata().unwrap().permissions().mode() & 0o777, 0o700);
     let kept: Vec<PathBuf> = std::fs::read_dir(&files).unwrap().map(|e| e.unwrap().path()).collect();
-    assert_eq!(kept.len(), 1);
-    assert_eq!(kept[0].metadata().unwrap().permissions().mode() & 0o777, 0o600);
-    assert!(std::fs::read(&kept[0]).unwrap() == bytes(1));
+    assert_eq!(kept.len(), 2);
+    for k in &kept {
+        assert_eq!(k.metadata().unwrap().permissions().mode() & 0o777, 0o600);
+        let b = std::fs::read(k).unwrap();
+        assert!(b == bytes(1) || b == vec![7u8; 3000]);
+    }
     assert_eq!(disk("writes"), 0, "no blocks written for a file kept whole");
     assert!(m.unmount().status.success());
 
@@ -694,8 +701,9 @@ fn a_file_read_whole_is_kept_whole_and_handed_to_the_kernel_from_then_on() {
     let o = run("python3", &["-c", py, m.path(rel).to_str().unwrap()]);
     assert!(o.stdout[..] == bytes(1)[1000..2000], "mmap: {}", text(&o));
     drop(f);
+    assert_eq!(std::fs::read(&bai).unwrap(), vec![7u8; 3000]);
     assert_eq!(content(), c0, "content requests for a file kept whole");
-    assert!(disk("passthrough_opens") >= 3, "{}", stats()["disk_cache"]);
+    assert!(disk("passthrough_opens") >= 4, "{}", stats()["disk_cache"]);
     assert_eq!(
         stats()["reads"]["bytes_served"].as_u64(),
         Some(0),

@@ -91,8 +91,8 @@ pub struct DiskCache {
     pub(super) seq: AtomicU64,
     /// Whole files being written into place, for an unmount to wait for.
     pub(super) promoting: super::whole::InFlight,
-    /// Versions being copied whole by a verifying read: their blocks are not written too.
-    pub(super) spooling: Mutex<std::collections::HashSet<super::cache::ObjectId>>,
+    /// Versions being copied whole (and by how many copies): their blocks are not written.
+    pub(super) spooling: Mutex<std::collections::HashMap<super::cache::ObjectId, u32>>,
     pub stats: DiskStats,
     /// When a write failure was last logged, and how many were not logged since.
     last_warning: Mutex<(Option<Instant>, u64)>,
@@ -161,7 +161,7 @@ impl CacheLevel for Arc<DiskCache> {
     fn put(&self, key: &BlockKey, data: Bytes) {
         // A file kept whole (or being copied whole) needs its blocks no more: writing them
         // would double the disk's work, and deleting them after, with discard, more still.
-        if !self.has_whole(&key.object) && !self.spooling.lock().contains(&key.object) {
+        if !self.has_whole(&key.object) && !self.spooling.lock().contains_key(&key.object) {
             self.store(key_of(key), data);
         }
     }

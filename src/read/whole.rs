@@ -167,7 +167,13 @@ impl Drop for Spool {
     fn drop(&mut self) {
         // Renamed already when finished; otherwise a partial or unverified copy.
         let _ = fs::remove_file(&self.path);
-        self.cache.spooling.lock().remove(&self.object);
+        let mut spooling = self.cache.spooling.lock();
+        if let Some(n) = spooling.get_mut(&self.object) {
+            *n -= 1;
+            if *n == 0 {
+                spooling.remove(&self.object);
+            }
+        }
     }
 }
 
@@ -227,9 +233,9 @@ impl DiskCache {
             .open(&path)
             .inspect_err(|e| tracing::debug!(path = %path.display(), error = %e, "cannot keep the file whole"))
             .ok()?;
-        if !self.spooling.lock().insert(object.clone()) {
-            return None; // another read is copying it
-        }
+        // Two copies of one version may run (a handle's, and the one-GET check of a small
+        // file it set off): the same bytes, renamed into place atomically, either wins.
+        *self.spooling.lock().entry(object.clone()).or_default() += 1;
         Some(Spool {
             cache: self.clone(),
             object: object.clone(),
