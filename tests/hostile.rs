@@ -551,3 +551,53 @@ fn server_text_never_starts_a_log_line_nor_puts_raw_controls_in_error_files() {
     assert!(!log.lines().any(|l| l.starts_with(FORGED)), "{log}");
     assert!(!log.contains(['\r', '\x1b']), "{log:?}");
 }
+
+// Issue 22, 6. A server entry named `.error` was hidden by the mount's own; impossible sizes
+// showed as empty files with no note.
+#[test]
+fn server_entries_are_never_hidden_by_the_mounts_files_and_impossible_sizes_are_named() {
+    let h = Hostile::start(|r, base| match r.path.as_str() {
+        "/v1pre3/users/current/projects" => Some(v1_page(vec![entity("1", "P"), entity("2", ".error")], 2, 0)),
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("100", "S")], 1, 0)),
+        "/v1pre3/samples/100/files" => {
+            let mut files = vec![
+                file("10", ".error", 5, &md5_hex(b"hello")),
+                file("11", "good.txt", 5, &md5_hex(b"hello")),
+            ];
+            for (id, size) in [
+                ("12", json!(-1)),
+                ("13", json!(null)),
+                ("14", json!("12")),
+                ("15", json!(i64::MIN)),
+            ] {
+                let mut f = file(id, &format!("bad{id}.txt"), 0, "e");
+                f["Size"] = size;
+                files.push(f);
+            }
+            let mut missing = file("16", "bad16.txt", 0, "e");
+            missing.as_object_mut().unwrap().remove("Size");
+            files.push(missing);
+            Some(v1_page(files, 7, 0))
+        }
+        p if p.starts_with("/v1pre3/files/") && p.ends_with("/content") => Some(content_meta(
+            base,
+            p.trim_start_matches("/v1pre3/files/").trim_end_matches("/content"),
+        )),
+        p if p.starts_with("/content/") => Some(serve(r, b"hello", &md5_hex(b"hello"))),
+        _ => None,
+    });
+    let m = mount(&h, &[]);
+    let projects = names(&m, "Projects");
+    assert!(projects.contains(&".error (2)".to_string()), "{projects:?}");
+    let dir = "Projects/P/Samples/S/Files";
+    let files = names(&m, dir);
+    for n in [".error", ".error (2)", "good.txt"] {
+        assert!(files.contains(&n.to_string()), "{n} missing: {files:?}");
+    }
+    assert!(!files.iter().any(|n| n.starts_with("bad")), "{files:?}");
+    assert_eq!(std::fs::read(m.path(&format!("{dir}/.error (2)"))).unwrap(), b"hello");
+    let note = std::fs::read_to_string(m.path(&format!("{dir}/.error"))).unwrap();
+    for id in ["12", "13", "14", "15", "16"] {
+        assert!(note.contains(&format!("file {id} has")), "{id} not named: {note}");
+    }
+}

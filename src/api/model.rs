@@ -35,6 +35,18 @@ fn de_u64_lenient<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Err
     })
 }
 
+/// A file's `Size`: BaseSpace always gives a JSON integer. Anything else (negative, a
+/// fraction, a string, a boolean) would show as a file of a size it does not have, so it
+/// reads as impossible (`u64::MAX`, refused by [`FileInfo`]'s check, which also refuses
+/// null or missing): the file is skipped and named in the directory's `.error`.
+fn de_file_size<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Null => None,
+        Value::Number(n) => Some(n.as_u64().unwrap_or(u64::MAX)),
+        _ => Some(u64::MAX),
+    })
+}
+
 /// `ResponseStatus` of the v1pre3 envelope; empty on success.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -504,7 +516,7 @@ pub struct FileInfo {
     pub id: String,
     pub name: String,
     pub path: Option<String>,
-    #[serde(deserialize_with = "de_u64_lenient")]
+    #[serde(deserialize_with = "de_file_size")]
     pub size: Option<u64>,
     pub content_type: Option<String>,
     pub href: Option<String>,
@@ -531,8 +543,10 @@ impl FileInfo {
         if self.id.is_empty() {
             return Err("file without Id".into());
         }
-        if self.size.is_some_and(|s| s > i64::MAX as u64) {
-            return Err(format!("file {} has an impossible Size", self.id));
+        match self.size {
+            None => return Err(format!("file {} has no Size", self.id)),
+            Some(s) if s > i64::MAX as u64 => return Err(format!("file {} has an impossible Size", self.id)),
+            Some(_) => {}
         }
         Ok(())
     }
@@ -743,5 +757,20 @@ mod tests {
         let f = FileInfo::parse(&serde_json::json!({"Id": 42, "Name": "x", "Size": 3})).unwrap();
         assert_eq!(f.id, "42");
         assert!(FileInfo::parse(&serde_json::json!({"Name": "x"})).is_err());
+        use serde_json::json;
+        for size in [
+            json!(-1),
+            json!(i64::MIN),
+            json!(null),
+            json!("12"),
+            json!(1.5),
+            json!(true),
+        ] {
+            let v = json!({"Id": "1", "Name": "x", "Size": size});
+            assert!(FileInfo::parse(&v).is_err(), "{v}");
+            let raw = serde_json::value::RawValue::from_string(v.to_string()).unwrap();
+            assert!(<FileInfo as ListItem>::from_raw(&raw).is_err(), "{v}");
+        }
+        assert!(FileInfo::parse(&json!({"Id": "1", "Name": "x"})).is_err(), "no Size");
     }
 }

@@ -104,7 +104,8 @@ impl Tree {
                 ok
             })
             .collect();
-        let reserved: HashSet<String> = items.iter().map(|i| format!(".id.{}", i.entity.id)).collect();
+        let mut reserved: HashSet<String> = items.iter().map(|i| format!(".id.{}", i.entity.id)).collect();
+        reserved.extend(names::mount_names());
         let pairs: Vec<(&str, &str)> = items
             .iter()
             .map(|i| (i.entity.id.as_str(), i.entity.name.as_deref().unwrap_or("")))

@@ -72,6 +72,16 @@ pub fn id_order(a: &str, b: &str) -> std::cmp::Ordering {
     }
 }
 
+/// Names the mount itself may put in any directory it lists (a listing's `.error`, a list
+/// directory's `.json`): a server entry so named is disambiguated like a duplicate, so the
+/// mount's file never hides it.
+pub const MOUNT_NAMES: &[&str] = &[".error", ".json"];
+
+/// [`MOUNT_NAMES`], as a set to extend.
+pub fn mount_names() -> HashSet<String> {
+    MOUNT_NAMES.iter().map(|n| n.to_string()).collect()
+}
+
 /// Display names for `(id, raw name)` entries of one directory, returned in input order.
 /// `reserved` are names the directory already uses for other things (e.g. `.id`).
 pub fn disambiguate(entries: &[(&str, &str)], reserved: &HashSet<String>) -> Vec<String> {
@@ -147,6 +157,8 @@ pub fn plan_files(files: &[(&str, &str)]) -> Vec<PlanDir> {
             let name = sanitize(d);
             let name = if name.len() > NAME_MAX {
                 fit(&name, "~dir")
+            } else if MOUNT_NAMES.contains(&name.as_str()) {
+                format!("{name} (dir)")
             } else {
                 name
             };
@@ -168,7 +180,8 @@ pub fn plan_files(files: &[(&str, &str)]) -> Vec<PlanDir> {
         leaves[cur].push((i, leaf));
     }
     for (d, ls) in leaves.into_iter().enumerate() {
-        let reserved: HashSet<String> = plan[d].dirs.keys().cloned().collect();
+        let mut reserved: HashSet<String> = plan[d].dirs.keys().cloned().collect();
+        reserved.extend(mount_names());
         let entries: Vec<(&str, &str)> = ls.iter().map(|(i, leaf)| (files[*i].0, *leaf)).collect();
         let names = disambiguate(&entries, &reserved);
         plan[d].files = ls.iter().zip(names).map(|((i, _), n)| (n, *i)).collect();
