@@ -518,6 +518,14 @@ impl HttpClient {
                 if status == StatusCode::FORBIDDEN {
                     return Err(Attempt::from(ApiError::UrlExpired));
                 }
+                if let Some(seen) = pieces.version_seen.as_ref().filter(|_| status.is_success()) {
+                    if !seen(got_etag.as_deref()) {
+                        return Err(Attempt::from(ApiError::Changed {
+                            expected: "the version read first".into(),
+                            got: got_etag.unwrap_or_else(|| "unknown".into()),
+                        }));
+                    }
+                }
                 if !status.is_success() {
                     let body = read_body(resp, MAX_ERROR_BODY, &shown, false).await?;
                     return Err(Attempt {

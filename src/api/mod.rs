@@ -236,6 +236,10 @@ impl ListKind {
 pub struct Pieces {
     pub size: usize,
     pub alloc: Arc<dyn Fn(usize) -> Vec<u8> + Send + Sync>,
+    /// Without an ETag to ask for: told the ETag each response carries (`None`: it had
+    /// none), before its body is read; `false` refuses the response as another version
+    /// ([`ApiError::Changed`]).
+    pub version_seen: Option<Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>>,
 }
 
 impl Pieces {
@@ -244,6 +248,7 @@ impl Pieces {
         Pieces {
             size: usize::MAX,
             alloc: Arc::new(Vec::with_capacity),
+            version_seen: None,
         }
     }
 }

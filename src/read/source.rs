@@ -37,6 +37,10 @@ pub struct ContentSource {
     verified: Option<super::Verified>,
     /// Where a small file verified in one GET is kept whole ([`super::whole`]).
     disk: Option<Arc<super::disk::DiskCache>>,
+    /// Versions pinned by the first response's ETag, for files listed without one: later
+    /// GETs ask for it (`If-Match`) and refuse another, so a file replaced mid-read is never
+    /// read as a mix. Keyed by file id and listed version (a re-listing starts afresh).
+    pins: Arc<Mutex<lru::LruCache<(String, String), String>>>,
 }
 
 impl ContentSource {
@@ -58,6 +62,9 @@ impl ContentSource {
             stats,
             verified,
             disk,
+            pins: Arc::new(Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(URLS_KEPT).expect("non-zero"),
+            ))),
         }
     }
 
@@ -104,14 +111,33 @@ impl ContentSource {
             _ => None,
         };
         let (mut renewals, mut corrupt) = (0, 0);
+        let key = (file.id.clone(), file.version.clone());
         loop {
             let url = self.url(&file.id, renewals > 0).await?;
             let pool = self.pool.clone();
+            // Listed without an ETag: ask for the version pinned by an earlier response, or
+            // pin this one's.
+            let pinned = match file.etag() {
+                Some(_) => None,
+                None => self.pins.lock().get(&key).cloned(),
+            };
+            let version_seen = (file.etag().is_none() && pinned.is_none()).then(|| {
+                let (pins, key) = (self.pins.clone(), key.clone());
+                Arc::new(move |got: Option<&str>| match got {
+                    None => true, // nothing to pin: nothing to compare either
+                    Some(g) => pins.lock().get_or_insert(key.clone(), || g.to_string()) == g,
+                }) as Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>
+            });
             let pieces = Pieces {
                 size: piece,
                 alloc: Arc::new(move |want| pool.take(want)),
+                version_seen,
             };
-            match self.api.get_range(&url, start, len, file.etag(), pieces).await {
+            match self
+                .api
+                .get_range(&url, start, len, file.etag().or(pinned.as_deref()), pieces)
+                .await
+            {
                 Ok(bufs) => {
                     let b: Vec<Bytes> = bufs.into_iter().map(|v| self.pool.freeze(v)).collect();
                     let got_len: u64 = b.iter().map(|x| x.len() as u64).sum();
