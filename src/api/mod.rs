@@ -239,8 +239,11 @@ pub struct Pieces {
     /// Without an ETag to ask for: told the ETag each response carries (`None`: it had
     /// none), before its body is read; `false` refuses the response as another version
     /// ([`ApiError::Changed`]).
-    pub version_seen: Option<Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>>,
+    pub version_seen: Option<VersionSeen>,
 }
+
+/// See [`Pieces::version_seen`].
+pub type VersionSeen = Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>;
 
 impl Pieces {
     /// One buffer for the whole body.

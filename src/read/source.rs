@@ -126,7 +126,7 @@ impl ContentSource {
                 Arc::new(move |got: Option<&str>| match got {
                     None => true, // nothing to pin: nothing to compare either
                     Some(g) => pins.lock().get_or_insert(key.clone(), || g.to_string()) == g,
-                }) as Arc<dyn Fn(Option<&str>) -> bool + Send + Sync>
+                }) as crate::api::VersionSeen
             });
             let pieces = Pieces {
                 size: piece,
