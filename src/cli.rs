@@ -166,6 +166,11 @@ pub struct MountArgs {
     /// EIO; the mount stays up and recovers by itself when the server answers again.
     #[arg(long, default_value_t = 60, value_name = "SECS")]
     pub io_timeout: u64,
+    /// Most entries one directory listing may hold (about 500 bytes of memory each while
+    /// it is read); a directory with more fails with EIO, named in its `.error`, rather
+    /// than showing part of its entries.
+    #[arg(long, default_value_t = crate::api::client::MAX_LIST_ENTRIES, value_name = "N")]
+    pub max_listing: u64,
     /// Log file when running in the background (default: ~/.local/state/bsmount/bsmount.log).
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
@@ -740,6 +745,7 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
     let rt = runtime();
     let policy = RetryPolicy {
         deadline: Duration::from_secs(a.io_timeout.max(1)),
+        max_listing: a.max_listing,
         ..RetryPolicy::default()
     };
     let (api, user) = match connect(&rt, creds, policy) {
@@ -1131,6 +1137,7 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                 "shared_cache_dir_size" => "--shared-cache-dir-size",
                 "metadata_ttl" => "--metadata-ttl",
                 "io_timeout" => "--io-timeout",
+                "max_listing" => "--max-listing",
                 "log_file" => "--log-file",
                 "log_level" => "--log-level",
                 "allow_other" => {
@@ -1162,7 +1169,7 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                 | "users" | "defaults" | "nofail" | "_netdev" | "async" | "sync" | "atime" | "noatime" | "relatime"
                 | "x-systemd.automount" => continue,
                 k if k.starts_with("x-") || k.starts_with("comment=") => continue,
-                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, shared_cache_dir, shared_cache_dir_size, metadata_ttl, io_timeout, allow_other, no_verify, no_passthrough, no_v2, write, allow_delete, log_file, log_level)")),
+                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, shared_cache_dir, shared_cache_dir_size, metadata_ttl, io_timeout, max_listing, allow_other, no_verify, no_passthrough, no_v2, write, allow_delete, log_file, log_level)")),
             };
             let v = v.ok_or_else(|| format!("mount option {k} needs a value ({k}=...)"))?;
             out.extend([flag.into(), v.into()]);

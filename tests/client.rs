@@ -21,6 +21,7 @@ fn fast_policy() -> RetryPolicy {
         max_delay: Duration::from_millis(50),
         deadline: Duration::from_secs(20),
         request_timeout: Duration::from_secs(5),
+        ..RetryPolicy::default()
     }
 }
 

@@ -649,3 +649,120 @@ fn a_file_listed_without_an_etag_is_never_read_as_a_mix_of_versions() {
     }
     assert!(!out.status.success() || !again.status.success() || out.stdout == again.stdout);
 }
+
+/// A body that never comes, after the right headers (a server dripping nothing).
+fn stalled_content(r: &Req, size: u64) -> Response {
+    let range = r
+        .headers
+        .get("range")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("bytes=0-0")
+        .trim_start_matches("bytes=")
+        .to_string();
+    Response::builder()
+        .status(StatusCode::PARTIAL_CONTENT)
+        .header("content-range", format!("bytes {range}/{size}"))
+        .body(Body::from_stream(futures::stream::pending::<
+            Result<Bytes, std::io::Error>,
+        >()))
+        .unwrap()
+}
+
+/// Runs `op` in threads started `starts` apart; how long each took from its own start.
+fn staggered(starts: &[f64], op: impl Fn() + Send + Sync + 'static) -> Vec<Duration> {
+    let op = Arc::new(op);
+    let t0 = Instant::now();
+    let threads: Vec<_> = starts
+        .iter()
+        .map(|s| {
+            let (op, at) = (op.clone(), t0 + Duration::from_secs_f64(*s));
+            std::thread::spawn(move || {
+                std::thread::sleep(at.saturating_duration_since(Instant::now()));
+                let t = Instant::now();
+                op();
+                t.elapsed()
+            })
+        })
+        .collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+// Issue 22, 2. Readers and listers queued behind one stalled fetch each waited a fresh
+// --io-timeout after the one before (30-50 s for four with --io-timeout 10).
+#[test]
+fn every_waiter_on_a_stalled_server_returns_within_one_io_timeout_of_its_own_start() {
+    let h = project_server(|r, base| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("2", "S"), entity("3", "L")], 2, 0)),
+        "/v1pre3/samples/2/files" => Some(v1_page(vec![file("1", "slow.bin", 10 << 20, "e")], 1, 0)),
+        "/v1pre3/samples/3/files" => Some(
+            Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(Body::from_stream(futures::stream::pending::<
+                    Result<Bytes, std::io::Error>,
+                >()))
+                .unwrap(),
+        ),
+        "/v1pre3/files/1/content" => Some(content_meta(base, "1")),
+        "/content/1" => Some(stalled_content(r, 10 << 20)),
+        _ => None,
+    });
+    let m = mount(&h, &["--io-timeout", "3"]);
+    let file = m.path("Projects/P/Samples/S/Files/slow.bin");
+    let dir = m.path("Projects/P/Samples/L/Files");
+    let starts = [0.0, 1.0, 2.0, 2.8];
+    let readers = staggered(&starts, move || {
+        let mut buf = [0u8; 4096];
+        let _ = std::fs::File::open(&file).and_then(|mut f| std::io::Read::read(&mut f, &mut buf));
+    });
+    let listers = staggered(&starts, move || {
+        let _ = std::fs::read_dir(&dir).map(|d| d.count());
+    });
+    for (what, took) in [("reader", &readers), ("lister", &listers)] {
+        for (i, t) in took.iter().enumerate() {
+            assert!(
+                *t < Duration::from_secs(4),
+                "{what} {i} took {t:?} with --io-timeout 3: {took:?}"
+            );
+        }
+    }
+}
+
+// Issue 22, 3. A directory whose pages never end (fresh Ids, TotalCount 10^9) was listed up
+// to a million entries, 520 MB each, and four of them held 1.7 GB.
+#[test]
+fn endless_directories_fail_whole_within_the_listing_cap_and_others_keep_working() {
+    let h = project_server(|r, base| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(
+            vec![entity("2", "A"), entity("3", "B"), entity("4", "C"), entity("5", "ok")],
+            4,
+            0,
+        )),
+        p @ ("/v1pre3/samples/2/files" | "/v1pre3/samples/3/files" | "/v1pre3/samples/4/files") => {
+            let (off, lim) = (r.offset(), r.limit().min(1000));
+            let salt = &p[17..18];
+            let items = (off..off + lim)
+                .map(|i| file(&format!("{salt}{i:09}"), &format!("f{i:09}"), 6, "e"))
+                .collect();
+            Some(v1_page(items, 1_000_000_000, off))
+        }
+        "/v1pre3/samples/5/files" => Some(v1_page(vec![file("9", "ok.bin", 5, &md5_hex(b"hello"))], 1, 0)),
+        "/v1pre3/files/9/content" => Some(content_meta(base, "9")),
+        "/content/9" => Some(serve(r, b"hello", &md5_hex(b"hello"))),
+        _ => None,
+    });
+    let m = mount(&h, &["--max-listing", "20000"]);
+    for s in ["A", "B", "C"] {
+        let dir = format!("Projects/P/Samples/{s}/Files");
+        let e = std::fs::read_dir(m.path(&dir)).map(|d| d.count()).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EIO), "{s}: {e}");
+        let note = std::fs::read_to_string(m.path(&format!("{dir}/.error"))).unwrap();
+        assert!(note.contains("more than 20000 entries"), "{note}");
+    }
+    assert_eq!(
+        std::fs::read(m.path("Projects/P/Samples/ok/Files/ok.bin")).unwrap(),
+        b"hello"
+    );
+    let peak = peak_rss_mib(m.daemon_pid());
+    assert!(peak < 200, "peak RSS {peak} MiB");
+}

@@ -30,10 +30,13 @@ pub const MAX_FILES_LIMIT: u64 = 1000;
 /// Pages fetched at once after the first; enough to list 100k files in a few round trips
 /// without looking like a burst to the service.
 const PAGE_CONCURRENCY: u64 = 8;
-/// Most entries one listing may hold. A MiSeq run folder has ~20,000 files and the largest
-/// runs a few hundred thousand; a server claiming more is cut off here (and the cut is
-/// named in the directory's `.error`) rather than costing unbounded memory.
-pub const MAX_LIST_ENTRIES: u64 = 1_000_000;
+/// Entries one listing may bring by default (`--max-listing`). The largest real folders
+/// (an old HiSeq run: 8 lanes x 96 tiles x 250 cycles of BCLs) hold a few hundred thousand;
+/// a listing costs ~500 bytes an entry while it is parsed, so this bounds what one
+/// directory (a server that never stops bringing fresh Ids) can make the mount hold to
+/// about 250 MB, freed when it fails. A listing with more fails whole, loudly (EIO, named
+/// in `.error`): a directory shown in part would let a script silently miss files.
+pub const MAX_LIST_ENTRIES: u64 = 500_000;
 /// Largest JSON body accepted: a 1,000-item page is about 1 MB, so this is far beyond any
 /// honest answer and still bounds what a broken server can make us hold.
 pub const MAX_JSON_BODY: u64 = 32 << 20;
@@ -67,6 +70,9 @@ pub struct RetryPolicy {
     pub deadline: Duration,
     /// Limit for one HTTP exchange (headers and body).
     pub request_timeout: Duration,
+    /// Entries one listing may bring (`--max-listing`); a server with more fails the
+    /// listing whole ([`ApiError::TooManyEntries`]).
+    pub max_listing: u64,
 }
 
 impl Default for RetryPolicy {
@@ -77,6 +83,7 @@ impl Default for RetryPolicy {
             max_delay: Duration::from_secs(8),
             deadline: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
+            max_listing: MAX_LIST_ENTRIES,
         }
     }
 }
@@ -377,7 +384,7 @@ impl HttpClient {
     ///
     /// Bounded whatever the server claims: memory grows with the items that arrive, never
     /// with `TotalCount`; paging stops at an empty or short page, at a page that brings no
-    /// new Id, or at [`MAX_LIST_ENTRIES`]; and all pages together answer within the retry
+    /// new Id, or past [`RetryPolicy::max_listing`] (then it fails); and all pages together answer within the retry
     /// policy's deadline.
     pub async fn list_typed<T: ListItem>(&self, kind: &ListKind) -> Result<Listed<T>, ApiError> {
         self.list_with(kind, "").await
@@ -417,7 +424,8 @@ impl HttpClient {
         // The server may cap pages below what we asked: page by what it actually returned.
         let step = got.clamp(1, max);
         let claimed = first.paging.total_count.unwrap_or(got);
-        let total = claimed.min(MAX_LIST_ENTRIES);
+        let limit = self.policy.max_listing.max(1);
+        let total = claimed.min(limit.saturating_add(1));
         if total > RESOLVE_UP_TO {
             extra = base_extra;
         }
@@ -439,18 +447,18 @@ impl HttpClient {
                 let page = page?;
                 let n = page.items.len() as u64;
                 let new = absorb(&mut out, &mut seen, page);
-                if n < step || new == 0 || out.items.len() as u64 >= MAX_LIST_ENTRIES {
+                if n < step || new == 0 || out.items.len() as u64 > limit {
                     more = false;
                     break;
                 }
             }
         }
-        if claimed > MAX_LIST_ENTRIES && out.items.len() as u64 >= MAX_LIST_ENTRIES {
-            out.items.truncate(MAX_LIST_ENTRIES as usize);
-            out.skipped.push(format!(
-                "{}: the server claims {claimed} entries; only the first {MAX_LIST_ENTRIES} are shown",
-                kind.href()
-            ));
+        if out.items.len() as u64 > limit {
+            return Err(ApiError::TooManyEntries {
+                target: kind.href(),
+                claimed,
+                limit,
+            });
         }
         Ok(out)
     }

@@ -71,6 +71,8 @@ const MEM_UNIT: u64 = 64 << 10;
 /// as a synchronous read of the same pages, which then fails at once instead of waiting
 /// out the I/O timeout a second time.
 const FAILURE_MEMORY: Duration = Duration::from_secs(5);
+/// Files whose last failure is remembered across handles (a few hundred bytes each).
+const FAILURES_KEPT: usize = 1024;
 /// How long the read that completes a file waits for the hash of the bytes before it
 /// (they are normally in flight with it); past this it is delivered unverified.
 const FINAL_VERDICT_WAIT: Duration = Duration::from_secs(20);
@@ -230,6 +232,10 @@ pub struct Reader {
     shared: Option<Arc<shared::SharedCache>>,
     /// Runs of files opened in walk order, per walk.
     across: across::Runs,
+    /// Blocks whose read failed a moment ago, over every handle: other opens of the file made
+    /// before the failure (readers the kernel held on the same pages) fail at once, each
+    /// within one --io-timeout of its own start, instead of a fresh wait one after another.
+    failed: Mutex<lru::LruCache<ObjectId, Failure>>,
     pub stats: Arc<ReadStats>,
 }
 
@@ -248,6 +254,8 @@ pub struct Handle {
     /// The second pass of a multipart check ([`Verdict::Recheck`]), run once for all the
     /// reads that wait on it.
     rechecked: tokio::sync::OnceCell<Verdict>,
+    /// When it was opened: a failure by another handle after this counts for it too.
+    opened: Instant,
 }
 
 /// Which bytes of a file a handle has handed out, and which reads are under way: the read
@@ -359,6 +367,7 @@ impl Handle {
             failure: Mutex::new(None),
             small: Mutex::new(None),
             rechecked: tokio::sync::OnceCell::new(),
+            opened: Instant::now(),
         }
     }
 
@@ -467,6 +476,9 @@ impl Reader {
             verified: verified.clone(),
             verify: opts.verify,
             across: across::Runs::default(),
+            failed: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(FAILURES_KEPT).expect("non-zero"),
+            )),
             stats,
         })
     }
@@ -594,7 +606,7 @@ impl Reader {
         }
         let end = (offset + size as u64).min(fsize);
         let (b0, b1) = (offset / BLOCK_SIZE, (end - 1) / BLOCK_SIZE);
-        if let Some(e) = h.failed(b0, b1) {
+        if let Some(e) = h.failed(b0, b1).or_else(|| self.failed_lately(h, b0, b1)) {
             return Err(e);
         }
         if offset == 0 {
@@ -606,8 +618,29 @@ impl Reader {
         if let Err(e) = &r {
             self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
             h.record_failure(b0, b1, e);
+            if !matches!(e, ReadError::Cancelled) {
+                self.failed.lock().put(
+                    h.object.clone(),
+                    Failure {
+                        error: e.clone(),
+                        at: Instant::now(),
+                        blocks: (b0, b1),
+                    },
+                );
+            }
         }
         r
+    }
+
+    /// A failure of these blocks of this version a moment ago, by another handle, after
+    /// this one was opened: its reader was (most likely) held by the kernel on the same
+    /// pages while that fetch ran, and has waited long enough. A handle opened after the
+    /// failure tries afresh (the server may be back).
+    fn failed_lately(&self, h: &Handle, b0: u64, b1: u64) -> Option<ReadError> {
+        let mut failed = self.failed.lock();
+        let f = failed.get(&h.object)?;
+        (h.opened <= f.at && f.at.elapsed() < FAILURE_MEMORY && f.blocks.0 <= b1 && b0 <= f.blocks.1)
+            .then(|| f.error.clone())
     }
 
     async fn read_blocks(

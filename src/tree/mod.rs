@@ -48,8 +48,14 @@ pub const ROOT: Ino = 1;
 /// asked to give memory back: a walk's directories are forgotten one by one.
 const TRIM_AFTER_FREED: usize = 4096;
 
+/// A list directory's files that answer lookups (`cat Projects/.curl`) but are not listed:
+/// scripts take the first hidden name of `Projects/` (`ls -a | sed -n 3p`, Python's sorted
+/// `listdir`) for a project, which BaseMount's `.id.<ID>` links satisfy and a `.curl`
+/// sorting before them would not.
+const LOOKUP_ONLY: &[&str] = &[".href", ".curl"];
+
 /// Errors of the tree layer.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum TreeError {
     #[error("no such entry")]
     NotFound,
@@ -311,6 +317,9 @@ pub struct Tree {
     /// One fill at a time per directory; concurrent lookers wait for it. Entries leave
     /// when the fill ends.
     fill_locks: Mutex<HashMap<Ino, Arc<tokio::sync::Mutex<()>>>>,
+    /// Listings that just failed, when, and why: the lookers that waited on the fill get the
+    /// same answer at once instead of a fresh wait of their own each.
+    failed_fills: Mutex<HashMap<Ino, (Instant, TreeError)>>,
     /// Directory fills performed (for tests and status).
     pub fills: AtomicU64,
     /// Of those, fills made ahead of a walk ([`Tree::fill_ahead`]).
@@ -364,6 +373,7 @@ impl Tree {
             nodes: RwLock::new(HashMap::new()),
             next_ino: AtomicU64::new(ROOT + 1),
             fill_locks: Mutex::new(HashMap::new()),
+            failed_fills: Mutex::new(HashMap::new()),
             fills: AtomicU64::new(0),
             fills_ahead: AtomicU64::new(0),
             fills_ahead_started: AtomicU64::new(0),
@@ -451,11 +461,18 @@ impl Tree {
                     ),
                 );
                 if lists_entities {
-                    // A list directory has BaseMount's `.json` (the list response), and no
-                    // `.href`/`.curl`: scripts take `ls -a | head -1` (or Python's sorted
-                    // `listdir`) of `Projects/` as the first project, which BaseMount's
-                    // `.id.<ID>` links satisfy and a `.curl` sorting before them would not.
-                    let own = [(".json", NodeKind::ListJson)];
+                    // A list directory has BaseMount's `.json` (the list response), `.href` and
+                    // `.curl`; the last two answer lookups but stay out of `readdir`
+                    // ([`LOOKUP_ONLY`]).
+                    let href = listing.href();
+                    let own = [
+                        (".json", NodeKind::ListJson),
+                        (".href", NodeKind::Text(Arc::from(format!("{href}\n").into_bytes()))),
+                        (
+                            ".curl",
+                            NodeKind::Text(Arc::from(render::curl_line(&self.server, &href).into_bytes())),
+                        ),
+                    ];
                     for (name, kind) in own {
                         let f = self.insert(nodes, leaf(sub, mtime, kind));
                         if let Some(x) = dir_mut(nodes, sub) {
@@ -679,7 +696,14 @@ impl Tree {
         let d = dir_ref(&nodes, ino).ok_or(TreeError::NotDir)?;
         let mut out = Vec::with_capacity(d.local.len() + d.fixed.len() + d.listed.len());
         let shadowed = |name: &OsStr| d.local.contains_key(name) || d.fixed.contains_key(name);
+        let list_dir = d
+            .listing
+            .as_ref()
+            .is_some_and(|l| matches!(layout::holds(l), Holds::Entities(_)));
         for (name, c) in d.local.iter().chain(&d.fixed) {
+            if list_dir && LOOKUP_ONLY.iter().any(|n| name == n) {
+                continue;
+            }
             out.extend(attr_of(&nodes, *c).map(|a| (name.clone(), a)));
         }
         for (name, c) in &d.listed {
@@ -780,10 +804,25 @@ impl Tree {
     /// listing ahead asks (the listing is then marked for [`Tree::note_use`], before anyone
     /// waiting on it can look).
     async fn fill_locked(&self, ino: Ino, ahead: bool) -> Result<bool, TreeError> {
+        let arrived = Instant::now();
         let lock = self.fill_locks.lock().entry(ino).or_default().clone();
         let _guard = lock.lock().await;
         // The entry leaves however this ends (a fill ahead of a walk may be cancelled).
         let _entry = FillEntry(self, ino);
+        // A listing that failed while this looker waited for it (a timeout, most often)
+        // fails for it too, at once: each `ls` waits at most one --io-timeout from its own
+        // start, not one per looker queued behind the fill. A looker that comes after the
+        // failure tries afresh (the server may be back).
+        {
+            let mut failed = self.failed_fills.lock();
+            match failed.get(&ino) {
+                Some((at, e)) if *at >= arrived => return Err(e.clone()),
+                Some(_) => {
+                    failed.remove(&ino);
+                }
+                None => {}
+            }
+        }
         let Some(kind) = self.due(ino)? else {
             // Filled while we waited.
             if !ahead {
@@ -791,7 +830,10 @@ impl Tree {
             }
             return Ok(false);
         };
-        self.fill(ino, kind).await?;
+        if let Err(e) = self.fill(ino, kind).await {
+            self.failed_fills.lock().insert(ino, (Instant::now(), e.clone()));
+            return Err(e);
+        }
         if ahead {
             self.fills_ahead.fetch_add(1, Ordering::Relaxed);
             if let Some(d) = dir_mut(&mut self.nodes.write(), ino) {

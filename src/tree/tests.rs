@@ -144,10 +144,13 @@ fn hidden_files_are_rendered_from_the_entity() {
         };
         let list: Value = serde_json::from_slice(&t.fetch(&f).await.unwrap()).unwrap();
         assert_eq!(list["Response"]["Items"].as_array().unwrap().len(), 2);
-        // No `.href`/`.curl` in a list directory: the first hidden name is an `.id.` link.
-        for n in [".href", ".curl"] {
-            assert!(t.lookup(samples.ino, OsStr::new(n)).await.is_err(), "{n}");
-        }
+        // `.href`/`.curl` of a list directory answer lookups but are not listed: the first
+        // hidden name is an `.id.` link.
+        let href = t.lookup(samples.ino, OsStr::new(".href")).await.unwrap();
+        assert!(text(&t, href.ino).ends_with("/samples\n"), "{}", text(&t, href.ino));
+        assert!(t.lookup(samples.ino, OsStr::new(".curl")).await.is_ok());
+        let listed = names(&t, "Projects/P/Samples").await;
+        assert!(!listed.iter().any(|n| n == ".href" || n == ".curl"), "{listed:?}");
     });
 }
 
