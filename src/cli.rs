@@ -171,6 +171,11 @@ pub struct MountArgs {
     /// than showing part of its entries.
     #[arg(long, default_value_t = crate::api::client::MAX_LIST_ENTRIES, value_name = "N")]
     pub max_listing: u64,
+    /// Let content URLs point at loopback, link-local (cloud metadata) and private
+    /// addresses even when the API server is not on one (by default only public addresses
+    /// and the API server's own kind are connected to).
+    #[arg(long)]
+    pub allow_private_addresses: bool,
     /// Log file when running in the background (default: ~/.local/state/bsmount/bsmount.log).
     #[arg(long, value_name = "PATH")]
     pub log_file: Option<PathBuf>,
@@ -746,6 +751,7 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
     let policy = RetryPolicy {
         deadline: Duration::from_secs(a.io_timeout.max(1)),
         max_listing: a.max_listing,
+        allow_private_addresses: a.allow_private_addresses,
         ..RetryPolicy::default()
     };
     let (api, user) = match connect(&rt, creds, policy) {
@@ -1152,6 +1158,10 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                     out.push("--no-passthrough".into());
                     continue;
                 }
+                "allow_private_addresses" => {
+                    out.push("--allow-private-addresses".into());
+                    continue;
+                }
                 "no_v2" => {
                     out.push("--no-v2".into());
                     continue;
@@ -1169,7 +1179,7 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                 | "users" | "defaults" | "nofail" | "_netdev" | "async" | "sync" | "atime" | "noatime" | "relatime"
                 | "x-systemd.automount" => continue,
                 k if k.starts_with("x-") || k.starts_with("comment=") => continue,
-                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, shared_cache_dir, shared_cache_dir_size, metadata_ttl, io_timeout, max_listing, allow_other, no_verify, no_passthrough, no_v2, write, allow_delete, log_file, log_level)")),
+                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, shared_cache_dir, shared_cache_dir_size, metadata_ttl, io_timeout, max_listing, allow_other, no_verify, no_passthrough, allow_private_addresses, no_v2, write, allow_delete, log_file, log_level)")),
             };
             let v = v.ok_or_else(|| format!("mount option {k} needs a value ({k}=...)"))?;
             out.extend([flag.into(), v.into()]);

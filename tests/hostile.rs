@@ -766,3 +766,34 @@ fn endless_directories_fail_whole_within_the_listing_cap_and_others_keep_working
     let peak = peak_rss_mib(m.daemon_pid());
     assert!(peak < 200, "peak RSS {peak} MiB");
 }
+
+// Issue 22, 5. A content URL pointing at a private, link-local or unspecified address (a
+// cloud metadata service, this host) was fetched, and its answer served as file content.
+#[test]
+fn content_urls_to_addresses_the_api_server_is_not_on_are_refused() {
+    let h = project_server(|r, base| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(vec![entity("2", "S")], 1, 0)),
+        "/v1pre3/samples/2/files" => Some(v1_page(vec![file("1", "secret.txt", 5, &md5_hex(b"hello"))], 1, 0)),
+        // 0.0.0.0 connects to this host: the API server is on loopback, not on "unspecified".
+        "/v1pre3/files/1/content" => Some(content_meta(&base.replace("127.0.0.1", "0.0.0.0"), "1")),
+        "/content/1" => Some(serve(r, b"hello", &md5_hex(b"hello"))),
+        _ => None,
+    });
+    let m = mount(&h, &[]);
+    let f = m.path("Projects/P/Samples/S/Files/secret.txt");
+    let e = std::fs::read(&f).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    assert!(
+        !h.requests().iter().any(|r| r.contains("/content/1")),
+        "{:?}",
+        h.requests()
+    );
+    assert!(m.log().contains("refused to connect to 0.0.0.0"), "{}", m.log());
+    drop(m);
+    // The flag lifts the rule.
+    let m = mount(&h, &["--allow-private-addresses"]);
+    assert_eq!(
+        std::fs::read(m.path("Projects/P/Samples/S/Files/secret.txt")).unwrap(),
+        b"hello"
+    );
+}

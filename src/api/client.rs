@@ -73,6 +73,9 @@ pub struct RetryPolicy {
     /// Entries one listing may bring (`--max-listing`); a server with more fails the
     /// listing whole ([`ApiError::TooManyEntries`]).
     pub max_listing: u64,
+    /// Connect to any address, not only public ones and the API server's kind
+    /// (`--allow-private-addresses`; see [`super::netguard`]).
+    pub allow_private_addresses: bool,
 }
 
 impl Default for RetryPolicy {
@@ -84,6 +87,7 @@ impl Default for RetryPolicy {
             deadline: Duration::from_secs(60),
             request_timeout: Duration::from_secs(30),
             max_listing: MAX_LIST_ENTRIES,
+            allow_private_addresses: false,
         }
     }
 }
@@ -104,6 +108,8 @@ pub struct ClientStats {
 #[derive(Clone)]
 pub struct HttpClient {
     http: reqwest::Client,
+    /// Which addresses may be connected to ([`super::netguard`]).
+    guard: Arc<super::netguard::Guard>,
     creds: Arc<Credentials>,
     policy: RetryPolicy,
     pub stats: Arc<ClientStats>,
@@ -137,10 +143,15 @@ impl From<ApiError> for Attempt {
 
 impl HttpClient {
     pub fn new(creds: Credentials, policy: RetryPolicy) -> Result<Self, ApiError> {
+        let guard = Arc::new(match policy.allow_private_addresses {
+            true => super::netguard::Guard::open(),
+            false => super::netguard::Guard::for_server(&creds.api_server),
+        });
         let http = reqwest::Client::builder()
             .user_agent(concat!("bsmount/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(10))
             .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(super::netguard::GuardedResolver(guard.clone())))
             // Idle connections kept per host: as many as the read path runs at once.
             .pool_max_idle_per_host(32)
             .tcp_nodelay(true)
@@ -152,6 +163,7 @@ impl HttpClient {
             })?;
         Ok(HttpClient {
             http,
+            guard,
             creds: Arc::new(creds),
             policy,
             stats: Arc::default(),
@@ -487,6 +499,11 @@ impl HttpClient {
                 target: shown,
                 message: "content URL is not http(s)".into(),
             });
+        }
+        // An address written in the URL is not resolved: checked here (names are checked
+        // when resolved).
+        if let Err(message) = self.guard.check_url(url) {
+            return Err(ApiError::Refused { target: shown, message });
         }
         let http = self.http.clone();
         let stats = self.stats.clone();

@@ -58,6 +58,9 @@ pub enum ApiError {
     /// A response larger than the mount accepts for its kind.
     #[error("response from {target} is larger than {limit} bytes; refused")]
     TooLarge { target: String, limit: u64 },
+    /// A URL the server gave points where the mount does not connect (`netguard`).
+    #[error("{target}: {message}")]
+    Refused { target: String, message: String },
     /// A listing with more entries than the mount takes (`--max-listing`).
     #[error("{target} lists more than {limit} entries (the server claims {claimed}); refused whole rather than shown in part (raise --max-listing to list it)")]
     TooManyEntries { target: String, claimed: u64, limit: u64 },

@@ -11,6 +11,7 @@ pub mod error;
 pub mod fake;
 pub mod faulty;
 pub mod model;
+pub mod netguard;
 pub mod write;
 
 use futures::future::BoxFuture;
