@@ -637,8 +637,9 @@ impl Reader {
     /// pages while that fetch ran, and has waited long enough. A handle opened after the
     /// failure tries afresh (the server may be back).
     fn failed_lately(&self, h: &Handle, b0: u64, b1: u64) -> Option<ReadError> {
-        let mut failed = self.failed.lock();
-        let f = failed.get(&h.object)?;
+        // `peek`: every read asks, and asking must not reorder the LRU under its lock.
+        let failed = self.failed.lock();
+        let f = failed.peek(&h.object)?;
         (h.opened <= f.at && f.at.elapsed() < FAILURE_MEMORY && f.blocks.0 <= b1 && b0 <= f.blocks.1)
             .then(|| f.error.clone())
     }
