@@ -171,6 +171,11 @@ pub struct MountArgs {
     /// than showing part of its entries.
     #[arg(long, default_value_t = crate::api::client::MAX_LIST_ENTRIES, value_name = "N")]
     pub max_listing: u64,
+    /// Memory all directory listings of the mount may take together (estimated): past it
+    /// the least recently looked-at listings are dropped and listed again when next looked
+    /// at; one listing larger than this fails with EIO, named in its `.error`.
+    #[arg(long, default_value = "512M", value_parser = parse_size, value_name = "SIZE")]
+    pub listing_memory: u64,
     /// Let content URLs point at loopback, link-local (cloud metadata) and private
     /// addresses even when the API server is not on one (by default only public addresses
     /// and the API server's own kind are connected to).
@@ -771,6 +776,7 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
         disk,
         shared,
         metadata_ttl: Duration::from_secs(a.metadata_ttl),
+        listing_memory: a.listing_memory,
         allow_other: a.allow_other,
         verify: !a.no_verify,
         passthrough: !a.no_passthrough,
@@ -972,6 +978,7 @@ fn cmd_demo(mountpoint: &Path) -> i32 {
         disk: None,
         shared: None,
         metadata_ttl: Duration::from_secs(300),
+        listing_memory: crate::tree::budget::DEFAULT_LISTING_MEMORY,
         allow_other: false,
         verify: true,
         passthrough: true,
@@ -1144,6 +1151,7 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                 "metadata_ttl" => "--metadata-ttl",
                 "io_timeout" => "--io-timeout",
                 "max_listing" => "--max-listing",
+                "listing_memory" => "--listing-memory",
                 "log_file" => "--log-file",
                 "log_level" => "--log-level",
                 "allow_other" => {
@@ -1179,7 +1187,7 @@ pub fn helper_args(argv: &[std::ffi::OsString]) -> Result<Vec<std::ffi::OsString
                 | "users" | "defaults" | "nofail" | "_netdev" | "async" | "sync" | "atime" | "noatime" | "relatime"
                 | "x-systemd.automount" => continue,
                 k if k.starts_with("x-") || k.starts_with("comment=") => continue,
-                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, shared_cache_dir, shared_cache_dir_size, metadata_ttl, io_timeout, max_listing, allow_other, no_verify, no_passthrough, allow_private_addresses, no_v2, write, allow_delete, log_file, log_level)")),
+                other => return Err(format!("unknown mount option {other:?} (known: config, api_server, cache_size, cache_dir, cache_dir_size, shared_cache_dir, shared_cache_dir_size, metadata_ttl, io_timeout, max_listing, listing_memory, allow_other, no_verify, no_passthrough, allow_private_addresses, no_v2, write, allow_delete, log_file, log_level)")),
             };
             let v = v.ok_or_else(|| format!("mount option {k} needs a value ({k}=...)"))?;
             out.extend([flag.into(), v.into()]);

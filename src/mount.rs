@@ -24,6 +24,8 @@ pub struct MountOptions {
     pub disk: Option<Arc<crate::read::disk::DiskCache>>,
     pub shared: Option<Arc<crate::read::shared::SharedCache>>,
     pub metadata_ttl: Duration,
+    /// `--listing-memory`: what all listings together may hold ([`crate::tree::budget`]).
+    pub listing_memory: u64,
     pub allow_other: bool,
     /// Check whole-file reads against their ETags.
     pub verify: bool,
@@ -157,6 +159,7 @@ pub fn run_session(
         TreeOptions {
             metadata_ttl: opts.metadata_ttl,
             v2: opts.v2,
+            listing_memory: opts.listing_memory,
         },
     );
     let reader = Reader::new(

@@ -100,6 +100,8 @@ impl MountStats {
             "listings_ahead": self.tree.fills_ahead.load(Ordering::Relaxed),
             "listings_ahead_started": self.tree.fills_ahead_started.load(Ordering::Relaxed),
             "listings_ahead_used": self.tree.fills_ahead_used.load(Ordering::Relaxed),
+            "listings_memory": self.tree.budget.charged(),
+            "listings_dropped": self.tree.budget.evicted.load(Ordering::Relaxed),
             "inodes": self.tree.len(),
             "shared_cache": self.reader.shared().map(|c| {
                 let s = &c.stats;

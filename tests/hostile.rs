@@ -767,6 +767,71 @@ fn endless_directories_fail_whole_within_the_listing_cap_and_others_keep_working
     assert!(peak < 200, "peak RSS {peak} MiB");
 }
 
+// Issue 22, 3. Listings across directories had no bound: each large directory the kernel
+// still held kept its entries, one after another, until memory ran out.
+#[test]
+fn listings_across_directories_stay_within_the_listing_memory() {
+    let a_pages = Arc::new(AtomicU64::new(0));
+    let a2 = a_pages.clone();
+    let h = project_server(move |r, base| match r.path.as_str() {
+        "/v1pre3/projects/1/samples" => Some(v1_page(
+            ["A", "B", "C", "Huge", "ok"]
+                .iter()
+                .enumerate()
+                .map(|(i, n)| entity(&(i + 2).to_string(), n))
+                .collect(),
+            5,
+            0,
+        )),
+        p @ ("/v1pre3/samples/2/files"
+        | "/v1pre3/samples/3/files"
+        | "/v1pre3/samples/4/files"
+        | "/v1pre3/samples/5/files") => {
+            let salt = &p[16..17];
+            if salt == "2" {
+                a2.fetch_add(1, Ordering::Relaxed);
+            }
+            // 5,000 files each (~1.7 MB charged), 20,000 for "Huge" (~7 MB).
+            let total = if salt == "5" { 20_000 } else { 5_000 };
+            let (off, lim) = (r.offset(), r.limit().min(1000));
+            let items = (off..(off + lim).min(total))
+                .map(|i| file(&format!("{salt}{i:09}"), &format!("f{i:09}"), 6, "e"))
+                .collect();
+            Some(v1_page(items, total, off))
+        }
+        "/v1pre3/samples/6/files" => Some(v1_page(vec![file("9", "ok.bin", 5, &md5_hex(b"hello"))], 1, 0)),
+        "/v1pre3/files/9/content" => Some(content_meta(base, "9")),
+        "/content/9" => Some(serve(r, b"hello", &md5_hex(b"hello"))),
+        _ => None,
+    });
+    let m = mount(&h, &["--listing-memory", "4M"]);
+    let count = |s: &str| std::fs::read_dir(m.path(&format!("Projects/P/Samples/{s}/Files"))).map(|d| d.count());
+    for s in ["A", "B", "C"] {
+        assert_eq!(count(s).unwrap(), 5000, "{s}");
+    }
+    let stats: serde_json::Value = serde_json::from_slice(&std::fs::read(m.path(".bsmount/stats")).unwrap()).unwrap();
+    assert!(stats["listings_dropped"].as_u64().unwrap() >= 1, "{stats}");
+    assert!(stats["listings_memory"].as_u64().unwrap() <= 4 << 20, "{stats}");
+    // A, the least recently looked at, was dropped: listed again (and complete) when looked at.
+    let before = a_pages.load(Ordering::Relaxed);
+    assert_eq!(count("A").unwrap(), 5000);
+    assert!(
+        a_pages.load(Ordering::Relaxed) > before,
+        "A was not listed again: {}",
+        m.log()
+    );
+    // A listing that can never fit fails whole, says why, and the others keep working.
+    let e = count("Huge").unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EIO), "{e}");
+    let note = std::fs::read_to_string(m.path("Projects/P/Samples/Huge/Files/.error")).unwrap();
+    assert!(note.contains("--listing-memory"), "{note}");
+    assert_eq!(count("B").unwrap(), 5000);
+    assert_eq!(
+        std::fs::read(m.path("Projects/P/Samples/ok/Files/ok.bin")).unwrap(),
+        b"hello"
+    );
+}
+
 // Issue 22, 5. A content URL pointing at a private, link-local or unspecified address (a
 // cloud metadata service, this host) was fetched, and its answer served as file content.
 #[test]

@@ -20,6 +20,7 @@
 //! directories and their hidden files come from the list item that named them, so
 //! `ls -l` or `stat` never costs a request per entry.
 
+pub mod budget;
 mod fill;
 pub mod layout;
 mod local;
@@ -69,6 +70,8 @@ pub enum TreeError {
     Api { what: String, source: ApiError },
     #[error("the file is still uploading")]
     Uploading,
+    #[error("listing {what} would take ~{} MiB, more than the mount's memory for listings ({} MiB, --listing-memory): not shown", .bytes >> 20, .limit >> 20)]
+    OverBudget { what: String, bytes: u64, limit: u64 },
 }
 
 impl TreeError {
@@ -80,6 +83,7 @@ impl TreeError {
             TreeError::Exists => libc::EEXIST,
             TreeError::Api { source, .. } => source.errno(),
             TreeError::Uploading => libc::EBUSY,
+            TreeError::OverBudget { .. } => libc::EIO,
         }
     }
 }
@@ -221,6 +225,18 @@ impl Dir {
         self.listing.is_none() || self.has_listing
     }
 
+    /// Drops the listing (listed again on the next look); the entries to free.
+    fn drop_listing(&mut self) -> Vec<Ino> {
+        let mut kids: Vec<Ino> = std::mem::take(&mut self.listed).into_values().collect();
+        self.files = Box::default();
+        self.dirs = Box::default();
+        kids.extend(self.fixed.remove(OsStr::new(".error")));
+        self.filled_at = None;
+        self.has_listing = false;
+        self.error = None;
+        kids
+    }
+
     fn get(&self, name: &OsStr) -> Option<Ino> {
         self.local
             .get(name)
@@ -304,6 +320,8 @@ pub struct TreeOptions {
     pub metadata_ttl: Duration,
     /// Show the v2 views (`BioSamples/`, `Projects/<p>/Datasets/`); `--no-v2` turns them off.
     pub v2: bool,
+    /// What all listings together may hold in memory ([`budget`]).
+    pub listing_memory: u64,
 }
 
 /// The inode table.
@@ -331,6 +349,8 @@ pub struct Tree {
     pub fills_ahead_used: AtomicU64,
     /// Nodes freed since the allocator was last asked to give memory back.
     freed_since_trim: std::sync::atomic::AtomicUsize,
+    /// Memory charged to listings across the mount.
+    pub budget: budget::Budget,
 }
 
 /// Removes a directory's fill lock from the table when its fill ends.
@@ -367,6 +387,7 @@ impl Tree {
     /// `.bsmount/stats` and the hidden files of `users/current`.
     pub fn new(api: Arc<dyn BaseSpaceApi>, server: &str, user: &Value, opts: TreeOptions) -> Arc<Tree> {
         let t = Tree {
+            budget: budget::Budget::new(opts.listing_memory),
             api,
             opts,
             server: Arc::from(server.trim_end_matches('/')),
@@ -655,13 +676,7 @@ impl Tree {
                 // part of its `Files/` listing and goes when that one is forgotten.
                 let mut kids: Vec<Ino> = Vec::new();
                 if d.listing.is_some() {
-                    kids.extend(std::mem::take(&mut d.listed).into_values());
-                    d.files = Box::default();
-                    d.dirs = Box::default();
-                    kids.extend(d.fixed.remove(OsStr::new(".error")));
-                    d.filled_at = None;
-                    d.has_listing = false;
-                    d.error = None;
+                    kids = d.drop_listing();
                 }
                 if d.entity.is_some() {
                     kids.extend(std::mem::take(&mut d.fixed).into_values());
@@ -781,6 +796,7 @@ impl Tree {
     /// Lists `ino` if its listing is due, one fill at a time (who comes while it runs waits
     /// for it); whether this call fetched it.
     async fn ensure_filled(&self, ino: Ino) -> Result<bool, TreeError> {
+        self.budget.touch(ino);
         if self.due(ino)?.is_none() {
             self.note_use(ino);
             return Ok(false);
@@ -926,7 +942,20 @@ impl Tree {
         match listed {
             Ok(l) => {
                 let large = l.len() >= TRIM_AFTER_FREED;
-                let r = self.install(ino, &kind, l);
+                let cost = l.cost();
+                let r = if self.budget.fits(cost) {
+                    self.install(ino, &kind, l).map(|()| self.charge(ino, cost))
+                } else {
+                    drop(l);
+                    let e = TreeError::OverBudget {
+                        what: kind.href(),
+                        bytes: cost,
+                        limit: self.budget.limit(),
+                    };
+                    tracing::warn!("{e}");
+                    self.set_error(&mut self.nodes.write(), ino, Some(&format!("{e}\n")));
+                    Err(e)
+                };
                 if large {
                     // A large listing's parsing (pages, plan, names) is freed by now.
                     trim_heap();
@@ -950,6 +979,59 @@ impl Tree {
                 })
             }
         }
+    }
+}
+
+impl Tree {
+    /// Charges directory `ino` for the listing it now holds, and drops the least recently
+    /// looked-at listings of others while all of them together pass the budget.
+    fn charge(&self, ino: Ino, cost: u64) {
+        self.budget.charge(ino, cost);
+        if !self.budget.is_over() {
+            return;
+        }
+        let evict = {
+            let nodes = self.nodes.read();
+            // Directories above other listings: dropped last.
+            let mut above = HashSet::new();
+            for mut i in self.budget.inos() {
+                for _ in 0..4096 {
+                    let Some(n) = nodes.get(&i).filter(|_| i != ROOT) else {
+                        break;
+                    };
+                    i = n.parent;
+                    if !above.insert(i) {
+                        break;
+                    }
+                }
+            }
+            self.budget.over(ino, |i| {
+                dir_ref(&nodes, i)
+                    .filter(|d| d.has_listing)
+                    .map(|_| u8::from(above.contains(&i)))
+            })
+        };
+        if evict.is_empty() {
+            return;
+        }
+        let freed = {
+            let mut nodes = self.nodes.write();
+            let mut kids = Vec::new();
+            for i in &evict {
+                if let Some(d) = dir_mut(&mut nodes, *i) {
+                    tracing::debug!(href = %d.listing.as_ref().map(|l| l.href()).unwrap_or_default(), "listing dropped");
+                    kids.extend(d.drop_listing());
+                }
+            }
+            free_subtree(&mut nodes, kids)
+        };
+        tracing::info!(
+            dropped = evict.len(),
+            nodes = freed,
+            limit = self.budget.limit(),
+            "listings dropped to stay within --listing-memory (listed again when looked at)"
+        );
+        trim_heap();
     }
 }
 

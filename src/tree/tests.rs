@@ -30,6 +30,7 @@ fn opts() -> TreeOptions {
     TreeOptions {
         metadata_ttl: Duration::from_secs(3600),
         v2: true,
+        listing_memory: budget::DEFAULT_LISTING_MEMORY,
     }
 }
 
