@@ -29,8 +29,22 @@ pub struct Cli {
 pub enum Cmd {
     /// Mount your BaseSpace account at MOUNTPOINT (returns once the mount is live).
     Mount(MountArgs),
-    /// Unmount a bsmount filesystem (also clears a dead mount).
-    Unmount { mountpoint: PathBuf },
+    /// Unmount a bsmount filesystem (also clears a dead mount). Waits for the mount's
+    /// pending uploads first, and refuses while some have failed.
+    Unmount {
+        mountpoint: PathBuf,
+        /// Unmount even with uploads pending or failed (they stay in the spool and are
+        /// resumed by the next mount of the account).
+        #[arg(long)]
+        force: bool,
+    },
+    /// The mount's uploads that failed: `retry` them now, or `discard` them (and their
+    /// spooled bytes).
+    Uploads {
+        #[arg(value_parser = ["retry", "discard"])]
+        action: String,
+        mountpoint: PathBuf,
+    },
     /// Try bsmount on a built-in demo account: starts an emulated BaseSpace and mounts it.
     Demo {
         /// Where to mount the demo account.
@@ -156,6 +170,16 @@ pub struct MountArgs {
     /// (needs MOVETOTRASH GLOBAL). Nothing is ever purged.
     #[arg(long, requires = "write")]
     pub allow_delete: bool,
+    /// With --write: `close` returns only once the file is on BaseSpace (uploaded and
+    /// completed), and reports its failure; by default `close` returns once the bytes are
+    /// durable in the local spool and uploads run behind (see `bsmount status`).
+    #[arg(long, requires = "write")]
+    pub write_through: bool,
+    /// Where written files are spooled before upload (0700; default
+    /// ~/.local/state/bsmount/spool). Uploads a mount left pending are resumed by the next
+    /// mount of the same account that uses the same directory.
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
     /// Hide the API v2 views (`BioSamples/`, `Projects/<p>/Datasets/`): the v1 tree only.
     #[arg(long)]
     pub no_v2: bool,
@@ -273,16 +297,37 @@ pub fn run(cli: Cli) -> i32 {
     }
     match cli.cmd {
         Cmd::Mount(a) => cmd_mount(a),
-        Cmd::Unmount { mountpoint } => match mount::unmount(&mountpoint) {
-            Ok(msg) => {
-                println!("{msg}");
-                0
+        Cmd::Uploads { action, mountpoint } => {
+            let cmd = match action.as_str() {
+                "retry" => crate::fs::RETRY_IOCTL,
+                _ => crate::fs::DISCARD_IOCTL,
+            };
+            match ioctl(&mountpoint, cmd) {
+                Ok(()) => {
+                    println!("{action}: done (bsmount status shows the uploads)");
+                    0
+                }
+                Err(e) => {
+                    eprintln!(
+                        "bsmount: {action} in {}: {e} (a bsmount --write mount?)",
+                        mountpoint.display()
+                    );
+                    1
+                }
             }
-            Err(e) => {
-                eprintln!("bsmount: {e}");
-                1
+        }
+        Cmd::Unmount { mountpoint, force } => {
+            match wait_uploads(&mountpoint, force).and_then(|()| mount::unmount(&mountpoint)) {
+                Ok(msg) => {
+                    println!("{msg}");
+                    0
+                }
+                Err(e) => {
+                    eprintln!("bsmount: {e}");
+                    1
+                }
             }
-        },
+        }
         Cmd::Demo { mountpoint } => cmd_demo(&mountpoint),
         Cmd::Emulator(a) => cmd_emulator(a),
         Cmd::Auth(a) => report(cmd_auth(&a)),
@@ -404,6 +449,36 @@ fn hidden(path: &Path, name: &str) -> Result<String, String> {
 pub(crate) fn cmd_change(what: Change, path: &Path, config: Option<&str>) -> Result<(), String> {
     use crate::api::write as call;
     let (kind, id) = (hidden(path, ".type")?, hidden(path, ".id")?);
+    // Through the mount first: its credentials, and `complete` waits for its uploads.
+    let cmd = match what {
+        Change::Complete => crate::fs::COMPLETE_IOCTL,
+        Change::Trash => crate::fs::TRASH_IOCTL,
+        Change::Restore => crate::fs::RESTORE_IOCTL,
+    };
+    match ioctl(path, cmd) {
+        Ok(()) => {
+            let done = match what {
+                Change::Complete => "is complete",
+                Change::Trash => "moved to the trash",
+                Change::Restore => "restored",
+            };
+            if let Some(root) = mount_root(path) {
+                let _ = refresh_ioctl(&root.join(".Trash"));
+            }
+            println!("{} {done}", path.display());
+            return Ok(());
+        }
+        // A read-only mount (or an older bsmount): done here with credentials of our own.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS | libc::ENOTTY | libc::ENOSYS)) => {}
+        Err(e) => {
+            let why = std::fs::read_to_string(path.join(".error")).unwrap_or_default();
+            let why = why.lines().last().unwrap_or("").trim().to_string();
+            return Err(match why.is_empty() {
+                true => format!("{}: {e}", path.display()),
+                false => format!("{}: {why}", path.display()),
+            });
+        }
+    }
     let creds = load_credentials(config, None).map_err(|e| e.to_string())?;
     let client = HttpClient::new(creds, RetryPolicy::default()).map_err(|e| e.to_string())?;
     let rt = runtime();
@@ -491,6 +566,50 @@ pub(crate) fn cmd_change(what: Change, path: &Path, config: Option<&str>) -> Res
     Ok(())
 }
 
+/// Before an unmount: waits for the mount's pending uploads, with progress on stderr;
+/// refuses while some have failed (unless `force`).
+fn wait_uploads(mp: &Path, force: bool) -> Result<(), String> {
+    let read = || -> Option<serde_json::Value> {
+        let text = std::fs::read(mp.join(".bsmount/stats")).ok()?;
+        serde_json::from_slice::<serde_json::Value>(&text)
+            .ok()?
+            .get("uploads")
+            .cloned()
+    };
+    let n = |v: &serde_json::Value, k: &str| v.get(k).and_then(|x| x.as_u64()).unwrap_or(0);
+    let mut said = std::time::Instant::now() - Duration::from_secs(10);
+    while let Some(u) = read().filter(|u| !u.is_null()) {
+        let (pending, failed) = (n(&u, "pending"), n(&u, "failed"));
+        if pending == 0 {
+            if failed > 0 && !force {
+                return Err(format!(
+                    "{failed} upload(s) failed (bsmount status {} names them); not unmounting. \
+                     bsmount uploads retry|discard {}, or bsmount unmount --force {} (the spool keeps them for the next mount)",
+                    mp.display(),
+                    mp.display(),
+                    mp.display()
+                ));
+            }
+            return Ok(());
+        }
+        if force {
+            eprintln!(
+                "bsmount: unmounting with {pending} upload(s) pending: the next mount of this account resumes them"
+            );
+            return Ok(());
+        }
+        if said.elapsed() >= Duration::from_secs(1) {
+            eprintln!(
+                "bsmount: waiting for {pending} upload(s), {} left",
+                crate::units::human(n(&u, "bytes_pending"))
+            );
+            said = std::time::Instant::now();
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(())
+}
+
 /// The mount point above `path` (the directory with a `.bsmount/`).
 pub(crate) fn mount_root(path: &Path) -> Option<PathBuf> {
     path.ancestors()
@@ -501,10 +620,15 @@ pub(crate) fn mount_root(path: &Path) -> Option<PathBuf> {
 /// Asks the mount holding `p` to re-read it and everything below (the ioctl `bsmount
 /// refresh` sends).
 fn refresh_ioctl(p: &Path) -> std::io::Result<()> {
+    ioctl(p, crate::fs::REFRESH_IOCTL)
+}
+
+/// Sends one of bsmount's data-less ioctls ([`crate::fs`]) on `p`.
+fn ioctl(p: &Path, cmd: u32) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
     let f = std::fs::File::open(p)?;
     // SAFETY: a valid open descriptor and an ioctl that carries no data.
-    let r = unsafe { libc::ioctl(f.as_raw_fd(), crate::fs::REFRESH_IOCTL as _) };
+    let r = unsafe { libc::ioctl(f.as_raw_fd(), cmd as _) };
     if r < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -597,6 +721,29 @@ fn cmd_status(mountpoint: Option<&Path>, json: bool) -> Result<(), String> {
             n("/api/content_requests")
         );
         println!("  retries           {}", n("/api/retries"));
+        if let Some(u) = v.get("uploads").filter(|u| !u.is_null()) {
+            println!(
+                "  uploads           {} pending ({} left), {} failed, {} finished",
+                n("/uploads/pending"),
+                human(n("/uploads/bytes_pending")),
+                n("/uploads/failed"),
+                n("/uploads/finished")
+            );
+            for i in u["items"].as_array().into_iter().flatten() {
+                let state = i["state"].as_str().unwrap_or("");
+                if state == "done" {
+                    continue;
+                }
+                println!(
+                    "    {state:<8} {} of appresult {} ({} of {}){}",
+                    i["path"].as_str().unwrap_or(""),
+                    i["appresult"].as_str().unwrap_or(""),
+                    human(i["sent"].as_u64().unwrap_or(0)),
+                    human(i["size"].as_u64().unwrap_or(0)),
+                    i["error"].as_str().map(|e| format!(": {e}")).unwrap_or_default()
+                );
+            }
+        }
         println!(
             "  errors            {} API, {} reads",
             n("/api/errors"),
@@ -664,11 +811,21 @@ fn open_log(p: &Path) -> std::io::Result<std::fs::File> {
     Ok(f)
 }
 
-fn default_log_file() -> PathBuf {
-    let state = std::env::var_os("XDG_STATE_HOME")
+fn state_dir() -> PathBuf {
+    std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| crate::api::config::home_dir().join(".local/state"));
-    state.join("bsmount").join("bsmount.log")
+        .unwrap_or_else(|| crate::api::config::home_dir().join(".local/state"))
+        .join("bsmount")
+}
+
+fn default_log_file() -> PathBuf {
+    state_dir().join("bsmount.log")
+}
+
+/// The spool's default root: the user's state directory, not the cache directory (a cache
+/// may be cleared or shared; a spool holds the only copy of what is not uploaded yet).
+fn default_spool_dir() -> PathBuf {
+    state_dir().join("spool")
 }
 
 /// Environment variable carrying the readiness pipe from the parent to the mount daemon.
@@ -783,6 +940,12 @@ fn mount_main(a: &MountArgs, report: impl FnOnce(Result<(), String>)) -> Result<
         v2: !a.no_v2,
         write: a.write,
         allow_delete: a.allow_delete,
+        write_through: a.write_through,
+        spool_dir: a
+            .spool_dir
+            .as_deref()
+            .map(mount::absolute)
+            .unwrap_or_else(default_spool_dir),
     };
     let server = api.api_server().to_string();
     let r = mount::run_session(&rt, Arc::new(api), &server, &user, &opts, report);
@@ -985,6 +1148,8 @@ fn cmd_demo(mountpoint: &Path) -> i32 {
         v2: true,
         write: false,
         allow_delete: false,
+        write_through: false,
+        spool_dir: default_spool_dir(),
     };
     let m = mp.display().to_string();
     let ar = format!(

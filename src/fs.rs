@@ -27,6 +27,17 @@ use crate::tree::{Attr, Kind};
 /// trips saved on a large run folder).
 pub const REFRESH_IOCTL: u32 = (b'B' as u32) << 8 | 0x52;
 
+/// The ioctls `bsmount complete|trash|restore` send on the entity's directory, so the change
+/// is made with the mount's own credentials (and `complete` waits for the mount's spooled
+/// uploads into the appresult): `_IO('B', 'C' | 'T' | 'U')`. The reason of a refusal is in
+/// the directory's `.error`.
+pub const COMPLETE_IOCTL: u32 = (b'B' as u32) << 8 | 0x43;
+pub const TRASH_IOCTL: u32 = (b'B' as u32) << 8 | 0x54;
+pub const RESTORE_IOCTL: u32 = (b'B' as u32) << 8 | 0x55;
+/// `bsmount uploads retry|discard` on the mount: the failed uploads of its spool.
+pub const RETRY_IOCTL: u32 = (b'B' as u32) << 8 | 0x72;
+pub const DISCARD_IOCTL: u32 = (b'B' as u32) << 8 | 0x64;
+
 pub struct BsFs {
     core: Arc<FsCore>,
     rt: RtHandle,
@@ -93,6 +104,24 @@ impl BsFs {
 }
 
 /// Logs once, then the errno for the kernel.
+impl BsFs {
+    /// Runs `op` here, in the kernel's request thread, when it completes without waiting
+    /// (a lookup in a listed directory, a create in the spool: most of them), else on the
+    /// runtime. A hop to the runtime and back costs more than such an operation itself,
+    /// and `cp -r` of many small files waits for each in turn.
+    fn now_or_spawn(&self, op: impl std::future::Future<Output = ()> + Send + 'static) {
+        use std::task::Context;
+        let mut op = Box::pin(op);
+        let _in_runtime = self.rt.enter();
+        let waker = futures::task::noop_waker();
+        // A future polled once here and then handed to the runtime is polled again there
+        // with the runtime's waker, which replaces this one: nothing is lost.
+        if op.as_mut().poll(&mut Context::from_waker(&waker)).is_pending() {
+            self.rt.spawn(op);
+        }
+    }
+}
+
 fn fail(op: &str, e: FsError) -> Errno {
     e.log(op);
     Errno::from_i32(e.errno)
@@ -141,7 +170,7 @@ impl Filesystem for BsFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let (core, attrs, name) = (self.core.clone(), self.attrs, name.to_os_string());
         let span = tracing::debug_span!("lookup", parent = parent.0, ?name);
-        self.rt.spawn(
+        self.now_or_spawn(
             async move {
                 match core.lookup(parent.0, &name).await {
                     Ok(a) => reply.entry(&KERNEL_TTL, &attrs.make(&a), Generation(0)),
@@ -292,6 +321,16 @@ impl Filesystem for BsFs {
 
     /// `close()`: an upload is completed here, so `close` reports whether it made it.
     fn flush(&self, req: &Request, ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        // A spooled file closes without waiting: answered here.
+        let now = {
+            let _in_runtime = self.rt.enter();
+            self.core.flush_now(fh.0, req.pid())
+        };
+        match now {
+            Some(Ok(())) => return reply.ok(),
+            Some(Err(e)) => return reply.error(fail("flush", e)),
+            None => {}
+        }
         let (core, pid) = (self.core.clone(), req.pid());
         let span = tracing::debug_span!("flush", ino = ino.0, fh = fh.0);
         self.rt.spawn(
@@ -317,7 +356,7 @@ impl Filesystem for BsFs {
     ) {
         let (core, attrs, name) = (self.core.clone(), self.attrs, name.to_os_string());
         let span = tracing::debug_span!("create", parent = parent.0, ?name);
-        self.rt.spawn(
+        self.now_or_spawn(
             async move {
                 match core.create(parent.0, &name).await {
                     Ok((a, o)) => reply.created(
@@ -454,8 +493,47 @@ impl Filesystem for BsFs {
         _out_size: u32,
         reply: fuser::ReplyIoctl,
     ) {
-        if cmd != REFRESH_IOCTL {
-            return reply.error(Errno::ENOTTY);
+        if cmd == RETRY_IOCTL || cmd == DISCARD_IOCTL {
+            return match self.core.spool() {
+                Some(s) => {
+                    let _in_runtime = self.rt.enter();
+                    let n = match cmd {
+                        RETRY_IOCTL => s.retry_failed(),
+                        _ => s.discard_failed(),
+                    };
+                    tracing::info!(
+                        files = n,
+                        retry = cmd == RETRY_IOCTL,
+                        "failed uploads retried or discarded"
+                    );
+                    reply.ioctl(0, &[])
+                }
+                None => reply.error(Errno::EROFS),
+            };
+        }
+        let act = match cmd {
+            REFRESH_IOCTL => None,
+            COMPLETE_IOCTL => Some(crate::core::Act::Complete),
+            TRASH_IOCTL => Some(crate::core::Act::Trash),
+            RESTORE_IOCTL => Some(crate::core::Act::Restore),
+            _ => return reply.error(Errno::ENOTTY),
+        };
+        if let Some(act) = act {
+            let core = self.core.clone();
+            let span = tracing::info_span!("ioctl", ino = ino.0, ?act);
+            self.rt.spawn(
+                async move {
+                    match core.act(ino.0, act).await {
+                        Ok(done) => {
+                            tracing::info!("{done}");
+                            reply.ioctl(0, &[]);
+                        }
+                        Err(e) => reply.error(fail("ioctl", e)),
+                    }
+                }
+                .instrument(span),
+            );
+            return;
         }
         match self.core.refresh(ino.0) {
             Ok(dir) => {
@@ -464,6 +542,16 @@ impl Filesystem for BsFs {
             }
             Err(e) => reply.error(fail("refresh", e)),
         }
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        let core = self.core.clone();
+        self.rt.spawn(async move {
+            match core.fsync(fh.0) {
+                Ok(()) => reply.ok(),
+                Err(e) => reply.error(fail("fsync", e)),
+            }
+        });
     }
 
     fn getxattr(&self, _req: &Request, _ino: INodeNo, _name: &OsStr, _size: u32, reply: fuser::ReplyXattr) {

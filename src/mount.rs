@@ -37,6 +37,10 @@ pub struct MountOptions {
     pub write: bool,
     /// `--allow-delete`: `rmdir` moves to the trash.
     pub allow_delete: bool,
+    /// `--write-through`: close waits for the upload (no spool).
+    pub write_through: bool,
+    /// Root of the upload spool (`--spool-dir`).
+    pub spool_dir: PathBuf,
 }
 
 /// The mounts listed in /proc/self/mountinfo: (mount point, fs type, source).
@@ -174,9 +178,31 @@ pub fn run_session(
     );
     let mp = opts.mountpoint.display().to_string();
     let stats = Arc::new(MountStats::new(server, &mp, api.clone(), reader.clone(), tree.clone()));
+    let uploader = crate::write::Uploader::new(api.clone());
+    let spool = match opts.write && !opts.write_through {
+        true => {
+            use crate::write::spool::{account_dir, Spool};
+            let id = user.get("Id").and_then(|v| v.as_str()).unwrap_or("");
+            let account = account_dir(&opts.spool_dir, server, id);
+            let s = match Spool::open(&account, uploader.clone(), api.clone()) {
+                Ok(s) => s,
+                Err(e) => {
+                    let msg = format!("cannot use the upload spool {}: {e}", account.display());
+                    on_ready(Err(msg.clone()));
+                    return Err(msg);
+                }
+            };
+            let _in_runtime = rt.enter();
+            s.resume();
+            let _ = stats.uploads.set(s.clone());
+            Some(s)
+        }
+        false => None,
+    };
     let write = opts.write.then(|| crate::core::WriteMode {
         api: api.clone(),
-        uploader: crate::write::Uploader::new(api.clone()),
+        uploader,
+        spool,
         allow_delete: opts.allow_delete,
     });
     let core = FsCore::with_write(tree, reader, stats, write);

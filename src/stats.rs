@@ -25,6 +25,8 @@ pub struct MountStats {
     pub bytes_served: AtomicU64,
     /// (when, bytes_served) at the previous snapshot, for throughput.
     last: Mutex<(Instant, u64)>,
+    /// The upload spool (`--write` without `--write-through`), once made.
+    pub uploads: std::sync::OnceLock<Arc<crate::write::spool::Spool>>,
 }
 
 impl MountStats {
@@ -45,6 +47,7 @@ impl MountStats {
             reads_in_flight: AtomicU64::new(0),
             bytes_served: AtomicU64::new(0),
             last: Mutex::new((Instant::now(), 0)),
+            uploads: std::sync::OnceLock::new(),
         }
     }
 
@@ -118,6 +121,7 @@ impl MountStats {
                     "scans": s.scans.load(Ordering::Relaxed),
                 })
             }),
+            "uploads": self.uploads.get().map(|s| s.summary()),
             "disk_cache": self.reader.disk().map(|d| {
                 let s = &d.stats;
                 json!({

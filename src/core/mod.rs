@@ -16,7 +16,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 pub use error::FsError;
-pub use write::{Pending, WriteMode};
+pub use write::{Act, Pending, WriteMode};
 
 use crate::read::across::Listings;
 use crate::read::{Handle, Reader};
@@ -90,7 +90,14 @@ enum Open {
     /// 100,000-entry directory in page-sized pieces stays linear, and entries keep stable
     /// offsets while it is read.
     Dir(DirSnapshot),
-    /// A file being uploaded into `parent` as `name`.
+    /// A file being spooled for upload into `parent` as `name` (write-back).
+    Spooled {
+        file: Arc<crate::write::spool::SpoolFile>,
+        parent: Ino,
+        name: OsString,
+        ino: Ino,
+    },
+    /// A file being uploaded into `parent` as `name` (`--write-through`).
     Upload {
         upload: Arc<crate::write::Upload>,
         parent: Ino,
@@ -319,7 +326,9 @@ impl FsCore {
             }
             Some(Open::Remote { handle, .. }) => handle.clone(),
             Some(Open::Dir(_)) => return Err(FsError::quiet(libc::EISDIR, "is a directory")),
-            Some(Open::Upload { .. }) => return Err(FsError::quiet(libc::EBADF, "open for writing only")),
+            Some(Open::Upload { .. } | Open::Spooled { .. }) => {
+                return Err(FsError::quiet(libc::EBADF, "open for writing only"))
+            }
             None => return Err(bad_handle()),
         };
         self.stats.reads_in_flight.fetch_add(1, Ordering::Relaxed);
@@ -344,13 +353,15 @@ impl FsCore {
                 }
             }
         }
-        if let Some(Open::Upload {
-            upload, parent, name, ..
-        }) = gone
-        {
-            if !upload.is_finished() {
-                self.drop_upload(upload, parent, name);
+        match gone {
+            Some(Open::Upload {
+                upload, parent, name, ..
+            }) if !upload.is_finished() => self.drop_upload(upload, parent, name),
+            Some(Open::Spooled { file, parent, name, .. }) if !file.is_closed() => {
+                file.discard();
+                self.note_unpublished(file.written().load(Ordering::Relaxed), parent, name);
             }
+            _ => {}
         }
     }
 

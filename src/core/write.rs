@@ -14,7 +14,16 @@ use super::{CacheMode, FsCore, FsError, Open, Opened};
 use crate::api::{write as call, BaseSpaceApi, ListKind};
 use crate::tree::layout::EntityKind;
 use crate::tree::{Attr, Ino, Place};
+use crate::write::spool::{Spool, Target};
 use crate::write::{UploadError, Uploader};
+
+/// What `bsmount complete|trash|restore` ask the mount to do (by ioctl).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Act {
+    Complete,
+    Trash,
+    Restore,
+}
 
 /// Full parts a write completed, to send.
 pub struct Pending {
@@ -26,6 +35,9 @@ pub struct Pending {
 pub struct WriteMode {
     pub api: Arc<dyn BaseSpaceApi>,
     pub uploader: Arc<Uploader>,
+    /// Write-back through a local spool; `None` with `--write-through` (close waits for
+    /// the upload).
+    pub spool: Option<Arc<Spool>>,
     /// `rmdir` of a project, appresult, sample or run moves it to the trash.
     pub allow_delete: bool,
 }
@@ -98,14 +110,47 @@ impl FsCore {
                 format!("{text:?} exists: BaseSpace files cannot be overwritten"),
             ));
         }
-        let upload = Arc::new(w.uploader.begin(&appresult, &dir, text));
-        let attr = self.tree.add_pending(parent, name, upload.written())?;
-        let fh = self.add(Open::Upload {
-            upload,
-            parent,
-            name: name.to_os_string(),
-            ino: attr.ino,
-        });
+        let fh = match &w.spool {
+            Some(spool) => {
+                let target = Target {
+                    appresult,
+                    directory: dir,
+                    name: text.to_string(),
+                };
+                let file = spool.create(target).map_err(|e| {
+                    FsError::new(
+                        e.raw_os_error().unwrap_or(libc::EIO),
+                        Level::ERROR,
+                        format!("cannot spool {text:?} in {}: {e}", spool.dir().display()),
+                    )
+                })?;
+                let file = Arc::new(file);
+                let attr = self.tree.add_pending(parent, name, file.written())?;
+                (
+                    self.add(Open::Spooled {
+                        file,
+                        parent,
+                        name: name.to_os_string(),
+                        ino: attr.ino,
+                    }),
+                    attr,
+                )
+            }
+            None => {
+                let upload = Arc::new(w.uploader.begin(&appresult, &dir, text));
+                let attr = self.tree.add_pending(parent, name, upload.written())?;
+                (
+                    self.add(Open::Upload {
+                        upload,
+                        parent,
+                        name: name.to_os_string(),
+                        ino: attr.ino,
+                    }),
+                    attr,
+                )
+            }
+        };
+        let (fh, attr) = fh;
         Ok((
             attr,
             Opened {
@@ -121,6 +166,18 @@ impl FsCore {
     pub fn write_now(&self, fh: u64, offset: u64, data: &[u8]) -> Result<Option<Pending>, FsError> {
         let upload = match self.handles.lock().get(&fh) {
             Some(Open::Upload { upload, .. }) => upload.clone(),
+            Some(Open::Spooled { file, .. }) => {
+                let file = file.clone();
+                // A local pwrite: done here, in the kernel's request thread.
+                file.write(offset, data).map_err(|errno| {
+                    FsError::new(
+                        errno,
+                        Level::ERROR,
+                        format!("writing the spooled copy failed (errno {errno})"),
+                    )
+                })?;
+                return Ok(None);
+            }
             Some(_) => return Err(FsError::quiet(libc::EBADF, "not open for writing")),
             None => return Err(super::bad_handle()),
         };
@@ -146,6 +203,9 @@ impl FsCore {
     /// `pid` is the closing process: one killed by a signal (its descriptors closed as it
     /// dies) publishes nothing, so a killed `cp` never leaves a truncated file.
     pub async fn flush(&self, fh: u64, pid: u32) -> Result<(), FsError> {
+        if let Some(r) = self.flush_now(fh, pid) {
+            return r;
+        }
         let (upload, parent, name, ino) = match self.handles.lock().get(&fh) {
             Some(Open::Upload {
                 upload,
@@ -185,10 +245,102 @@ impl FsCore {
         }
     }
 
+    /// `close` of a spooled file, which needs no wait (the adapter answers it in the
+    /// kernel's request thread, within the runtime); `None` for any other handle.
+    pub fn flush_now(&self, fh: u64, pid: u32) -> Option<Result<(), FsError>> {
+        let (file, parent, name, ino) = match self.handles.lock().get(&fh) {
+            Some(Open::Spooled {
+                file,
+                parent,
+                name,
+                ino,
+            }) => (file.clone(), *parent, name.clone(), *ino),
+            _ => return None,
+        };
+        Some(self.flush_spooled(file, parent, name, ino, pid))
+    }
+
+    /// `close` of a spooled file: once its bytes are in the spool it is queued
+    /// and `close` returns; the upload runs behind and publishes the file (or names the
+    /// failure in the directory's `.error`) when it ends.
+    fn flush_spooled(
+        &self,
+        file: Arc<crate::write::spool::SpoolFile>,
+        parent: Ino,
+        name: OsString,
+        ino: Ino,
+        pid: u32,
+    ) -> Result<(), FsError> {
+        if file.written().load(std::sync::atomic::Ordering::Relaxed) == 0 {
+            return Ok(()); // decided at release, as for write-through
+        }
+        if killed_by_signal(pid) {
+            tracing::warn!(
+                ?name,
+                pid,
+                "the writer was killed: the file is dropped, nothing published"
+            );
+            file.discard();
+            self.tree.remove_pending(parent, &name);
+            return Err(FsError::quiet(libc::EIO, "the writer was killed"));
+        }
+        let outcome = match file.close() {
+            Ok(Some(rx)) => rx,
+            Ok(None) => return Ok(()), // a second close of a dup'd descriptor
+            Err(errno) => {
+                self.tree.remove_pending(parent, &name);
+                let e = FsError::new(
+                    errno,
+                    Level::ERROR,
+                    format!("{name:?} was not spooled (errno {errno}): nothing is uploaded"),
+                );
+                self.tree.note(parent, &e.message);
+                return Err(e);
+            }
+        };
+        let tree = self.tree.clone();
+        tokio::spawn(async move {
+            match outcome.await {
+                Ok(Ok(f)) => tree.publish(ino, &f),
+                Ok(Err(why)) => {
+                    tree.remove_pending(parent, &name);
+                    tree.note(parent, &format!("{name:?} was not uploaded (kept in the spool): {why}"));
+                }
+                Err(_) => {}
+            }
+        });
+        Ok(())
+    }
+
+    /// `fsync` of a file being written: a spooled copy is made durable on local disk.
+    pub fn fsync(&self, fh: u64) -> Result<(), FsError> {
+        let file = match self.handles.lock().get(&fh) {
+            Some(Open::Spooled { file, .. }) => file.clone(),
+            _ => return Ok(()),
+        };
+        tokio::task::block_in_place(|| file.sync()).map_err(|e| {
+            FsError::new(
+                e.raw_os_error().unwrap_or(libc::EIO),
+                Level::ERROR,
+                format!("fsync of the spooled copy: {e}"),
+            )
+        })
+    }
+
     /// An upload's last descriptor closed without a completing flush: an empty file (which
     /// BaseSpace refuses) or a writer that died; nothing is published either way.
     pub(super) fn drop_upload(&self, upload: Arc<crate::write::Upload>, parent: Ino, name: OsString) {
-        if upload.written().load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        self.note_unpublished(
+            upload.written().load(std::sync::atomic::Ordering::Relaxed),
+            parent,
+            name,
+        );
+        tokio::spawn(async move { upload.abort().await });
+    }
+
+    /// Why a file closed without a completing flush was not published.
+    pub(super) fn note_unpublished(&self, written: u64, parent: Ino, name: OsString) {
+        if written == 0 {
             let why = format!("{name:?} was not uploaded: BaseSpace refuses zero-byte files");
             tracing::warn!("{why}");
             self.tree.note(parent, &why);
@@ -196,7 +348,6 @@ impl FsCore {
             tracing::warn!(?name, "an upload was closed without a flush: nothing was published");
         }
         self.tree.remove_pending(parent, &name);
-        tokio::spawn(async move { upload.abort().await });
     }
 
     /// `mkdir`: a project in `Projects/`, an appresult (and its appsession) in a project's
@@ -248,6 +399,12 @@ impl FsCore {
                 format!("{name:?} was not moved to the trash: mount with --allow-delete (or run bsmount trash)"),
             ));
         }
+        self.trash(parent, name, kind, id).await
+    }
+
+    /// Moves entity `id` (shown as `name` in `parent`) to BaseSpace's trash.
+    async fn trash(&self, parent: Ino, name: &OsStr, kind: EntityKind, id: String) -> Result<(), FsError> {
+        let w = self.writable()?;
         let (resource, target) = match kind {
             EntityKind::Project => ("projects", id),
             EntityKind::Run => ("runs", id),
@@ -305,6 +462,87 @@ impl FsCore {
                     format!("no dataset of {v1} in project {project}"),
                 )
             })
+    }
+
+    /// `bsmount complete|trash|restore` on directory `ino` (an ioctl): done with the mount's
+    /// own credentials. `complete` first waits for every spooled upload into the appresult
+    /// and refuses, naming them, if any failed.
+    pub async fn act(&self, ino: Ino, act: Act) -> Result<String, FsError> {
+        let w = self.writable()?;
+        let parent = self.tree.parent(ino);
+        let name = OsString::from(format!(
+            "{:?} {}",
+            self.tree.entity(ino).map(|e| e.0),
+            self.tree.entity(ino).map(|e| e.1).unwrap_or_default()
+        ));
+        let Some((kind, id)) = self.tree.entity(ino) else {
+            return Err(self.refuse(ino, libc::EINVAL, "not a BaseSpace entity directory".into()));
+        };
+        match (act, kind) {
+            (Act::Complete, EntityKind::AppResult | EntityKind::AppSession) => {
+                if let (Some(spool), EntityKind::AppResult) = (&w.spool, kind) {
+                    let failed = spool.wait(Some(&id)).await;
+                    if !failed.is_empty() {
+                        let why = format!(
+                            "not completed: {} file(s) failed to upload and are kept in the spool ({}); bsmount uploads retry, or discard",
+                            failed.len(),
+                            failed.join(", ")
+                        );
+                        return Err(self.refuse(ino, libc::EIO, why));
+                    }
+                }
+                let session = match kind {
+                    EntityKind::AppSession => id.clone(),
+                    _ => self.session_of(&w.api, &id).await?,
+                };
+                w.api
+                    .send(call::set_appsession_status(
+                        &session,
+                        "Complete",
+                        "Marked complete with bsmount",
+                    ))
+                    .await
+                    .map_err(|e| self.refuse(ino, e.errno(), format!("completing failed: {e}")))?;
+                self.tree.stale(parent);
+                self.tree.stale(ino);
+                Ok("complete".into())
+            }
+            (Act::Trash, _) => {
+                self.trash(parent, &name, kind, id).await?;
+                Ok("moved to the trash".into())
+            }
+            (Act::Restore, EntityKind::TrashItem) => {
+                w.api
+                    .send(call::restore_from_trash(&id))
+                    .await
+                    .map_err(|e| self.refuse(ino, e.errno(), format!("restoring failed: {e}")))?;
+                self.tree.stale(parent);
+                Ok("restored".into())
+            }
+            _ => Err(self.refuse(ino, libc::EINVAL, format!("{act:?} does not apply to a {kind:?}"))),
+        }
+    }
+
+    /// The appsession that made appresult `id`.
+    async fn session_of(&self, api: &Arc<dyn BaseSpaceApi>, id: &str) -> Result<String, FsError> {
+        let path = format!("v1pre3/appresults/{}", crate::api::segment(id));
+        let body = api
+            .get_raw(&path)
+            .await
+            .map_err(|e| FsError::new(e.errno(), Level::ERROR, format!("{path}: {e}")))?;
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+        v.pointer("/Response/AppSession/Id")
+            .and_then(|x| {
+                x.as_str()
+                    .map(str::to_string)
+                    .or_else(|| x.as_u64().map(|n| n.to_string()))
+            })
+            .ok_or_else(|| FsError::new(libc::EIO, Level::ERROR, format!("{path} names no appsession")))
+    }
+
+    /// Upload spool summary, for tests.
+    pub fn spool(&self) -> Option<Arc<Spool>> {
+        self.write.as_ref().and_then(|w| w.spool.clone())
     }
 
     /// `unlink`: BaseSpace removes whole appresults (to the trash), never single files.

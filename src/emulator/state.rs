@@ -76,7 +76,9 @@ pub struct Shared {
     /// Uploads in progress, new ids, one change at a time.
     pub writes: super::write::Writes,
     secret: [u8; 32],
-    browse: RwLock<Arc<BrowseIndex>>,
+    /// Built when first asked after a change (`None`): uploads change the account hundreds
+    /// of times a second, and rebuilding the index at each one made every upload O(account).
+    browse: RwLock<Option<Arc<BrowseIndex>>>,
 }
 
 /// Display path → file, and the set of directories, for `/browse/` and the manifest.
@@ -108,7 +110,7 @@ impl Shared {
     pub fn new(account: Account, token: String, base_url: String, url_ttl: Duration, faults: Faults) -> Self {
         let mut secret = [0u8; 32];
         rand::Rng::fill(&mut rand::thread_rng(), &mut secret);
-        let browse = RwLock::new(Arc::new(BrowseIndex::build(&account)));
+        let browse = RwLock::new(None);
         Shared {
             account: RwLock::new(Arc::new(account)),
             token,
@@ -128,8 +130,9 @@ impl Shared {
 
     /// Replaces the account (used by rescans).
     pub fn replace_account(&self, account: Account) {
-        *self.browse.write() = Arc::new(BrowseIndex::build(&account));
+        let mut browse = self.browse.write();
         *self.account.write() = Arc::new(account);
+        *browse = None;
     }
 
     pub fn sign(&self, file_id: u64, expires: u64) -> String {
@@ -194,7 +197,12 @@ impl Shared {
 
     /// The browse index (display path → file) as it is now.
     pub fn browse_index(&self) -> Arc<BrowseIndex> {
-        self.browse.read().clone()
+        if let Some(b) = self.browse.read().clone() {
+            return b;
+        }
+        let mut browse = self.browse.write();
+        let b = browse.get_or_insert_with(|| Arc::new(BrowseIndex::build(&self.account.read())));
+        b.clone()
     }
 }
 

@@ -15,6 +15,8 @@
 //!   partial file, and a crash mid-upload leaves nothing either (an upload never completed
 //!   is not listed).
 
+pub mod spool;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
