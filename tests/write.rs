@@ -473,3 +473,43 @@ fn a_failed_upload_is_kept_named_and_blocks_complete_and_unmount_until_discarded
         b"from another client\n"
     );
 }
+
+// Issue 20: a full spool fails the write with ENOSPC at once; nothing is published, and the
+// directory's `.error` says why (a file larger than the free spool space needs
+// `--write-through`, which streams it).
+#[test]
+fn a_full_spool_fails_the_write_and_publishes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let ok = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs", spool.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "mount tmpfs");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _tmpfs = Unmount(spool.clone());
+    let m = write_mount(Emu::demo(), &["--spool-dir", spool.to_str().unwrap()]);
+    let files = new_appresult(&m, "Full", "R");
+    let e = std::fs::write(files.join("big.bin"), vec![5u8; 4 * MIB]).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOSPC), "{e}");
+    // (The kernel may keep the name for its 1 s entry cache.)
+    wait_until("the failed file to go", std::time::Duration::from_secs(5), || {
+        !files.join("big.bin").exists()
+    });
+    assert!(std::fs::read_to_string(files.join(".error"))
+        .unwrap()
+        .contains("big.bin"));
+    // What fits still goes.
+    std::fs::write(files.join("small.txt"), b"small\n").unwrap();
+    let o = m.cmd(&["complete", files.parent().unwrap().to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let man = m.manifest();
+    let ours: Vec<&String> = man.keys().filter(|k| k.starts_with("Projects/Full/")).collect();
+    assert_eq!(ours, ["Projects/Full/AppResults/R/Files/small.txt"]);
+}

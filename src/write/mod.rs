@@ -6,9 +6,11 @@
 //!   background, with its `Content-MD5`, while the writer goes on filling the next;
 //! - parts in flight are bounded for the whole mount ([`PARTS_IN_FLIGHT`]): a writer faster
 //!   than the network waits for a slot in `write`, so memory stays under that many parts
-//!   plus one filling buffer per open file, whatever the file size. (A spool directory would
-//!   only move the wait: `close` has to wait for the last part anyway, to say whether the
-//!   file made it.)
+//!   plus one filling buffer per open file, whatever the file size.
+//!
+//! By default the writer does not drive this itself: [`spool`] keeps what is written on
+//! local disk and feeds it to an [`Upload`] behind `close`; with `--write-through` the
+//! kernel's writes go straight into an [`Upload`], as described here.
 //! - `flush` (the `close` of the writer) sends the rest and completes the upload; a file
 //!   smaller than one part goes in one request. Any part that fails after the client's
 //!   retries fails the `close` with EIO and the file is never completed: BaseSpace shows no

@@ -625,6 +625,8 @@ impl SpoolFile {
         if let Err(e) = self.file.write_all_at(data, offset) {
             let errno = e.raw_os_error().unwrap_or(libc::EIO);
             *self.state.lock() = FileState::Broken(errno);
+            // Its space goes back at once (a full spool must not stay full until release).
+            let _ = self.file.set_len(0);
             tracing::error!(path = %self.target.path(), error = %e, "writing the spooled copy failed: the file will not be uploaded");
             return Err(errno);
         }
