@@ -25,10 +25,19 @@ pub enum Act {
     Restore,
 }
 
-/// Full parts a write completed, to send.
-pub struct Pending {
-    upload: Arc<crate::write::Upload>,
-    parts: crate::write::Parts,
+/// What a write leaves to do on the runtime.
+pub enum Pending {
+    /// Full parts it completed, to send.
+    Parts {
+        upload: Arc<crate::write::Upload>,
+        parts: crate::write::Parts,
+    },
+    /// A spooled file grew past [`crate::write::spool::STREAM_ABOVE`]: its upload starts
+    /// now, streamed, from what the spool holds.
+    Stream {
+        fh: u64,
+        file: Arc<crate::write::spool::SpoolFile>,
+    },
 }
 
 /// What `--write` (and `--allow-delete`) give the core.
@@ -176,18 +185,80 @@ impl FsCore {
                         format!("writing the spooled copy failed (errno {errno})"),
                     )
                 })?;
-                return Ok(None);
+                return Ok(file.take_stream().then_some(Pending::Stream { fh, file }));
             }
             Some(_) => return Err(FsError::quiet(libc::EBADF, "not open for writing")),
             None => return Err(super::bad_handle()),
         };
         let parts = upload.append(offset, data)?;
-        Ok((!parts.is_empty()).then_some(Pending { upload, parts }))
+        Ok((!parts.is_empty()).then_some(Pending::Parts { upload, parts }))
     }
 
     /// Sends the parts a write completed (waits for a free slot: backpressure).
     pub async fn send_parts(&self, p: Pending) -> Result<(), FsError> {
-        Ok(p.upload.send(p.parts).await?)
+        match p {
+            Pending::Parts { upload, parts } => Ok(upload.send(parts).await?),
+            Pending::Stream { fh, file } => self.stream(fh, file).await,
+        }
+    }
+
+    /// Hands spooled file `file` (open as `fh`) over to a streamed upload: what the spool
+    /// holds is sent first, then the handle writes into the upload as `--write-through`
+    /// does, and its `close` reports the outcome. The spooled copy is dropped. If the hand
+    /// over fails the file simply stays spooled.
+    async fn stream(&self, fh: u64, file: Arc<crate::write::spool::SpoolFile>) -> Result<(), FsError> {
+        let w = self.writable()?;
+        let t = file.target().clone();
+        let counter = file.written();
+        let held = counter.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let upload = Arc::new(
+            w.uploader
+                .begin_counting(&t.appresult, &t.directory, &t.name, counter.clone()),
+        );
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        while off < held {
+            let want = buf.len().min((held - off) as usize);
+            let sent = match file.read_at(&mut buf[..want], off) {
+                Ok(0) => Err(UploadError::Ended.into()),
+                Ok(got) => upload
+                    .write(off, &buf[..got])
+                    .await
+                    .map(|()| got)
+                    .map_err(FsError::from),
+                Err(e) => Err(FsError::new(
+                    libc::EIO,
+                    Level::ERROR,
+                    format!("reading the spooled copy: {e}"),
+                )),
+            };
+            match sent {
+                Ok(got) => off += got as u64,
+                Err(e) => {
+                    // The file stays spooled (uploaded from the spool after close).
+                    tracing::warn!(path = %t.path(), error = %e.message, "streaming a large file failed; it stays in the spool");
+                    upload.abort().await;
+                    counter.fetch_max(held, std::sync::atomic::Ordering::Relaxed);
+                    return Ok(());
+                }
+            }
+        }
+        tracing::debug!(path = %t.path(), bytes = held, "a large file is streamed from now on");
+        let mut handles = self.handles.lock();
+        if let Some(Open::Spooled { parent, name, ino, .. }) = handles.remove(&fh) {
+            handles.insert(
+                fh,
+                Open::Upload {
+                    upload,
+                    parent,
+                    name,
+                    ino,
+                },
+            );
+        }
+        drop(handles);
+        file.discard();
+        Ok(())
     }
 
     /// [`FsCore::write_now`] then [`FsCore::send_parts`].

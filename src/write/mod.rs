@@ -85,12 +85,24 @@ impl Uploader {
 
     /// A new file `name` in `directory` (`a/b`, or empty) of appresult `appresult`.
     pub fn begin(self: &Arc<Self>, appresult: &str, directory: &str, name: &str) -> Upload {
+        self.begin_counting(appresult, directory, name, Arc::new(AtomicU64::new(0)))
+    }
+
+    /// [`Uploader::begin`], counting the bytes written in `written` (which must be 0): a
+    /// spooled file handed over to a streamed upload keeps the size `ls -l` shows.
+    pub fn begin_counting(
+        self: &Arc<Self>,
+        appresult: &str,
+        directory: &str,
+        name: &str,
+        written: Arc<AtomicU64>,
+    ) -> Upload {
         Upload {
             up: self.clone(),
             appresult: appresult.to_string(),
             directory: directory.to_string(),
             name: name.to_string(),
-            written: Arc::new(AtomicU64::new(0)),
+            written,
             buf: parking_lot::Mutex::new(Buf {
                 bytes: BytesMut::new(),
                 next_part: 1,
