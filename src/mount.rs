@@ -199,6 +199,7 @@ pub fn run_session(
         }
         false => None,
     };
+    let spool_at_end = spool.clone();
     let write = opts.write.then(|| crate::core::WriteMode {
         api: api.clone(),
         uploader,
@@ -293,6 +294,9 @@ pub fn run_session(
         if !d.wait_promotions(PROMOTION_WAIT) {
             tracing::warn!("unmounted while files were still being kept whole; they will be read again");
         }
+    }
+    if let Some(s) = spool_at_end {
+        s.close();
     }
     result
 }

@@ -242,6 +242,32 @@ impl Spool {
         &self.dir
     }
 
+    /// At the end of the mount: a spool holding nothing to upload is removed (its spare
+    /// files and lock too), so mounts that end cleanly leave no directory behind; one still
+    /// holding files stays for the next mount of the account to adopt.
+    pub fn close(&self) {
+        let holds = |p: &Path| {
+            std::fs::read_dir(p).into_iter().flatten().flatten().any(|e| {
+                let n = e.file_name();
+                let n = n.to_string_lossy();
+                !(n.starts_with("free-") || n == "lock")
+            })
+        };
+        if holds(&self.dir) {
+            tracing::info!(dir = %self.dir.display(), "uploads left in the spool: the next mount of this account resumes them");
+            return;
+        }
+        self.free.lock().clear();
+        for e in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_file(e.path());
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+        // The account's directory too, when this was its last mount.
+        if let Some(account) = self.dir.parent() {
+            let _ = std::fs::remove_dir(account);
+        }
+    }
+
     fn data_path(&self, n: u64) -> PathBuf {
         self.dir.join(format!("{n}.data"))
     }
