@@ -541,14 +541,10 @@ impl FsCore {
     pub async fn act(&self, ino: Ino, act: Act) -> Result<String, FsError> {
         let w = self.writable()?;
         let parent = self.tree.parent(ino);
-        let name = OsString::from(format!(
-            "{:?} {}",
-            self.tree.entity(ino).map(|e| e.0),
-            self.tree.entity(ino).map(|e| e.1).unwrap_or_default()
-        ));
         let Some((kind, id)) = self.tree.entity(ino) else {
             return Err(self.refuse(ino, libc::EINVAL, "not a BaseSpace entity directory".into()));
         };
+        let name = OsString::from(format!("{kind:?} {id}"));
         match (act, kind) {
             (Act::Complete, EntityKind::AppResult | EntityKind::AppSession) => {
                 if let (Some(spool), EntityKind::AppResult) = (&w.spool, kind) {
@@ -611,7 +607,7 @@ impl FsCore {
             .ok_or_else(|| FsError::new(libc::EIO, Level::ERROR, format!("{path} names no appsession")))
     }
 
-    /// Upload spool summary, for tests.
+    /// The upload spool, if this mount writes back (`bsmount uploads retry|discard`).
     pub fn spool(&self) -> Option<Arc<Spool>> {
         self.write.as_ref().and_then(|w| w.spool.clone())
     }

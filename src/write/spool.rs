@@ -573,21 +573,20 @@ impl Spool {
         })
     }
 
+    /// Takes the failed uploads out of the table.
+    fn take_failed(&self) -> Vec<(u64, Job)> {
+        let mut jobs = self.jobs.lock();
+        let (failed, rest): (BTreeMap<u64, Job>, BTreeMap<u64, Job>) = std::mem::take(&mut *jobs)
+            .into_iter()
+            .partition(|(_, j)| matches!(j.state, State::Failed(_)));
+        *jobs = rest;
+        failed.into_iter().collect()
+    }
+
     /// Drops the failed uploads (their spooled bytes too); how many.
     pub fn discard_failed(&self) -> usize {
-        let gone: Vec<u64> = {
-            let mut jobs = self.jobs.lock();
-            let ids: Vec<u64> = jobs
-                .iter()
-                .filter(|(_, j)| matches!(j.state, State::Failed(_)))
-                .map(|(n, _)| *n)
-                .collect();
-            for n in &ids {
-                jobs.remove(n);
-            }
-            ids
-        };
-        for n in &gone {
+        let gone = self.take_failed();
+        for (n, _) in &gone {
             let _ = std::fs::remove_file(self.failed_path(*n));
             let _ = std::fs::remove_file(self.data_path(*n));
         }
@@ -597,17 +596,7 @@ impl Spool {
 
     /// Tries the failed uploads again; how many.
     pub fn retry_failed(self: &Arc<Self>) -> usize {
-        let again: Vec<(u64, Job)> = {
-            let mut jobs = self.jobs.lock();
-            let ids: Vec<u64> = jobs
-                .iter()
-                .filter(|(_, j)| matches!(j.state, State::Failed(_)))
-                .map(|(n, _)| *n)
-                .collect();
-            ids.into_iter()
-                .filter_map(|n| jobs.remove(&n).map(|j| (n, j)))
-                .collect()
-        };
+        let again = self.take_failed();
         for (n, j) in &again {
             drop(self.queue(*n, j.target.clone(), j.size, true));
         }
