@@ -226,6 +226,50 @@ fn files_opened_across_samples_arrive_before_their_opens() {
             "{rel}"
         );
     }
+    // Verified and closed, their blocks left the mount's memory (the kernel keeps the
+    // pages), and a second copy fetches nothing: not the files, not their starts ahead.
+    assert_eq!(mount_stats(&m)["cache"]["cached_bytes"].as_u64(), Some(0));
+    let again = tempfile::tempdir().unwrap();
+    let cp = run("sh", &["-c", &format!("cp {glob} {}", again.path().display())]);
+    assert!(cp.status.success(), "{}", text(&cp));
+    assert_eq!(
+        stat(e, "content_requests"),
+        (samples * files) as u64,
+        "a second copy fetched again"
+    );
+    let diff = run(
+        "diff",
+        &["-r", &dst.path().to_string_lossy(), &again.path().to_string_lossy()],
+    );
+    assert!(diff.status.success(), "{}", text(&diff));
+}
+
+#[test]
+fn files_read_to_their_end_are_fetched_ahead_whole() {
+    // Larger than the 16 MiB start fetched ahead of a walk that reads only file heads.
+    let (samples, files, size) = (3, 2, 18 << 20);
+    let m = Mounted::new(emu(cohort(samples, files, size), 20));
+    let e = m.emu();
+    // Listed first, as the shell's glob of a `cp` does.
+    let glob = format!("{}/*/Files/*.fastq.gz", m.path(SAMPLES).display());
+    assert!(run("bash", &["-c", &format!("ls {glob}")]).status.success());
+    let all = fastqs(&m, samples, files);
+    for p in &all[..3] {
+        assert_eq!(std::fs::read(p).unwrap().len() as u64, size);
+    }
+    wait_until("files fetched ahead", Duration::from_secs(60), || {
+        let s = mount_stats(&m);
+        s["cache"]["inflight_bytes"].as_u64() == Some(0) && s["fetch"]["files_ahead"].as_u64().unwrap_or(0) >= 3
+    });
+    let before = stat(e, "content_requests");
+    for p in &all[3..] {
+        assert_eq!(std::fs::read(p).unwrap().len() as u64, size);
+    }
+    assert_eq!(
+        stat(e, "content_requests"),
+        before,
+        "the rest of a file read to its end was fetched only at its open"
+    );
 }
 
 #[test]

@@ -341,7 +341,8 @@ impl FsCore {
 
     pub fn release(&self, fh: u64) {
         let gone = self.handles.lock().remove(&fh);
-        if let Some(Open::Remote { ino, whole, .. }) = &gone {
+        if let Some(Open::Remote { ino, whole, handle }) = &gone {
+            self.reader.close(handle);
             let mut modes = self.io_modes.lock();
             if let Some(m) = modes.get_mut(ino) {
                 match whole {

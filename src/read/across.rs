@@ -7,8 +7,9 @@
 //! order `readdir` gives, and the order `cp`, `rsync`, `tar` and a sorted glob use here:
 //! names sorted bytewise; see [`crate::tree::walk`] for how a position is defined across
 //! sibling samples and projects), what comes next is fetched ahead:
-//! - files ([`Reader::ahead`]): whole when small, their first [`FIRST_BYTES`] when large,
-//!   under the global connection limit and within a share of the memory budget;
+//! - files ([`Reader::ahead`]): whole when small, their first [`FIRST_BYTES`] when large
+//!   ([`WHOLE_BYTES`] while the files opened are being read to their end: a copy), under
+//!   the global connection limit and within a share of the memory budget;
 //! - listings ([`Listings`]): the directories the walk will read next, a few to
 //!   [`LISTINGS_AHEAD`] beyond it, at most [`LISTINGS_IN_FLIGHT`] at once.
 //!
@@ -45,6 +46,13 @@ pub const FILES_AHEAD: usize = 64;
 /// Of a large file, only its start is fetched ahead; the handle's own window takes over
 /// once it is read.
 pub const FIRST_BYTES: u64 = 16 << 20;
+/// Of each large file, fetched ahead while the files closed last were read to their end
+/// (`cp`, `rsync`, `cat`): with only their first 16 MiB ahead, each 64 MiB FASTQ of a
+/// copy waited for the rest to be fetched once opened (a round trip and a part's
+/// transfer per file: a cohort copy of 64 MiB files went at half the speed of one with
+/// the files ahead whole). Header-only walks (`samtools view -H` over many BAMs) keep
+/// [`FIRST_BYTES`].
+pub const WHOLE_BYTES: u64 = 64 << 20;
 /// Listings fetched ahead of a walk, at most, beyond where it is: at 30-300 ms a listing,
 /// 16 in flight keep a walk that lists one directory per entry moving at the network's pace.
 /// A run starts with [`FIRST_WINDOW`] and doubles with each open in order, so a walk that

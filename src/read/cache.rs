@@ -22,6 +22,16 @@ pub struct ObjectId {
     pub version: Arc<str>,
 }
 
+impl ObjectId {
+    /// The listed version of `file`.
+    pub fn of(file: &crate::tree::RemoteFile) -> ObjectId {
+        ObjectId {
+            file: Arc::from(file.id.as_str()),
+            version: Arc::from(file.version.as_str()),
+        }
+    }
+}
+
 /// A block of an object.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct BlockKey {

@@ -35,6 +35,7 @@ use crate::tree::RemoteFile;
 pub mod across;
 pub mod cache;
 pub mod disk;
+mod lanes;
 mod pool;
 pub mod prefetch;
 pub mod shared;
@@ -225,6 +226,10 @@ pub struct Reader {
     pool: Arc<BufPool>,
     /// Handles reading sequentially now: they share the cache for what they prefetch.
     prefetching: Arc<AtomicU64>,
+    /// The files read last were read to their end (set at a read of a file's last bytes,
+    /// cleared when a handle closes short of it): files ahead of a walk are fetched whole
+    /// ([`across::WHOLE_BYTES`]).
+    reading_whole: std::sync::atomic::AtomicBool,
     /// File versions whose bytes were verified whole (by a reading handle, or by the source
     /// when it fetched a small file in one GET).
     verified: Verified,
@@ -350,10 +355,7 @@ impl Handle {
 
     /// A handle on `file`; `verify = false` never hashes.
     pub fn with_verify(file: RemoteFile, verify: bool) -> Self {
-        let object = ObjectId {
-            file: Arc::from(file.id.as_str()),
-            version: Arc::from(file.version.as_str()),
-        };
+        let object = ObjectId::of(&file);
         let verify = match file.etag().filter(|_| verify).and_then(|e| Verifier::new(e, file.size)) {
             Some(v) => Verify::Ready(Box::new(v)),
             None => Verify::Off,
@@ -473,6 +475,7 @@ impl Reader {
             mem_units,
             pool,
             prefetching: Arc::new(AtomicU64::new(0)),
+            reading_whole: Default::default(),
             verified: verified.clone(),
             verify: opts.verify,
             across: across::Runs::default(),
@@ -494,15 +497,23 @@ impl Reader {
             return;
         };
         let budget = self.memory.budget / 4;
+        let each = match self.reading_whole.load(Ordering::Relaxed) {
+            true => across::WHOLE_BYTES,
+            false => across::FIRST_BYTES,
+        };
         let (mut bytes, mut upto, mut tasks) = (0, None, Vec::new());
         for (at, f) in next(&walk.at, go.top, across::FILES_AHEAD).items {
-            let first = f.size.min(across::FIRST_BYTES);
+            let first = f.size.min(each);
             bytes += first;
             if bytes > budget {
                 break;
             }
             if !go.beyond(&at) {
                 continue; // started by an earlier open
+            }
+            if self.verify && self.verified.lock().contains(&ObjectId::of(&f)) {
+                upto = Some(at);
+                continue; // the kernel keeps its pages ([`Reader::close`])
             }
             if first > 0 {
                 let h = Handle::with_verify(f, false);
@@ -572,13 +583,7 @@ impl Reader {
     /// for the kernel to read ([`whole`]); `None` without one, or with `--no-verify`.
     pub fn whole_file(&self, file: &RemoteFile) -> Option<whole::WholeFile> {
         let disk = self.disk.as_ref().filter(|_| self.verify)?;
-        disk.open_whole(
-            &ObjectId {
-                file: Arc::from(file.id.as_str()),
-                version: Arc::from(file.version.as_str()),
-            },
-            file.size,
-        )
+        disk.open_whole(&ObjectId::of(file), file.size)
     }
 
     /// A handle for reading `file`, verified as this reader is configured.
@@ -591,11 +596,21 @@ impl Reader {
     /// through the mount again at each open, so a page that turned out wrong never stays.
     pub fn may_keep_cache(&self, file: &RemoteFile) -> bool {
         let verifiable = self.verify && file.etag().is_some_and(|e| Verifier::can_verify(e, file.size));
-        !verifiable
-            || self.verified.lock().contains(&ObjectId {
-                file: Arc::from(file.id.as_str()),
-                version: Arc::from(file.version.as_str()),
-            })
+        !verifiable || self.verified.lock().contains(&ObjectId::of(file))
+    }
+
+    /// A handle is closed. Drop-behind: the kernel keeps a verified file's pages across
+    /// opens ([`Reader::may_keep_cache`]), so its blocks held here too were the same
+    /// memory twice, and a copy streaming many files filled the whole budget with fresh
+    /// buffers (a page fault per 4 KiB: a sixth of the mount's CPU in a cohort copy).
+    /// Dropped at close, they go back to the pool for the next file.
+    pub fn close(&self, h: &Handle) {
+        if self.verify && self.verified.lock().contains(&h.object) {
+            self.memory.purge(&h.object);
+        }
+        if h.window.lock().reached() != Some(h.file.size) {
+            self.reading_whole.store(false, Ordering::Relaxed);
+        }
     }
 
     /// Reads up to `size` bytes at `offset`: fewer only at end of file.
@@ -659,6 +674,10 @@ impl Reader {
             .window
             .lock()
             .on_read(offset, end, b0, b1, last_block, || self.window_cap(), &self.prefetching);
+        if plan.sequential && end == fsize {
+            // Before its close: the kernel releases a file after the next one is opened.
+            self.reading_whole.store(true, Ordering::Relaxed);
+        }
         let kept = h.small.lock().as_ref().and_then(|(start, b)| {
             (offset >= *start && end <= start + b.len() as u64)
                 .then(|| b.slice((offset - start) as usize..(end - start) as usize))
@@ -1034,6 +1053,7 @@ impl Reader {
         };
         let me = self.clone();
         let file = h.file.clone();
+        let ahead = permit.is_some(); // a prefetch: no read waits for it yet
         let task = tokio::spawn(async move {
             let res = async {
                 // Memory first (demand reads wait here), then the bytes are reserved in the cache.
@@ -1054,7 +1074,7 @@ impl Reader {
                 };
                 let (blocks, found_at) = match from_level {
                     Some(x) => x,
-                    None => (me.source.fetch(&file, first, n).await?, me.levels.len()),
+                    None => (me.source.fetch(&file, first, n, ahead).await?, me.levels.len()),
                 };
                 // On the way back up: every level above the one that had the bytes.
                 for l in &me.levels[..found_at] {

@@ -104,6 +104,11 @@ impl Window {
         Plan { sequential, prefetch }
     }
 
+    /// Where the handle's reads have reached (the end of the furthest sequential read).
+    pub fn reached(&self) -> Option<u64> {
+        self.next
+    }
+
     /// Records a prefetch part started for blocks `[first, end)`.
     pub fn started(&mut self, first: u64, end: u64, task: tokio::task::AbortHandle) {
         // Only running parts are kept: a long sequential read starts thousands.

@@ -75,11 +75,12 @@ impl ContentSource {
 
     /// One ranged GET for blocks `[first, first+n)` of `file`'s listed version, renewing
     /// the URL if it expired. A GET of a whole file is checked against a plain-md5 ETag at
-    /// once (and tried once more before failing).
-    pub async fn fetch(&self, file: &RemoteFile, first: u64, n: u64) -> Result<Vec<Bytes>, ReadError> {
+    /// once (and tried once more before failing); `ahead`: no read waits for it yet, so its
+    /// hash may wait a little to run side by side with others ([`super::lanes`]).
+    pub async fn fetch(&self, file: &RemoteFile, first: u64, n: u64, ahead: bool) -> Result<Vec<Bytes>, ReadError> {
         let start = first * BLOCK_SIZE;
         let len = (n * BLOCK_SIZE).min(file.size - start);
-        let b = self.get(file, start, len, BLOCK_SIZE as usize).await?;
+        let b = self.get(file, start, len, BLOCK_SIZE as usize, ahead).await?;
         if b.len() as u64 != n {
             return Err(ReadError::Internal(format!("asked {n} blocks, got {}", b.len())));
         }
@@ -90,7 +91,7 @@ impl ContentSource {
     /// `len` bytes at `start` in one buffer, for a small random read that fetches only
     /// around what it asked (not cached as blocks).
     pub async fn fetch_range(&self, file: &RemoteFile, start: u64, len: u64) -> Result<Bytes, ReadError> {
-        let mut b = self.get(file, start, len, len as usize).await?;
+        let mut b = self.get(file, start, len, len as usize, false).await?;
         self.stats.small_fetches.fetch_add(1, Ordering::Relaxed);
         match (b.pop(), b.is_empty()) {
             (Some(x), true) => Ok(x),
@@ -99,7 +100,14 @@ impl ContentSource {
     }
 
     /// One ranged GET of `[start, start+len)`, cut in pieces of `piece` bytes.
-    async fn get(&self, file: &RemoteFile, start: u64, len: u64, piece: usize) -> Result<Vec<Bytes>, ReadError> {
+    async fn get(
+        &self,
+        file: &RemoteFile,
+        start: u64,
+        len: u64,
+        piece: usize,
+        ahead: bool,
+    ) -> Result<Vec<Bytes>, ReadError> {
         tracing::debug!(file = %file.id, start, len, "ranged GET");
         let _permit = self
             .conns
@@ -148,16 +156,16 @@ impl ContentSource {
                     }
                     self.stats.bytes_fetched.fetch_add(len, Ordering::Relaxed);
                     if let Some(exp) = expected {
-                        // Hashed off the runtime's threads, which keep streaming meanwhile.
-                        let bufs = b.clone();
-                        let got: [u8; 16] = tokio::task::spawn_blocking(move || {
-                            use md5::Digest;
-                            let mut hasher = md5::Md5::new();
-                            bufs.iter().for_each(|x| hasher.update(x));
-                            hasher.finalize().into()
-                        })
-                        .await
-                        .map_err(|e| ReadError::Internal(format!("hashing: {e}")))?;
+                        // Hashed off the runtime's threads, which keep streaming meanwhile,
+                        // side by side with the other files fetched whole.
+                        let wait = if ahead {
+                            super::lanes::AHEAD_WAIT
+                        } else {
+                            Duration::ZERO
+                        };
+                        let got: [u8; 16] = super::lanes::md5_of(b.clone(), (), wait)
+                            .await
+                            .map_err(|e| ReadError::Internal(format!("hashing: {e}")))?;
                         if got != exp {
                             self.stats.checksum_failures.fetch_add(1, Ordering::Relaxed);
                             corrupt += 1;
@@ -171,10 +179,7 @@ impl ContentSource {
                             });
                         }
                         self.stats.files_verified.fetch_add(1, Ordering::Relaxed);
-                        let object = super::cache::ObjectId {
-                            file: Arc::from(file.id.as_str()),
-                            version: Arc::from(file.version.as_str()),
-                        };
+                        let object = super::cache::ObjectId::of(file);
                         if let Some(d) = &self.disk {
                             d.keep_whole(&object, len, b.clone());
                         }

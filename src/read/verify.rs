@@ -11,6 +11,7 @@
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
+use tokio::sync::oneshot;
 
 /// Largest out-of-order backlog kept while hashing; beyond it the handle gives up
 /// verifying (the read itself goes on).
@@ -83,7 +84,8 @@ pub fn multipart_etag(data: &[u8], part: usize) -> String {
 }
 
 /// Hashes one candidate part size. Parts are independent, so a completed part can be
-/// hashed on the shared pool ([`pool`]) while the next one arrives. Its blocks stay
+/// hashed on the hashing thread ([`super::lanes`], side by side with other strings) while
+/// the next one arrives. Its blocks stay
 /// referenced until then, so a part is buffered only while the global [`PIN_BUDGET`] has
 /// room; otherwise it is hashed here as it arrives. Either way only the digests are
 /// combined in order.
@@ -94,7 +96,7 @@ struct PartHasher {
     in_part: u64,
     current: Part,
     /// Digests of the parts so far, in order.
-    digests: Vec<std::sync::mpsc::Receiver<[u8; 16]>>,
+    digests: Vec<oneshot::Receiver<[u8; 16]>>,
 }
 
 /// How the current part is being hashed.
@@ -106,8 +108,8 @@ enum Part {
 }
 
 /// Bytes of blocks that buffered parts may hold at once, over every handle: with 8 MiB
-/// parts, enough to keep two hashing threads busy.
-const PIN_BUDGET: u64 = 32 << 20;
+/// parts, enough to fill the hashing thread's eight lanes.
+const PIN_BUDGET: u64 = 64 << 20;
 static PINNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// A share of [`PIN_BUDGET`], given back when dropped.
@@ -178,12 +180,8 @@ impl PartHasher {
             Part::Inline(Md5::new())
         };
         let done = match std::mem::replace(&mut self.current, next) {
-            Part::Buffered(pieces, pinned) => pool::md5_of(pieces, pinned),
-            Part::Inline(h) => {
-                let (tx, rx) = std::sync::mpsc::sync_channel(1);
-                let _ = tx.send(h.finalize().into());
-                rx
-            }
+            Part::Buffered(pieces, pinned) => super::lanes::md5_of(pieces, pinned, super::lanes::PART_WAIT),
+            Part::Inline(h) => ready(h.finalize().into()),
         };
         self.digests.push(done);
         self.in_part = 0;
@@ -191,9 +189,7 @@ impl PartHasher {
 
     /// Its first part's digest, computed once for every candidate by the [`Prefix`].
     fn first_part(&mut self, digest: [u8; 16]) {
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let _ = tx.send(digest);
-        self.digests.insert(0, rx);
+        self.digests.insert(0, ready(digest));
     }
 
     /// The ETag digest of the parts, and the parts' own digests.
@@ -201,62 +197,25 @@ impl PartHasher {
         if self.in_part > 0 {
             self.close_part(false);
         }
-        // A pool thread that died (it cannot, short of a panic) gives a digest no ETag has.
-        let parts: Vec<[u8; 16]> = self.digests.into_iter().map(|d| d.recv().unwrap_or_default()).collect();
+        // The read that completes the file waits for these digests: none waits for company.
+        super::lanes::hurry();
+        // A hashing thread that died (it cannot, short of a panic) gives a digest no ETag has.
+        let parts: Vec<[u8; 16]> = self
+            .digests
+            .into_iter()
+            .map(|d| d.blocking_recv().unwrap_or_default())
+            .collect();
         let mut outer = Md5::new();
         parts.iter().for_each(|d| outer.update(d));
         (outer.finalize().into(), parts)
     }
 }
 
-/// A few threads that hash whole parts, shared by every verifying handle. The queue is
-/// short, so a verifier that outruns them waits (and the reads feeding it with it).
-mod pool {
-    use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
-    use std::sync::{Mutex, OnceLock};
-
-    use bytes::Bytes;
-    use md5::{Digest, Md5};
-
-    use super::Pinned;
-
-    type Job = (Vec<Bytes>, Pinned, SyncSender<[u8; 16]>);
-
-    fn queue() -> &'static SyncSender<Job> {
-        static Q: OnceLock<SyncSender<Job>> = OnceLock::new();
-        Q.get_or_init(|| {
-            let (tx, rx) = sync_channel::<Job>(2);
-            let rx = std::sync::Arc::new(Mutex::new(rx));
-            let n = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
-            for i in 0..n {
-                let rx = rx.clone();
-                let _ = std::thread::Builder::new()
-                    .name(format!("bsmount-md5-{i}"))
-                    .spawn(move || loop {
-                        let job = rx.lock().map(|r| r.recv());
-                        let Ok(Ok((pieces, pinned, done))) = job else { return };
-                        let mut h = Md5::new();
-                        pieces.iter().for_each(|p| h.update(p));
-                        drop((pieces, pinned));
-                        let _ = done.send(h.finalize().into());
-                    });
-            }
-            tx
-        })
-    }
-
-    /// The md5 of `pieces` (in order), computed on the pool; `pinned` is given back then.
-    pub(super) fn md5_of(pieces: Vec<Bytes>, pinned: Pinned) -> Receiver<[u8; 16]> {
-        let (tx, rx) = sync_channel(1);
-        if let Err(e) = queue().send((pieces, pinned, tx)) {
-            // No pool (threads could not start): hash here.
-            let (pieces, _pinned, tx) = e.0;
-            let mut h = Md5::new();
-            pieces.iter().for_each(|p| h.update(p));
-            let _ = tx.send(h.finalize().into());
-        }
-        rx
-    }
+/// A digest known already, as the hashing thread's answers come.
+fn ready(digest: [u8; 16]) -> oneshot::Receiver<[u8; 16]> {
+    let (tx, rx) = oneshot::channel();
+    let _ = tx.send(digest);
+    rx
 }
 
 /// The first part of every candidate starts at byte 0, so one running md5 gives them all:
