@@ -494,21 +494,10 @@ impl Filesystem for BsFs {
         reply: fuser::ReplyIoctl,
     ) {
         if cmd == RETRY_IOCTL || cmd == DISCARD_IOCTL {
-            return match self.core.spool() {
-                Some(s) => {
-                    let _in_runtime = self.rt.enter();
-                    let n = match cmd {
-                        RETRY_IOCTL => s.retry_failed(),
-                        _ => s.discard_failed(),
-                    };
-                    tracing::info!(
-                        files = n,
-                        retry = cmd == RETRY_IOCTL,
-                        "failed uploads retried or discarded"
-                    );
-                    reply.ioctl(0, &[])
-                }
-                None => reply.error(Errno::EROFS),
+            let _in_runtime = self.rt.enter();
+            return match self.core.failed_uploads(cmd == RETRY_IOCTL) {
+                Ok(_) => reply.ioctl(0, &[]),
+                Err(e) => reply.error(fail("ioctl", e)),
             };
         }
         let act = match cmd {

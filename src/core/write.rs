@@ -607,9 +607,24 @@ impl FsCore {
             .ok_or_else(|| FsError::new(libc::EIO, Level::ERROR, format!("{path} names no appsession")))
     }
 
-    /// The upload spool, if this mount writes back (`bsmount uploads retry|discard`).
+    /// The upload spool, if this mount writes back.
     pub fn spool(&self) -> Option<Arc<Spool>> {
         self.write.as_ref().and_then(|w| w.spool.clone())
+    }
+
+    /// `bsmount uploads retry|discard`: the uploads that failed for good are tried again
+    /// (`retry`) or dropped with their spooled bytes; how many. EROFS on a mount that does
+    /// not write back.
+    pub fn failed_uploads(&self, retry: bool) -> Result<usize, FsError> {
+        let s = self
+            .spool()
+            .ok_or_else(|| FsError::quiet(libc::EROFS, "this mount does not write back uploads"))?;
+        let n = match retry {
+            true => s.retry_failed(),
+            false => s.discard_failed(),
+        };
+        tracing::info!(files = n, retry, "failed uploads retried or discarded");
+        Ok(n)
     }
 
     /// `unlink`: BaseSpace removes whole appresults (to the trash), never single files.
