@@ -106,8 +106,8 @@ impl BsFs {
 /// Logs once, then the errno for the kernel.
 impl BsFs {
     /// Runs `op` here, in the kernel's request thread, when it completes without waiting
-    /// (a lookup in a listed directory, a create in the spool: most of them), else on the
-    /// runtime. A hop to the runtime and back costs more than such an operation itself,
+    /// (a lookup in a listed directory, a create in the spool, a read of blocks already in
+    /// memory: most of them), else on the runtime. A hop to the runtime and back costs more than such an operation itself,
     /// and `cp -r` of many small files waits for each in turn.
     fn now_or_spawn(&self, op: impl std::future::Future<Output = ()> + Send + 'static) {
         use std::task::Context;
@@ -234,7 +234,7 @@ impl Filesystem for BsFs {
     ) {
         let core = self.core.clone();
         let span = tracing::debug_span!("read", ino = ino.0, fh = fh.0, offset, size);
-        self.rt.spawn(
+        self.now_or_spawn(
             async move {
                 match core.read(fh.0, offset, size).await {
                     Ok(b) => reply.data(&b),
