@@ -101,8 +101,8 @@ struct PartHasher {
 
 /// How the current part is being hashed.
 enum Part {
-    /// Its bytes (references to the blocks read, not copies), for the pool; holds a share
-    /// of the pin budget.
+    /// Its bytes (references to the blocks read, not copies), for the hashing thread
+    /// ([`super::lanes`]); holds a share of the pin budget.
     Buffered(Vec<Bytes>, Pinned),
     Inline(Md5),
 }
@@ -357,8 +357,17 @@ impl Verifier {
         let hashing = match &expect {
             Expect::Plain(_) => Hashing::Plain(Md5::new()),
             Expect::Multipart { .. } => {
-                let hs: Vec<PartHasher> = sizes.iter().map(|p| PartHasher::new(*p, (*p).min(size))).collect();
-                let mut bounds: Vec<(u64, usize)> = hs.iter().enumerate().map(|(i, h)| (h.from, i)).collect();
+                // One candidate (the usual case) hashes its first part like the others, on
+                // the hashing thread; several share it through the prefix.
+                let shared = sizes.len() > 1;
+                let hs: Vec<PartHasher> = sizes
+                    .iter()
+                    .map(|p| PartHasher::new(*p, if shared { (*p).min(size) } else { 0 }))
+                    .collect();
+                let mut bounds: Vec<(u64, usize)> = match shared {
+                    true => hs.iter().enumerate().map(|(i, h)| (h.from, i)).collect(),
+                    false => Vec::new(),
+                };
                 bounds.sort_unstable();
                 let prefix = Prefix {
                     md5: Md5::new(),
