@@ -107,8 +107,8 @@ impl BsFs {
 impl BsFs {
     /// Runs `op` here, in the kernel's request thread, when it completes without waiting
     /// (a lookup in a listed directory, a create in the spool, a read of blocks already in
-    /// memory: most of them), else on the runtime. A hop to the runtime and back costs more than such an operation itself,
-    /// and `cp -r` of many small files waits for each in turn.
+    /// memory: most of them), else on the runtime. A hop to the runtime and back costs more
+    /// than such an operation itself, and `cp -r` of many small files waits for each in turn.
     fn now_or_spawn(&self, op: impl std::future::Future<Output = ()> + Send + 'static) {
         use std::task::Context;
         let mut op = Box::pin(op);

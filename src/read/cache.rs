@@ -144,15 +144,24 @@ impl MemoryCache {
         }
     }
 
-    /// Drops every block of an object.
-    pub fn purge(&self, object: &ObjectId) {
+    /// Drops every block of an object of `blocks` blocks: by index, or by a scan of the
+    /// cache when that is shorter (it runs at every close of a verified file).
+    pub fn purge(&self, object: &ObjectId, blocks: u64) {
         let mut g = self.lru.lock();
         let (lru, bytes) = &mut *g;
-        let keys: Vec<BlockKey> = lru
-            .iter()
-            .filter(|(k, _)| &k.object == object)
-            .map(|(k, _)| k.clone())
-            .collect();
+        let keys: Vec<BlockKey> = match blocks <= lru.len() as u64 {
+            true => (0..blocks)
+                .map(|index| BlockKey {
+                    object: object.clone(),
+                    index,
+                })
+                .collect(),
+            false => lru
+                .iter()
+                .filter(|(k, _)| &k.object == object)
+                .map(|(k, _)| k.clone())
+                .collect(),
+        };
         for k in keys {
             if let Some(b) = lru.pop(&k) {
                 *bytes -= b.len() as u64;
@@ -204,7 +213,7 @@ mod tests {
         let m = MemoryCache::new(1 << 20);
         m.put(key("a", 0), Bytes::from_static(b"aa"));
         m.put(key("b", 0), Bytes::from_static(b"bb"));
-        m.purge(&key("a", 0).object);
+        m.purge(&key("a", 0).object, 1);
         assert!(m.get(&key("a", 0)).is_none());
         assert_eq!(m.get(&key("b", 0)).as_deref(), Some(&b"bb"[..]));
         assert_eq!(m.bytes(), 2);

@@ -52,7 +52,8 @@ struct Job {
     until: Instant,
     /// Released once hashed (a share of a memory budget, for one).
     _hold: Box<dyn Send>,
-    done: oneshot::Sender<[u8; 16]>,
+    /// Taken when the digest is sent.
+    done: Option<oneshot::Sender<[u8; 16]>>,
 }
 
 struct Queue {
@@ -92,7 +93,7 @@ pub fn md5_of(pieces: Vec<Bytes>, hold: impl Send + 'static, wait: Duration) -> 
         pieces,
         until: Instant::now() + wait,
         _hold: Box::new(hold),
-        done,
+        done: Some(done),
     };
     match queue() {
         Some(q) => {
@@ -227,9 +228,9 @@ impl Lane {
         for (i, w) in self.state.iter().enumerate() {
             digest[i * 4..i * 4 + 4].copy_from_slice(&w.to_le_bytes());
         }
-        let (tx, _) = oneshot::channel();
-        let done = std::mem::replace(&mut self.job.done, tx);
-        let _ = done.send(digest);
+        if let Some(done) = self.job.done.take() {
+            let _ = done.send(digest);
+        }
         true
     }
 }
@@ -581,14 +582,14 @@ mod tests {
                         pieces: vec![Bytes::copy_from_slice(d)],
                         until: Instant::now(),
                         _hold: Box::new(()),
-                        done,
+                        done: Some(done),
                     })
                 })
                 .collect();
             wide_round(&mut lanes, 20);
             for (lane, d) in lanes.iter_mut().zip(&datas) {
                 let (done, rx) = oneshot::channel();
-                lane.job.done = done;
+                lane.job.done = Some(done);
                 while !lane.scalar(usize::MAX) {}
                 assert_eq!(rx.blocking_recv().expect("digest"), <[u8; 16]>::from(Md5::digest(d)));
             }

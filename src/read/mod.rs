@@ -511,7 +511,7 @@ impl Reader {
             if !go.beyond(&at) {
                 continue; // started by an earlier open
             }
-            if self.verify && self.verified.lock().contains(&ObjectId::of(&f)) {
+            if self.verified_whole(&ObjectId::of(&f)) {
                 upto = Some(at);
                 continue; // the kernel keeps its pages ([`Reader::close`])
             }
@@ -599,14 +599,19 @@ impl Reader {
         !verifiable || self.verified.lock().contains(&ObjectId::of(file))
     }
 
+    /// This version was read whole and verified (the kernel keeps its pages).
+    fn verified_whole(&self, object: &ObjectId) -> bool {
+        self.verify && self.verified.lock().contains(object)
+    }
+
     /// A handle is closed. Drop-behind: the kernel keeps a verified file's pages across
     /// opens ([`Reader::may_keep_cache`]), so its blocks held here too were the same
     /// memory twice, and a copy streaming many files filled the whole budget with fresh
     /// buffers (a page fault per 4 KiB: a sixth of the mount's CPU in a cohort copy).
     /// Dropped at close, they go back to the pool for the next file.
     pub fn close(&self, h: &Handle) {
-        if self.verify && self.verified.lock().contains(&h.object) {
-            self.memory.purge(&h.object);
+        if self.verified_whole(&h.object) {
+            self.memory.purge(&h.object, h.file.size.div_ceil(BLOCK_SIZE));
         }
         if h.window.lock().reached() != Some(h.file.size) {
             self.reading_whole.store(false, Ordering::Relaxed);
@@ -925,8 +930,8 @@ impl Reader {
 
     /// Drops every cached block of a handle's file version, in every level.
     fn purge(&self, h: &Handle) {
-        self.memory.purge(&h.object);
         let blocks = h.file.size.div_ceil(BLOCK_SIZE);
+        self.memory.purge(&h.object, blocks);
         for l in &self.levels {
             for i in 0..blocks {
                 let k = h.key(i);
