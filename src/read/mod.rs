@@ -444,6 +444,7 @@ impl Reader {
     pub fn new(api: Arc<dyn BaseSpaceApi>, opts: ReadOptions) -> Arc<Self> {
         let budget = opts.cache_bytes.max(2 * PART_BLOCKS * BLOCK_SIZE);
         let mem_units = (budget / 2 / MEM_UNIT) as usize;
+        verify::limit_pins(budget);
         let pool = BufPool::new(BLOCK_SIZE as usize, POOL_BLOCKS.min(budget / 8 / BLOCK_SIZE) as usize);
         let stats = Arc::new(ReadStats::default());
         let verified: Verified = Arc::new(Mutex::new(lru::LruCache::new(

@@ -108,9 +108,17 @@ enum Part {
 }
 
 /// Bytes of blocks that buffered parts may hold at once, over every handle: with 8 MiB
-/// parts, enough to fill the hashing thread's eight lanes.
+/// parts, enough to fill the hashing thread's eight lanes. Blocks evicted from the memory
+/// cache stay alive while a part holds them, so this is memory beyond `--cache-size`:
+/// [`limit_pins`] caps it at a quarter of that budget (a 64 MiB cache, 16 MiB).
 const PIN_BUDGET: u64 = 64 << 20;
+static PIN_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(PIN_BUDGET);
 static PINNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Caps the bytes buffered parts hold by the memory cache's budget (one mount per process).
+pub fn limit_pins(cache_bytes: u64) {
+    PIN_LIMIT.store(PIN_BUDGET.min(cache_bytes / 4), std::sync::atomic::Ordering::Relaxed);
+}
 
 /// A share of [`PIN_BUDGET`], given back when dropped.
 struct Pinned(u64);
@@ -120,7 +128,7 @@ impl Pinned {
         use std::sync::atomic::Ordering::AcqRel;
         PINNED
             .fetch_update(AcqRel, std::sync::atomic::Ordering::Acquire, |p| {
-                (p + n <= PIN_BUDGET).then_some(p + n)
+                (p + n <= PIN_LIMIT.load(std::sync::atomic::Ordering::Relaxed)).then_some(p + n)
             })
             .ok()
             .map(|_| Pinned(n))
