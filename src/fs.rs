@@ -536,7 +536,7 @@ impl Filesystem for BsFs {
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         let core = self.core.clone();
         self.rt.spawn(async move {
-            match core.fsync(fh.0) {
+            match core.fsync(fh.0).await {
                 Ok(()) => reply.ok(),
                 Err(e) => reply.error(fail("fsync", e)),
             }

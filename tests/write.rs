@@ -447,6 +447,13 @@ fn a_failed_upload_is_kept_named_and_blocks_complete_and_unmount_until_discarded
     )
     .unwrap();
     std::fs::write(files.join("dup.txt"), b"from this mount\n").unwrap();
+    // `sync FILE` waits for the upload and reports its failure.
+    let o = Command::new("sync").arg(files.join("dup.txt")).output().unwrap();
+    assert!(
+        !o.status.success() && text(&o).contains("Input/output error"),
+        "{}",
+        text(&o)
+    );
     let ar = m.path("Projects/Clash/AppResults/R");
     let o = m.cmd(&["complete", ar.to_str().unwrap()]);
     assert!(!o.status.success(), "completed with a failed upload");
@@ -471,6 +478,54 @@ fn a_failed_upload_is_kept_named_and_blocks_complete_and_unmount_until_discarded
         std::fs::read(other.path("Projects/Clash/AppResults/R/Files/dup.txt")).unwrap(),
         b"from another client\n"
     );
+}
+
+// Issue 20: a file just copied in reads back at once, from its spooled copy (`cmp`,
+// `md5sum` or `diff -r` right after `cp`), and `sync FILE` (fsync) returns once BaseSpace
+// has it.
+#[test]
+fn a_copied_file_reads_back_while_it_uploads_and_sync_waits_for_its_upload() {
+    // Slow enough that the upload (a second after close, then three requests) is still
+    // under way when the copy is read back.
+    let net = NetProfile {
+        latency: std::time::Duration::from_millis(400),
+        ..Default::default()
+    };
+    let m = write_mount(Emu::with_net(emulator::demo::account(), net), &[]);
+    let files = new_appresult(&m, "Back", "R");
+    let src = tempfile::tempdir().unwrap();
+    let data: Vec<u8> = (0..3 * MIB + 17).map(|i| (i * 7 % 251) as u8).collect();
+    let a = src.path().join("a.bin");
+    std::fs::write(&a, &data).unwrap();
+    let dst = files.join("a.bin");
+    assert!(run("cp", &[a.to_str().unwrap(), dst.to_str().unwrap()])
+        .status
+        .success());
+    run("cmp", &[a.to_str().unwrap(), dst.to_str().unwrap()]);
+    // A reader that stays open across the upload keeps reading these bytes, even after
+    // the spooled copy is done with and the next file is spooled.
+    let held = std::fs::File::open(&dst).unwrap();
+    assert_eq!(
+        m.emu().stats()["content_requests"].as_u64(),
+        Some(0),
+        "read back from BaseSpace, not from the spooled copy"
+    );
+    let key = "Projects/Back/AppResults/R/Files/a.bin";
+    assert!(!m.manifest().contains_key(key), "uploaded before sync was asked");
+    run("sync", &[dst.to_str().unwrap()]);
+    let want = hex::encode(md5::Md5::digest(&data));
+    assert_eq!(
+        m.manifest().get(key).and_then(|f| f["md5"].as_str()),
+        Some(want.as_str()),
+        "sync returned before the upload"
+    );
+    // Published: read again, now from BaseSpace.
+    run("cmp", &[a.to_str().unwrap(), dst.to_str().unwrap()]);
+    std::fs::write(files.join("b.bin"), vec![9u8; MIB]).unwrap();
+    let mut back = Vec::new();
+    use std::io::Read;
+    (&held).read_to_end(&mut back).unwrap();
+    assert!(back == data, "a held reader read other bytes");
 }
 
 // Issue 20: a full spool fails the write with ENOSPC at once; nothing is published, and the

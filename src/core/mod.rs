@@ -97,6 +97,12 @@ enum Open {
         name: OsString,
         ino: Ino,
     },
+    /// A closed file read from its spooled copy while it waits or uploads; `fsync` waits
+    /// for its upload.
+    SpoolRead {
+        reader: crate::write::spool::SpoolReader,
+        outcome: write::Outcome,
+    },
     /// A file being uploaded into `parent` as `name` (`--write-through`).
     Upload {
         upload: Arc<crate::write::Upload>,
@@ -118,6 +124,8 @@ pub struct FsCore {
     write: Option<WriteMode>,
     io_modes: Mutex<HashMap<Ino, IoMode>>,
     passthrough: Passthrough,
+    /// Closed spooled files until their upload ends: what an open reads and `fsync` waits for.
+    closed: Arc<Mutex<HashMap<Ino, write::Closed>>>,
 }
 
 fn bad_handle() -> FsError {
@@ -145,6 +153,7 @@ impl FsCore {
             next_fh: AtomicU64::new(1),
             write,
             io_modes: Mutex::new(HashMap::new()),
+            closed: Default::default(),
             passthrough: Passthrough {
                 allowed: true.into(),
                 on: false.into(),
@@ -270,6 +279,9 @@ impl FsCore {
                 "BaseSpace files cannot be overwritten or appended to",
             ));
         }
+        if let Some(o) = self.open_spooled(ino) {
+            return Ok(o);
+        }
         let mut backing = None;
         let (open, cache) = match self.tree.content(ino)? {
             FileContent::Static(b) => (Open::Static(b), CacheMode::Keep),
@@ -326,6 +338,15 @@ impl FsCore {
             }
             Some(Open::Remote { handle, .. }) => handle.clone(),
             Some(Open::Dir(_)) => return Err(FsError::quiet(libc::EISDIR, "is a directory")),
+            Some(Open::SpoolRead { reader, .. }) => {
+                return reader.read(offset, size).map(Bytes::from).map_err(|e| {
+                    FsError::new(
+                        e.raw_os_error().unwrap_or(libc::EIO),
+                        tracing::Level::ERROR,
+                        format!("reading the spooled copy: {e}"),
+                    )
+                })
+            }
             Some(Open::Upload { .. } | Open::Spooled { .. }) => {
                 return Err(FsError::quiet(libc::EBADF, "open for writing only"))
             }

@@ -51,6 +51,15 @@ pub struct WriteMode {
     pub allow_delete: bool,
 }
 
+/// How a closed spooled file's upload ended: `None` while it waits or uploads.
+pub(super) type Outcome = tokio::sync::watch::Receiver<Option<Result<(), String>>>;
+
+/// A closed spooled file until its upload ends.
+pub(super) struct Closed {
+    file: Arc<crate::write::spool::SpoolFile>,
+    outcome: Outcome,
+}
+
 fn read_only() -> FsError {
     FsError::quiet(libc::EROFS, "read-only filesystem (mount with --write to upload)")
 }
@@ -369,25 +378,64 @@ impl FsCore {
                 return Err(e);
             }
         };
-        let tree = self.tree.clone();
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        self.closed.lock().insert(ino, Closed { file, outcome: rx });
+        let (tree, closed) = (self.tree.clone(), self.closed.clone());
         tokio::spawn(async move {
-            match outcome.await {
-                Ok(Ok(f)) => tree.publish(ino, &f),
+            let ended = match outcome.await {
+                Ok(Ok(f)) => {
+                    tree.publish(ino, &f);
+                    Ok(())
+                }
                 Ok(Err(why)) => {
                     tree.remove_pending(parent, &name);
-                    tree.note(parent, &format!("{name:?} was not uploaded (kept in the spool): {why}"));
+                    let why = format!("{name:?} was not uploaded (kept in the spool): {why}");
+                    tree.note(parent, &why);
+                    Err(why)
                 }
-                Err(_) => {}
-            }
+                Err(_) => Err(format!("{name:?}: the upload was dropped")),
+            };
+            closed.lock().remove(&ino);
+            let _ = tx.send(Some(ended));
         });
         Ok(())
     }
 
-    /// `fsync` of a file being written: a spooled copy is made durable on local disk.
-    pub fn fsync(&self, fh: u64) -> Result<(), FsError> {
-        let file = match self.handles.lock().get(&fh) {
-            Some(Open::Spooled { file, .. }) => file.clone(),
+    /// An open of a closed file whose upload has not ended: read from its spooled copy, so
+    /// `md5sum`, `cmp` or `diff -r` right after a `cp` see what was written.
+    pub(super) fn open_spooled(&self, ino: Ino) -> Option<Opened> {
+        let (reader, outcome) = {
+            let closed = self.closed.lock();
+            let c = closed.get(&ino)?;
+            (c.file.reader()?, c.outcome.clone())
+        };
+        Some(Opened {
+            fh: self.add(Open::SpoolRead { reader, outcome }),
+            // Not kept by the kernel: once uploaded, later opens read what BaseSpace lists.
+            cache: CacheMode::Direct,
+            backing: None,
+        })
+    }
+
+    /// `fsync`: of a file being written, its spooled copy is made durable on local disk
+    /// (its upload starts at `close`); of a closed file opened again while it uploads
+    /// (`sync FILE`), waits for the upload and reports how it ended.
+    pub async fn fsync(&self, fh: u64) -> Result<(), FsError> {
+        let open = match self.handles.lock().get(&fh) {
+            Some(Open::Spooled { file, .. }) => Ok(file.clone()),
+            Some(Open::SpoolRead { outcome, .. }) => Err(outcome.clone()),
             _ => return Ok(()),
+        };
+        let file = match open {
+            Ok(file) => file,
+            Err(mut outcome) => {
+                let ended = outcome
+                    .wait_for(Option::is_some)
+                    .await
+                    .map(|o| o.clone().unwrap_or(Ok(())))
+                    .unwrap_or_else(|_| Err("the mount is shutting down".to_string()));
+                return ended.map_err(|why| FsError::new(libc::EIO, Level::WARN, why));
+            }
         };
         tokio::task::block_in_place(|| file.sync()).map_err(|e| {
             FsError::new(

@@ -145,6 +145,10 @@ struct Job {
     size: u64,
     sent: Arc<AtomicU64>,
     state: State,
+    /// Handles reading the spooled copy while it waits or uploads ([`Spool::hold`]).
+    readers: usize,
+    /// Uploaded: its copy is being emptied for reuse (or deleted), no new reader.
+    retiring: bool,
 }
 
 /// The spool of one mount.
@@ -272,11 +276,17 @@ impl Spool {
         self.dir.join(format!("{n}.data"))
     }
 
-    /// Done with spooled file `n`: emptied and kept for reuse, or deleted.
+    /// Done with spooled file `n`: emptied and kept for reuse, or deleted (always while a
+    /// handle reads it: a reused copy would give that reader another file's bytes; deleted,
+    /// its open descriptor still reads this one's).
     fn retire(&self, n: u64) {
         let path = self.data_path(n);
+        let read = self.jobs.lock().get_mut(&n).is_some_and(|j| {
+            j.retiring = true;
+            j.readers > 0
+        });
         let mut free = self.free.lock();
-        if free.len() < FREE_KEPT {
+        if !read && free.len() < FREE_KEPT {
             let spare = self.dir.join(format!("free-{n}"));
             let emptied = File::options().write(true).open(&path).and_then(|f| f.set_len(0));
             if emptied.is_ok() && std::fs::rename(&path, &spare).is_ok() {
@@ -286,6 +296,15 @@ impl Spool {
         }
         drop(free);
         let _ = std::fs::remove_file(path);
+    }
+
+    /// Keeps closed file `n`'s spooled copy from reuse while a handle reads it, if it is
+    /// still waiting or uploading.
+    fn hold(self: &Arc<Self>, n: u64) -> Option<Held> {
+        let mut jobs = self.jobs.lock();
+        let j = jobs.get_mut(&n).filter(|j| !j.retiring)?;
+        j.readers += 1;
+        Some(Held { spool: self.clone(), n })
     }
 
     fn failed_path(&self, n: u64) -> PathBuf {
@@ -354,7 +373,7 @@ impl Spool {
                 tracing::warn!(file = %p.display(), error = %e, "a spooled file could not be adopted");
                 continue;
             }
-            self.queue(n, meta.target, meta.size, true);
+            self.queue(n, meta.target, meta.size, true, 0);
             queued += 1;
         }
         let _ = fsync_dir(&self.dir);
@@ -385,13 +404,15 @@ impl Spool {
         })
     }
 
-    /// Queues spooled file `n` for upload; the outcome goes to the receiver.
+    /// Queues spooled file `n` for upload (`readers`: handles reading its copy already);
+    /// the outcome goes to the receiver.
     fn queue(
         self: &Arc<Self>,
         n: u64,
         target: Target,
         size: u64,
         adopted: bool,
+        readers: usize,
     ) -> oneshot::Receiver<Result<FileInfo, String>> {
         let sent = Arc::new(AtomicU64::new(0));
         self.jobs.lock().insert(
@@ -401,6 +422,8 @@ impl Spool {
                 size,
                 sent: sent.clone(),
                 state: State::Pending,
+                readers,
+                retiring: false,
             },
         );
         self.bump();
@@ -598,7 +621,7 @@ impl Spool {
     pub fn retry_failed(self: &Arc<Self>) -> usize {
         let again = self.take_failed();
         for (n, j) in &again {
-            drop(self.queue(*n, j.target.clone(), j.size, true));
+            drop(self.queue(*n, j.target.clone(), j.size, true, j.readers));
         }
         again.len()
     }
@@ -711,7 +734,7 @@ impl SpoolFile {
         }
         *st = FileState::Closed;
         drop(st);
-        Ok(Some(self.spool.queue(self.n, self.target.clone(), size, false)))
+        Ok(Some(self.spool.queue(self.n, self.target.clone(), size, false, 0)))
     }
 
     /// Drops a file never closed (its writer died, or it is empty): nothing is published.
@@ -725,5 +748,50 @@ impl SpoolFile {
 
     pub fn is_closed(&self) -> bool {
         matches!(*self.state.lock(), FileState::Closed)
+    }
+
+    /// A reader of this closed file's spooled copy while it waits or uploads (`md5sum` of
+    /// what `cp` just wrote); `None` once uploaded (then BaseSpace serves it) or if not
+    /// closed.
+    pub fn reader(self: &Arc<Self>) -> Option<SpoolReader> {
+        if !self.is_closed() {
+            return None;
+        }
+        let held = self.spool.hold(self.n)?;
+        Some(SpoolReader {
+            file: self.clone(),
+            _held: held,
+        })
+    }
+}
+
+/// A closed file's spooled copy kept from reuse, released when dropped.
+struct Held {
+    spool: Arc<Spool>,
+    n: u64,
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        if let Some(j) = self.spool.jobs.lock().get_mut(&self.n) {
+            j.readers = j.readers.saturating_sub(1);
+        }
+    }
+}
+
+/// Reads of a closed file's spooled copy (its bytes, never the trailer after them).
+pub struct SpoolReader {
+    file: Arc<SpoolFile>,
+    _held: Held,
+}
+
+impl SpoolReader {
+    /// Up to `size` bytes at `offset`. Blocking (a local file, usually in the page cache).
+    pub fn read(&self, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
+        let end = self.file.written.load(Ordering::Relaxed);
+        let n = end.saturating_sub(offset).min(u64::from(size)) as usize;
+        let mut buf = vec![0u8; n];
+        self.file.file.read_exact_at(&mut buf, offset)?;
+        Ok(buf)
     }
 }
