@@ -412,6 +412,61 @@ fn a_mount_killed_after_cp_resumes_its_uploads_at_the_next_mount_once_each() {
     });
 }
 
+// Issue 20: uploads a killed mount left are shown by the next mount where they go, pending
+// and readable from the spool, until uploaded; `sync` waits for them.
+#[test]
+fn a_new_mount_shows_the_uploads_it_resumed_and_reads_them() {
+    // Slow enough that the resumed uploads are still under way when the folder is read.
+    let net = NetProfile {
+        latency: std::time::Duration::from_millis(500),
+        ..Default::default()
+    };
+    let spool = tempfile::tempdir().unwrap();
+    let sp = spool.path().to_str().unwrap().to_string();
+    let m = write_mount(Emu::with_net(emulator::demo::account(), net), &["--spool-dir", &sp]);
+    let files = new_appresult(&m, "Resumed", "R");
+    let src = tempfile::tempdir().unwrap();
+    let tree = source_tree(src.path(), 40, MIB);
+    let cp = Command::new("cp")
+        .args(["-r", &format!("{}/.", src.path().display()), files.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(cp.status.success(), "{}", text(&cp));
+    unsafe { libc::kill(m.daemon_pid(), libc::SIGKILL) };
+    let o = m.cmd(&["unmount", m.mp.to_str().unwrap()]);
+    assert!(o.status.success(), "{}", text(&o));
+    let m2 = Mounted::at(&m.server, &m.token, &["--write", "--spool-dir", &sp], None);
+    let files = m2.path("Projects/Resumed/AppResults/R/Files");
+    let want: BTreeMap<String, String> = tree
+        .iter()
+        .map(|(p, b)| (p.clone(), hex::encode(md5::Md5::digest(b))))
+        .collect();
+    let prefix = "Projects/Resumed/AppResults/R/Files/";
+    let uploaded = |m: &Mounted| m.manifest().keys().filter(|k| k.starts_with(prefix)).count();
+    let listed: std::collections::BTreeSet<String> = walkdir(&files)
+        .iter()
+        .map(|p| p.strip_prefix(&files).unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(listed, want.keys().cloned().collect(), "every file shown");
+    // Checked after the listing: some were shown while still uploading.
+    assert!(
+        uploaded(&m) < tree.len(),
+        "all uploaded before the folder was read: the test shows nothing"
+    );
+    assert_eq!(sums(&files), want, "byte for byte");
+    let all: Vec<String> = want
+        .keys()
+        .map(|p| files.join(p).to_string_lossy().into_owned())
+        .collect();
+    let mut args = vec!["sync"];
+    args.extend(all.iter().map(String::as_str));
+    run("sync", &args[1..]);
+    assert_eq!(uploaded(&m), tree.len(), "sync returned before the uploads");
+    let ar = m2.path("Projects/Resumed/AppResults/R");
+    let o = m2.cmd(&["complete", ar.to_str().unwrap()]);
+    assert!(o.status.success(), "bsmount complete: {}", text(&o));
+}
+
 fn walkdir(p: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![p.to_path_buf()];

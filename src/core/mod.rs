@@ -21,7 +21,7 @@ pub use write::{Act, Pending, WriteMode};
 use crate::read::across::Listings;
 use crate::read::{Handle, Reader};
 use crate::stats::MountStats;
-use crate::tree::{Attr, FileContent, Ino, Kind, Tree};
+use crate::tree::{Attr, FileContent, Ino, Kind, Tree, TreeError};
 
 /// How long the kernel may cache entries and attributes. Listings have their own TTL in
 /// the tree; this only spares repeated lookups of the same name in a burst (`ls -l`).
@@ -246,7 +246,10 @@ impl FsCore {
 
     /// Finds `name` in `parent`; the kernel holds a reference to the entry until `forget`.
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr, FsError> {
-        Ok(self.tree.lookup(parent, name).await?)
+        match self.tree.lookup(parent, name).await {
+            Err(TreeError::NotFound) if self.show_adopted(parent) => Ok(self.tree.lookup(parent, name).await?),
+            r => Ok(r?),
+        }
     }
 
     /// The kernel took a reference without a lookup (an entry of READDIRPLUS).
@@ -391,7 +394,10 @@ impl FsCore {
     /// is opening directories in order, the ones it opens next are listed ahead.
     pub async fn opendir(&self, ino: Ino) -> Result<u64, FsError> {
         self.listings.on_opendir(ino);
-        let entries = self.tree.readdir(ino).await?;
+        let mut entries = self.tree.readdir(ino).await?;
+        if self.show_adopted(ino) {
+            entries = self.tree.readdir(ino).await?;
+        }
         let dots = [(".", ino), ("..", self.tree.parent(ino))]
             .into_iter()
             .filter_map(|(name, i)| Some((OsString::from(name), self.tree.getattr(i).ok()?)));

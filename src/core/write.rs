@@ -56,7 +56,9 @@ pub(super) type Outcome = tokio::sync::watch::Receiver<Option<Result<(), String>
 
 /// A closed spooled file until its upload ends.
 pub(super) struct Closed {
-    file: Arc<crate::write::spool::SpoolFile>,
+    spool: Arc<Spool>,
+    n: u64,
+    size: u64,
     outcome: Outcome,
 }
 
@@ -378,8 +380,31 @@ impl FsCore {
                 return Err(e);
             }
         };
+        let spool = self.writable()?.spool.clone().ok_or_else(super::bad_handle)?;
+        let size = file.written().load(std::sync::atomic::Ordering::Relaxed);
+        self.track(spool, file.n(), size, (parent, name, ino), outcome);
+        Ok(())
+    }
+
+    /// Follows the upload of closed spooled file `n` (shown as `name` in `parent`, inode
+    /// `ino`): until it ends it is read from its spooled copy; then it becomes the file
+    /// BaseSpace lists, or goes with the reason in `.error`.
+    fn track(
+        &self,
+        spool: Arc<Spool>,
+        n: u64,
+        size: u64,
+        (parent, name, ino): (Ino, OsString, Ino),
+        outcome: tokio::sync::oneshot::Receiver<Result<crate::api::FileInfo, String>>,
+    ) {
         let (tx, rx) = tokio::sync::watch::channel(None);
-        self.closed.lock().insert(ino, Closed { file, outcome: rx });
+        let closed = Closed {
+            spool,
+            n,
+            size,
+            outcome: rx,
+        };
+        self.closed.lock().insert(ino, closed);
         let (tree, closed) = (self.tree.clone(), self.closed.clone());
         tokio::spawn(async move {
             let ended = match outcome.await {
@@ -398,7 +423,43 @@ impl FsCore {
             closed.lock().remove(&ino);
             let _ = tx.send(Some(ended));
         });
-        Ok(())
+    }
+
+    /// Files a dead mount left bound for directory `dir` (an uncompleted appresult's
+    /// `Files/` or a folder in it), resumed by this mount: shown there as pending, read
+    /// from their spooled copies, until uploaded. Called once `dir` is listed, so a file
+    /// uploaded just before the crash is not shown twice. Whether it showed any.
+    pub(super) fn show_adopted(&self, dir: Ino) -> bool {
+        let Some(spool) = self
+            .write
+            .as_ref()
+            .and_then(|w| w.spool.clone())
+            .filter(|s| s.has_adopted())
+        else {
+            return false;
+        };
+        let Place::Files {
+            appresult, dir: folder, ..
+        } = self.tree.place(dir)
+        else {
+            return false;
+        };
+        let mut any = false;
+        for sub in spool.adopted_folders(&appresult, &folder) {
+            any |= self.tree.add_adopted_dir(dir, OsStr::new(&sub)).is_ok();
+        }
+        let adopted = spool.take_adopted(&appresult, &folder);
+        any |= !adopted.is_empty();
+        for a in adopted {
+            let name = OsString::from(&a.target.name);
+            let size = Arc::new(std::sync::atomic::AtomicU64::new(a.size));
+            match self.tree.add_adopted(dir, &name, size) {
+                Ok(ino) => self.track(spool.clone(), a.n, a.size, (dir, name, ino), a.outcome),
+                // Listed already (uploaded before the crash): its upload finds it there.
+                Err(_) => drop(a.outcome),
+            }
+        }
+        any
     }
 
     /// An open of a closed file whose upload has not ended: read from its spooled copy, so
@@ -407,7 +468,7 @@ impl FsCore {
         let (reader, outcome) = {
             let closed = self.closed.lock();
             let c = closed.get(&ino)?;
-            (c.file.reader()?, c.outcome.clone())
+            (c.spool.reader(c.n, c.size)?, c.outcome.clone())
         };
         Some(Opened {
             fh: self.add(Open::SpoolRead { reader, outcome }),

@@ -15,16 +15,29 @@ impl Tree {
     /// every refill until removed. `content` is what it reads as.
     pub fn add_local(&self, parent: Ino, name: &OsStr, content: Arc<[u8]>) -> Result<Attr, TreeError> {
         let mut nodes = self.nodes.write();
-        let d = dir_ref(&nodes, parent).ok_or(TreeError::NotDir)?;
+        let ino = self.insert_local(&mut nodes, parent, name, NodeKind::Text(content))?;
+        attr_of(&nodes, ino).ok_or(TreeError::NotFound)
+    }
+
+    /// Inserts local entry `name` of `kind` in `parent` (not listed by BaseSpace, kept
+    /// through refills), unless the name is taken.
+    fn insert_local(
+        &self,
+        nodes: &mut HashMap<Ino, Node>,
+        parent: Ino,
+        name: &OsStr,
+        kind: NodeKind,
+    ) -> Result<Ino, TreeError> {
+        let d = dir_ref(nodes, parent).ok_or(TreeError::NotDir)?;
         if d.get(name).is_some() {
             return Err(TreeError::Exists);
         }
-        let ino = self.insert(&mut nodes, leaf(parent, SystemTime::now(), NodeKind::Text(content)));
-        dir_mut(&mut nodes, parent)
+        let ino = self.insert(nodes, leaf(parent, SystemTime::now(), kind));
+        dir_mut(nodes, parent)
             .expect("checked above")
             .local
             .insert(name.to_os_string(), ino);
-        attr_of(&nodes, ino).ok_or(TreeError::NotFound)
+        Ok(ino)
     }
 
     /// Removes a local entry.
@@ -36,16 +49,10 @@ impl Tree {
         Ok(())
     }
 
-    /// Adds a local entry of `kind` (not listed by BaseSpace, kept through refills).
+    /// Adds a local entry of `kind`, counted as a lookup.
     fn add_local_node(&self, parent: Ino, name: &OsStr, kind: NodeKind) -> Result<Attr, TreeError> {
         let mut nodes = self.nodes.write();
-        let d = dir_ref(&nodes, parent).ok_or(TreeError::NotDir)?;
-        if d.get(name).is_some() {
-            return Err(TreeError::Exists);
-        }
-        let ino = self.insert(&mut nodes, leaf(parent, SystemTime::now(), kind));
-        let d = dir_mut(&mut nodes, parent).expect("checked above");
-        d.local.insert(name.to_os_string(), ino);
+        let ino = self.insert_local(&mut nodes, parent, name, kind)?;
         remember(&mut nodes, ino)
     }
 
@@ -53,6 +60,19 @@ impl Tree {
     /// lookup (the kernel holds what `create` returns).
     pub fn add_pending(&self, parent: Ino, name: &OsStr, size: Arc<AtomicU64>) -> Result<Attr, TreeError> {
         self.add_local_node(parent, name, NodeKind::Pending(size))
+    }
+
+    /// A file a dead mount left uploading, resumed by this one: shown pending like one
+    /// being written, but not counted as a lookup (the kernel did not ask for it).
+    pub fn add_adopted(&self, parent: Ino, name: &OsStr, size: Arc<AtomicU64>) -> Result<Ino, TreeError> {
+        self.insert_local(&mut self.nodes.write(), parent, name, NodeKind::Pending(size))
+    }
+
+    /// A folder that files a dead mount left uploading go into, not listed yet: local
+    /// until their uploads are listed, not counted as a lookup.
+    pub fn add_adopted_dir(&self, parent: Ino, name: &OsStr) -> Result<Ino, TreeError> {
+        let kind = NodeKind::Dir(Box::new(Dir::folder()));
+        self.insert_local(&mut self.nodes.write(), parent, name, kind)
     }
 
     /// A folder made by `mkdir` inside `Files/`: BaseSpace has no empty folders, so it lives

@@ -151,6 +151,14 @@ struct Job {
     retiring: bool,
 }
 
+/// A file adopted from a dead mount, not yet shown in the tree.
+pub struct Adopted {
+    pub n: u64,
+    pub target: Target,
+    pub size: u64,
+    pub outcome: oneshot::Receiver<Result<FileInfo, String>>,
+}
+
 /// The spool of one mount.
 pub struct Spool {
     dir: PathBuf,
@@ -160,6 +168,8 @@ pub struct Spool {
     api: Arc<dyn BaseSpaceApi>,
     next: AtomicU64,
     jobs: Mutex<BTreeMap<u64, Job>>,
+    /// Files adopted from a dead mount, until the tree shows them ([`Spool::take_adopted`]).
+    adopted: Mutex<Vec<Adopted>>,
     finished: Mutex<Vec<(u64, Job)>>,
     files: Arc<Semaphore>,
     /// Emptied files for reuse ([`FREE_KEPT`]).
@@ -219,6 +229,7 @@ impl Spool {
             api,
             next: AtomicU64::new(1),
             jobs: Mutex::default(),
+            adopted: Mutex::default(),
             finished: Mutex::default(),
             files: Arc::new(Semaphore::new(FILES_IN_FLIGHT)),
             free: Mutex::default(),
@@ -307,6 +318,52 @@ impl Spool {
         Some(Held { spool: self.clone(), n })
     }
 
+    /// Whether adopted files wait to be shown.
+    pub fn has_adopted(&self) -> bool {
+        !self.adopted.lock().is_empty()
+    }
+
+    /// The adopted files bound for `appresult`'s folder `directory`, taken out of the list:
+    /// a new mount shows them in that folder, pending, until they are uploaded.
+    pub fn take_adopted(&self, appresult: &str, directory: &str) -> Vec<Adopted> {
+        let mut all = self.adopted.lock();
+        if all.is_empty() {
+            return Vec::new();
+        }
+        let (mine, rest) = std::mem::take(&mut *all)
+            .into_iter()
+            .partition(|a| a.target.appresult == appresult && a.target.directory == directory);
+        *all = rest;
+        mine
+    }
+
+    /// The folders directly in `appresult`'s folder `directory` that adopted files not yet
+    /// shown go into (below it at any depth), by name.
+    pub fn adopted_folders(&self, appresult: &str, directory: &str) -> std::collections::BTreeSet<String> {
+        let below = |d: &str| match directory {
+            "" => Some(d.to_string()),
+            _ => d.strip_prefix(directory)?.strip_prefix('/').map(str::to_string),
+        };
+        self.adopted
+            .lock()
+            .iter()
+            .filter(|a| a.target.appresult == appresult)
+            .filter_map(|a| below(&a.target.directory))
+            .filter_map(|rest| rest.split('/').next().filter(|c| !c.is_empty()).map(str::to_string))
+            .collect()
+    }
+
+    /// A reader of closed file `n`'s spooled copy (`size` bytes) while it waits or uploads.
+    pub fn reader(self: &Arc<Self>, n: u64, size: u64) -> Option<SpoolReader> {
+        let held = self.hold(n)?;
+        let file = File::open(self.data_path(n)).ok()?;
+        Some(SpoolReader {
+            file,
+            size,
+            _held: held,
+        })
+    }
+
     fn failed_path(&self, n: u64) -> PathBuf {
         self.dir.join(format!("{n}.failed"))
     }
@@ -373,7 +430,13 @@ impl Spool {
                 tracing::warn!(file = %p.display(), error = %e, "a spooled file could not be adopted");
                 continue;
             }
-            self.queue(n, meta.target, meta.size, true, 0);
+            let outcome = self.queue(n, meta.target.clone(), meta.size, true, 0);
+            self.adopted.lock().push(Adopted {
+                n,
+                target: meta.target,
+                size: meta.size,
+                outcome,
+            });
             queued += 1;
         }
         let _ = fsync_dir(&self.dir);
@@ -753,15 +816,16 @@ impl SpoolFile {
     /// A reader of this closed file's spooled copy while it waits or uploads (`md5sum` of
     /// what `cp` just wrote); `None` once uploaded (then BaseSpace serves it) or if not
     /// closed.
-    pub fn reader(self: &Arc<Self>) -> Option<SpoolReader> {
+    pub fn reader(&self) -> Option<SpoolReader> {
         if !self.is_closed() {
             return None;
         }
-        let held = self.spool.hold(self.n)?;
-        Some(SpoolReader {
-            file: self.clone(),
-            _held: held,
-        })
+        self.spool.reader(self.n, self.written.load(Ordering::Relaxed))
+    }
+
+    /// Its number in the spool.
+    pub fn n(&self) -> u64 {
+        self.n
     }
 }
 
@@ -781,17 +845,17 @@ impl Drop for Held {
 
 /// Reads of a closed file's spooled copy (its bytes, never the trailer after them).
 pub struct SpoolReader {
-    file: Arc<SpoolFile>,
+    file: File,
+    size: u64,
     _held: Held,
 }
 
 impl SpoolReader {
     /// Up to `size` bytes at `offset`. Blocking (a local file, usually in the page cache).
     pub fn read(&self, offset: u64, size: u32) -> std::io::Result<Vec<u8>> {
-        let end = self.file.written.load(Ordering::Relaxed);
-        let n = end.saturating_sub(offset).min(u64::from(size)) as usize;
+        let n = self.size.saturating_sub(offset).min(u64::from(size)) as usize;
         let mut buf = vec![0u8; n];
-        self.file.file.read_exact_at(&mut buf, offset)?;
+        self.file.read_exact_at(&mut buf, offset)?;
         Ok(buf)
     }
 }
