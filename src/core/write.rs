@@ -465,11 +465,14 @@ impl FsCore {
     /// An open of a closed file whose upload has not ended: read from its spooled copy, so
     /// `md5sum`, `cmp` or `diff -r` right after a `cp` see what was written.
     pub(super) fn open_spooled(&self, ino: Ino) -> Option<Opened> {
-        let (reader, outcome) = {
+        self.write.as_ref()?;
+        let (spool, n, size, outcome) = {
             let closed = self.closed.lock();
             let c = closed.get(&ino)?;
-            (c.spool.reader(c.n, c.size)?, c.outcome.clone())
+            (c.spool.clone(), c.n, c.size, c.outcome.clone())
         };
+        // Opened outside the lock: an open of one file does not wait for another's.
+        let reader = spool.reader(n, size)?;
         Some(Opened {
             fh: self.add(Open::SpoolRead { reader, outcome }),
             // Not kept by the kernel: once uploaded, later opens read what BaseSpace lists.

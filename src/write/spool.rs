@@ -813,16 +813,6 @@ impl SpoolFile {
         matches!(*self.state.lock(), FileState::Closed)
     }
 
-    /// A reader of this closed file's spooled copy while it waits or uploads (`md5sum` of
-    /// what `cp` just wrote); `None` once uploaded (then BaseSpace serves it) or if not
-    /// closed.
-    pub fn reader(&self) -> Option<SpoolReader> {
-        if !self.is_closed() {
-            return None;
-        }
-        self.spool.reader(self.n, self.written.load(Ordering::Relaxed))
-    }
-
     /// Its number in the spool.
     pub fn n(&self) -> u64 {
         self.n
