@@ -220,7 +220,8 @@ pub struct MountArgs {
 #[derive(Args, Debug)]
 #[command(after_long_help = emulator_help())]
 pub struct EmulatorArgs {
-    /// Serve DIR/Projects/<p>/{Samples,AppResults}/<x>/** and DIR/Runs/<r>/**.
+    /// Serve DIR/Projects/<p>/{Samples,AppResults}/<x>/** and DIR/Runs/<r>/** (files are
+    /// served as they are: replace one to change it, do not truncate it while it is read).
     #[arg(long, value_name = "DIR", group = "source")]
     pub data: Option<PathBuf>,
     /// Serve a generated account; see below for the SPEC keys.

@@ -145,7 +145,9 @@ fn fopen(c: CacheMode) -> FopenFlags {
 
 impl Filesystem for BsFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        // 1 MiB requests (max_pages follows max_write/readahead) and more requests in flight.
+        // 1 MiB requests (max_pages follows max_write) and more requests in flight. The
+        // readahead asked for here is capped by the kernel's offer (128 KiB); the mount
+        // widens it afterwards (`mount::widen_readahead`).
         let _ = config.set_max_write(1 << 20);
         let _ = config.set_max_readahead(1 << 20);
         let _ = config.set_max_background(64);

@@ -843,6 +843,32 @@ fn a_serial_copy_fetches_the_next_files_ahead_across_folders() {
     }
 }
 
+// Issue 19: the kernel asks for a cold file in megabytes. It gives a FUSE mount 128 KiB of
+// readahead and INIT may only lower it: a copy reading 1 MiB at a time then sent 128 KiB
+// requests, 24 for this 3 MiB file, each a round trip; the mount widens it in sysfs.
+#[test]
+fn the_kernel_reads_a_cold_file_in_megabytes() {
+    use std::os::unix::fs::MetadataExt;
+    let m = Mounted::new(Emu::start(folder_account(1, 1, 3 << 20), EmulatorOptions::default()));
+    let dev = std::fs::metadata(m.path("")).unwrap().dev();
+    let knob = format!("/sys/class/bdi/{}:{}/read_ahead_kb", libc::major(dev), libc::minor(dev));
+    assert_eq!(std::fs::read_to_string(&knob).unwrap().trim(), "4096", "{knob}");
+    let f = m.path("Projects/P/Samples/S/Files/C0.1/s_1_0000.bcl");
+    let dd = run("dd", &[&format!("if={}", f.display()), "of=/dev/null", "bs=1M"]);
+    assert!(dd.status.success(), "{}", text(&dd));
+    // Every read the kernel sends meets the cache once per block it touches (a hit, or a
+    // miss that starts the fetch).
+    let c = &mount_stats(&m)["cache"];
+    let reads = stat_u64(c, "hits") + stat_u64(c, "misses");
+    assert!(reads <= 8, "the kernel asked in small pieces: {c}");
+    let (_, e) = m
+        .manifest()
+        .into_iter()
+        .find(|(p, _)| p.ends_with("s_1_0000.bcl"))
+        .unwrap();
+    assert_eq!(md5sums(&[f]).values().next().unwrap(), e["md5"].as_str().unwrap());
+}
+
 // Issue 11: files opened out of order fetch only themselves.
 #[test]
 fn files_opened_out_of_order_fetch_nothing_ahead() {
