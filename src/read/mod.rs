@@ -57,11 +57,12 @@ pub const PART_BLOCKS: u64 = 8;
 /// flight, enough to fill a link of 100 MB/s per connection (64 MiB capped a cold `cat` at
 /// ~500 MB/s on the benchmark's emulated link).
 pub const MAX_WINDOW_BLOCKS: u64 = 128;
-/// Free block buffers kept for reuse, at most (and at most a quarter of the budget). A copy
-/// of 64 MiB files hands back a file's 64 blocks at each close (drop-behind) and needs as
-/// many for the file fetched next: with 32 kept, most were fresh allocations, faulted in
-/// and zeroed page by page (12% of the mount's CPU in `perf`); with 128 the copy of a
-/// cohort of 64 MiB FASTQs took 8% less time. They are mostly what the cache just let go.
+/// Free block buffers kept for reuse, at most (and at most an eighth of the budget: 64 with
+/// the default 512 MiB). A copy of 64 MiB files hands back a file's 64 blocks at each close
+/// (drop-behind) and needs as many for the file fetched next: with 32 kept, most were fresh
+/// allocations, faulted in and zeroed page by page (12% of the mount's CPU in `perf`). They
+/// are mostly what the cache just let go; a quarter of a 64 MiB budget took a load test's
+/// peak RSS past the cache + 64 MiB it is held to.
 const POOL_BLOCKS: u64 = 128;
 /// A read away from the handle's position asking at most this much, of blocks nobody
 /// has, fetches only around itself ([`Reader::read_small`]): a 4 KiB random read (an index
@@ -449,7 +450,7 @@ impl Reader {
         let budget = opts.cache_bytes.max(2 * PART_BLOCKS * BLOCK_SIZE);
         let mem_units = (budget / 2 / MEM_UNIT) as usize;
         verify::limit_pins(budget);
-        let pool = BufPool::new(BLOCK_SIZE as usize, POOL_BLOCKS.min(budget / 4 / BLOCK_SIZE) as usize);
+        let pool = BufPool::new(BLOCK_SIZE as usize, POOL_BLOCKS.min(budget / 8 / BLOCK_SIZE) as usize);
         let stats = Arc::new(ReadStats::default());
         let verified: Verified = Arc::new(Mutex::new(lru::LruCache::new(
             std::num::NonZeroUsize::new(VERIFIED_KEPT).expect("non-zero"),
