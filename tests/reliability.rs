@@ -482,9 +482,13 @@ fn short_load_many_readers_and_listing_storms() {
         .parse()
         .unwrap();
     eprintln!("daemon peak RSS: {} MiB", hwm_kb / 1024);
+    // The cache budget, plus 80 MiB for the tree, the spare blocks, and the HTTP client's
+    // read buffers (up to 400 KiB per connection, kept in malloc's arenas once freed: see
+    // `main`). Peaks seen: 80-102 MiB with those buffers mapped and unmapped each time,
+    // 94-122 MiB kept.
     assert!(
-        hwm_kb * 1024 <= (64 << 20) + (64 << 20),
-        "peak RSS {hwm_kb} KiB exceeds cache budget + 64 MiB"
+        hwm_kb * 1024 <= (64 << 20) + (80 << 20),
+        "peak RSS {hwm_kb} KiB exceeds cache budget + 80 MiB"
     );
 }
 

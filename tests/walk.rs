@@ -106,6 +106,40 @@ fn a_walk_lists_ahead_in_parallel_and_a_lone_ls_lists_only_itself() {
 }
 
 #[test]
+fn a_globs_lookups_start_its_first_listings_together() {
+    use bsmount::read::across::SWEEP_LISTINGS;
+    let n = 40;
+    let m = Mounted::new(emu(cohort(n, 2, 1000), 50));
+    let e = m.emu();
+    ls(&m.path(SAMPLES));
+    // A shell glob `Samples/*/Files/*` looks up every sample's Files/, in order, before it
+    // reads the first (as these `stat`s do): without listing them then, its first three
+    // listings went one after another.
+    let a0 = stat(e, "api_requests");
+    for i in 0..n {
+        std::fs::metadata(m.path(&format!("{SAMPLES}/S{i:03}/Files"))).unwrap();
+    }
+    wait_until("the listings in flight to land", Duration::from_secs(20), || {
+        stat(e, "api_in_flight") == 0
+    });
+    assert_eq!(
+        stat(e, "api_requests") - a0,
+        SWEEP_LISTINGS as u64,
+        "a sweep of lookups lists its first directories, and one that opens nothing costs no more"
+    );
+    assert!(stat(e, "api_in_flight_peak") >= 4, "listed one after another");
+    // The glob itself: every Files/ listed once, the first ones from the sweep.
+    let glob = run("sh", &["-c", &format!("echo {}/*/Files/*", m.path(SAMPLES).display())]);
+    assert_eq!(String::from_utf8_lossy(&glob.stdout).split_whitespace().count(), 2 * n);
+    assert_eq!(stat(e, "api_requests") - a0, n as u64, "a Files/ listed twice");
+    let used = mount_stats(&m)["listings_ahead_used"].as_u64().unwrap();
+    assert!(
+        used >= SWEEP_LISTINGS as u64,
+        "the glob used {used} listings made ahead"
+    );
+}
+
+#[test]
 fn a_walk_that_stops_costs_at_most_what_was_in_flight() {
     let n = 60;
     let m = Mounted::new(emu(cohort(n, 1, 100), 50));

@@ -246,10 +246,14 @@ impl FsCore {
 
     /// Finds `name` in `parent`; the kernel holds a reference to the entry until `forget`.
     pub async fn lookup(&self, parent: Ino, name: &OsStr) -> Result<Attr, FsError> {
-        match self.tree.lookup(parent, name).await {
-            Err(TreeError::NotFound) if self.show_adopted(parent) => Ok(self.tree.lookup(parent, name).await?),
-            r => Ok(r?),
+        let a = match self.tree.lookup(parent, name).await {
+            Err(TreeError::NotFound) if self.show_adopted(parent) => self.tree.lookup(parent, name).await?,
+            r => r?,
+        };
+        if a.kind == Kind::Dir {
+            self.listings.on_lookup(a.ino);
         }
+        Ok(a)
     }
 
     /// The kernel took a reference without a lookup (an entry of READDIRPLUS).

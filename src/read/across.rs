@@ -11,7 +11,8 @@
 //!   ([`WHOLE_BYTES`] while the files opened are being read to their end: a copy), under
 //!   the global connection limit and within a share of the memory budget;
 //! - listings ([`Listings`]): the directories the walk will read next, a few to
-//!   [`LISTINGS_AHEAD`] beyond it, at most [`LISTINGS_IN_FLIGHT`] at once.
+//!   [`LISTINGS_AHEAD`] beyond it, at most [`LISTINGS_IN_FLIGHT`] at once; and the first
+//!   [`SWEEP_LISTINGS`] of those a shell glob looks up before it reads any.
 //!
 //! How a walk is detected, per pattern (`Samples/*/Files`, `Projects/*/Samples/*/Files/…`):
 //! three opens in a row, each after the one before in walk order (up to [`MAX_SKIP`]
@@ -64,6 +65,10 @@ const FIRST_WINDOW: usize = 4;
 pub const LISTINGS_IN_FLIGHT: usize = 16;
 /// Opens in order, after the first, before fetching ahead: three in a row.
 const MIN_STREAK: u32 = 2;
+/// Listings a sweep of lookups starts, at most (see [`Listings::on_lookup`]): the walk's
+/// first directories, listed together instead of one after another as it opens them (three
+/// round trips before its own run starts), and all that a sweep which opens nothing costs.
+pub const SWEEP_LISTINGS: usize = LISTINGS_IN_FLIGHT;
 /// Longest pause between two opens that still continues a run.
 const GAP: Duration = Duration::from_secs(30);
 /// Walks followed at once (a run per pattern being walked).
@@ -241,6 +246,9 @@ pub struct Listings(Arc<Inner>);
 struct Inner {
     tree: Arc<Tree>,
     runs: Runs,
+    /// Lookups in walk order, followed apart from the opens: a sweep ends when the walk
+    /// starts opening from its first directory, and must not cancel what it started.
+    sweeps: Runs,
     slots: Arc<Semaphore>,
     /// The content connections, shared.
     connections: Arc<Semaphore>,
@@ -251,6 +259,7 @@ impl Listings {
         Listings(Arc::new(Inner {
             tree,
             runs: Runs::default(),
+            sweeps: Runs::default(),
             slots: Arc::new(Semaphore::new(LISTINGS_IN_FLIGHT)),
             connections,
         }))
@@ -263,6 +272,34 @@ impl Listings {
         if let Some(go) = self.0.runs.on_open(w.key, &w.at) {
             self.start(&w, go);
         }
+    }
+
+    /// Directory `ino`, not listed yet, was looked up. A shell glob (`Samples/*/Files/*`)
+    /// looks up every sample's `Files` before it opens the first: three lookups in walk
+    /// order start the listings of the directories they passed, this one and those after
+    /// it, [`SWEEP_LISTINGS`] in all, once per sweep; the opens that follow drive the rest.
+    /// Needs a tokio runtime.
+    pub fn on_lookup(&self, ino: Ino) {
+        let tree = &self.0.tree;
+        if !tree.wants_listing(ino) {
+            return;
+        }
+        let Some(w) = tree.dir_walk(ino) else { return };
+        let Some(go) = self.0.sweeps.on_open(w.key, &w.at) else {
+            return;
+        };
+        if go.streak != MIN_STREAK {
+            return;
+        }
+        let passed = tree.dirs_after(&w, &w.at, go.top, MIN_STREAK as usize, !go.backward);
+        let after = tree.dirs_after(&w, &w.at, go.top, SWEEP_LISTINGS - 1 - passed.items.len(), go.backward);
+        let dirs = passed.items.iter().chain(after.items.iter()).map(|(_, d)| *d);
+        let tasks = std::iter::once(ino)
+            .chain(dirs)
+            .filter(|d| tree.wants_listing(*d))
+            .map(|d| self.fill(d, None))
+            .collect();
+        self.0.sweeps.started(w.key, &w.at, tasks);
     }
 
     /// Starts the listings after `w` that `go` allows and that are not started yet. A
