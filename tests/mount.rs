@@ -870,6 +870,31 @@ fn the_kernel_reads_a_cold_file_in_megabytes() {
     assert_eq!(md5sums(&[f]).values().next().unwrap(), e["md5"].as_str().unwrap());
 }
 
+/// `cp` sizes its buffer from `st_blksize` and maps it afresh for every file: the mount
+/// suggests 512 KiB, the smallest size whose reads the kernel still gathers into whole 1 MiB
+/// blocks (at 128 KiB its readahead started at 256 KiB, and every later request straddled
+/// two blocks, each answer a copy).
+#[test]
+fn cp_out_of_the_mount_reads_whole_blocks() {
+    use std::os::unix::fs::MetadataExt;
+    let m = Mounted::new(Emu::start(folder_account(1, 2, 4 << 20), EmulatorOptions::default()));
+    let dir = m.path("Projects/P/Samples/S/Files/C0.1");
+    let f = dir.join("s_1_0000.bcl");
+    assert_eq!(std::fs::metadata(&f).unwrap().blksize(), 512 << 10);
+    let dst = tempfile::tempdir().unwrap();
+    let cp = run("cp", &[f.to_str().unwrap(), dst.path().to_str().unwrap()]);
+    assert!(cp.status.success(), "{}", text(&cp));
+    // Every read the kernel sends meets the cache once per block it touches (counted: 6 for
+    // these four blocks in whole-block requests, 10 at 128 KiB).
+    let c = &mount_stats(&m)["cache"];
+    let reads = stat_u64(c, "hits") + stat_u64(c, "misses");
+    assert!(reads <= 6, "the kernel's requests straddled blocks: {c}");
+    assert_eq!(
+        std::fs::read(dst.path().join("s_1_0000.bcl")).unwrap(),
+        std::fs::read(&f).unwrap()
+    );
+}
+
 // Issue 11: files opened out of order fetch only themselves.
 #[test]
 fn files_opened_out_of_order_fetch_nothing_ahead() {

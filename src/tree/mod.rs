@@ -158,6 +158,8 @@ pub struct Attr {
     pub kind: Kind,
     pub size: u64,
     pub mtime: SystemTime,
+    /// A file being written through the mount (an upload not finished yet).
+    pub writing: bool,
 }
 
 /// An entity as its directory remembers it (for hidden files and re-listings).
@@ -1117,6 +1119,7 @@ fn attr_of(nodes: &HashMap<Ino, Node>, ino: Ino) -> Option<Attr> {
         kind,
         size,
         mtime: n.mtime,
+        writing: matches!(n.kind, NodeKind::Pending(_)),
     })
 }
 
