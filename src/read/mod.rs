@@ -62,7 +62,7 @@ pub const MAX_WINDOW_BLOCKS: u64 = 128;
 /// (drop-behind) and needs as many for the file fetched next: with 32 kept, most were fresh
 /// allocations, faulted in and zeroed page by page (12% of the mount's CPU in `perf`). They
 /// are mostly what the cache just let go; a quarter of a 64 MiB budget took a load test's
-/// peak RSS past the cache + 64 MiB it is held to.
+/// peak RSS past the bound it was then held to (the cache + 64 MiB).
 const POOL_BLOCKS: u64 = 128;
 /// A read away from the handle's position asking at most this much, of blocks nobody
 /// has, fetches only around itself ([`Reader::read_small`]): a 4 KiB random read (an index
