@@ -165,6 +165,9 @@ impl Filesystem for BsFs {
         // READDIRPLUS when the kernel sees it pays (ls -l, stat after readdir); plain READDIR
         // for `find`, which only needs names and types.
         let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
+        // Files a copy reads around the page cache may still be mapped (Linux 6.6 and later;
+        // without it `mmap(MAP_SHARED)` of such a file fails with ENODEV).
+        let _ = config.add_capabilities(InitFlags::FUSE_DIRECT_IO_ALLOW_MMAP);
         // Passthrough for files kept whole in the cache directory. Stack depth 2: the cache
         // directory may itself be on a stacked filesystem (overlayfs in a container).
         if self.core.wants_passthrough() {

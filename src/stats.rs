@@ -98,6 +98,7 @@ impl MountStats {
                 "prefetch_cancelled": r.prefetch_cancelled.load(Ordering::Relaxed),
                 "files_ahead": r.files_ahead.load(Ordering::Relaxed),
                 "small_fetches": r.small_fetches.load(Ordering::Relaxed),
+                "streamed_opens": r.streamed_opens.load(Ordering::Relaxed),
             },
             "listings": self.tree.fills.load(Ordering::Relaxed),
             "listings_ahead": self.tree.fills_ahead.load(Ordering::Relaxed),

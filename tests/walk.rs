@@ -209,6 +209,26 @@ fn fastqs(m: &Mounted, samples: usize, files: usize) -> Vec<PathBuf> {
     v
 }
 
+/// `cp GLOB DST/`, as users type it.
+fn cp_glob(glob: &str, dst: &Path) {
+    let cp = run("sh", &["-c", &format!("cp {glob} {}", dst.display())]);
+    assert!(cp.status.success(), "{}", text(&cp));
+}
+
+/// Every one of `files`, copied flat into `dst`, has the bytes the manifest lists.
+fn assert_copied(m: &Mounted, files: &[PathBuf], dst: &Path) {
+    let man = m.manifest();
+    for p in files {
+        let rel = p.strip_prefix(&m.mp).unwrap().to_string_lossy().into_owned();
+        let got = md5sums(&[dst.join(p.file_name().unwrap())]);
+        assert_eq!(
+            got.values().next().unwrap(),
+            man[&rel]["md5"].as_str().unwrap(),
+            "{rel}"
+        );
+    }
+}
+
 #[test]
 fn files_opened_across_samples_arrive_before_their_opens() {
     let (samples, files) = (12, 2);
@@ -231,41 +251,40 @@ fn files_opened_across_samples_arrive_before_their_opens() {
         mount_stats(&m)["cache"]["inflight_bytes"].as_u64() == Some(0)
             && mount_stats(&m)["fetch"]["files_ahead"].as_u64().unwrap_or(0) >= 4
     });
-    let before = stat(e, "content_requests");
-    // The next samples' files are read with no request of their own.
+    let before = (
+        stat(e, "content_requests"),
+        mount_stats(&m)["fetch"]["files_ahead"].as_u64().unwrap(),
+    );
+    // The next samples' files are read with no request of their own: every request made
+    // meanwhile fetches a file further ahead (each open in order slides the run on).
     for p in &all[3..8] {
         std::fs::read(p).unwrap();
     }
+    let ahead = mount_stats(&m)["fetch"]["files_ahead"].as_u64().unwrap() - before.1;
     assert_eq!(
-        stat(e, "content_requests"),
-        before,
+        stat(e, "content_requests") - before.0,
+        ahead,
         "a file across samples was not fetched ahead"
     );
     // And a copy of all of them, as users type it, gets every byte right, each file once.
+    // It starts over from the first file, which ends the run and cancels what it still
+    // has in flight (fetched again then): let that land first.
+    wait_until("the files fetched ahead have landed", Duration::from_secs(20), || {
+        mount_stats(&m)["cache"]["inflight_bytes"].as_u64() == Some(0)
+    });
     let dst = tempfile::tempdir().unwrap();
-    let cp = run("sh", &["-c", &format!("cp {glob} {}", dst.path().display())]);
-    assert!(cp.status.success(), "{}", text(&cp));
+    cp_glob(&glob, dst.path());
     assert_eq!(
         stat(e, "content_requests"),
         (samples * files) as u64,
         "a file was fetched twice"
     );
-    let man = m.manifest();
-    for p in &all {
-        let rel = p.strip_prefix(&m.mp).unwrap().to_string_lossy().into_owned();
-        let got = md5sums(&[dst.path().join(p.file_name().unwrap())]);
-        assert_eq!(
-            got.values().next().unwrap(),
-            man[&rel]["md5"].as_str().unwrap(),
-            "{rel}"
-        );
-    }
+    assert_copied(&m, &all, dst.path());
     // Verified and closed, their blocks left the mount's memory (the kernel keeps the
     // pages), and a second copy fetches nothing: not the files, not their starts ahead.
     assert_eq!(mount_stats(&m)["cache"]["cached_bytes"].as_u64(), Some(0));
     let again = tempfile::tempdir().unwrap();
-    let cp = run("sh", &["-c", &format!("cp {glob} {}", again.path().display())]);
-    assert!(cp.status.success(), "{}", text(&cp));
+    cp_glob(&glob, again.path());
     assert_eq!(
         stat(e, "content_requests"),
         (samples * files) as u64,
@@ -304,6 +323,76 @@ fn files_read_to_their_end_are_fetched_ahead_whole() {
         before,
         "the rest of a file read to its end was fetched only at its open"
     );
+}
+
+// A copy's files are read around the kernel's page cache from the third on (each byte
+// copied into fresh pages and out again, and a second copy of everything copied left in
+// memory, otherwise): none of their pages stays there; they can still be mapped; a second
+// copy fetches them ahead again.
+#[test]
+fn a_copy_reads_its_files_around_the_page_cache() {
+    let (samples, files, size) = (6, 2, 3 << 19);
+    let m = Mounted::new(emu(cohort(samples, files, size), 20));
+    let e = m.emu();
+    let glob = format!("{}/*/Files/*.fastq.gz", m.path(SAMPLES).display());
+    let dst = tempfile::tempdir().unwrap();
+    cp_glob(&glob, dst.path());
+    let all = fastqs(&m, samples, files);
+    assert_copied(&m, &all, dst.path());
+    let st = mount_stats(&m);
+    assert_eq!(
+        st["fetch"]["streamed_opens"].as_u64(),
+        Some(all.len() as u64 - 2),
+        "{st}"
+    );
+    // The first two went through the page cache (no walk yet), the others around it.
+    let resident: Vec<u64> = all
+        .iter()
+        .map(|p| {
+            let o = run(
+                "fincore",
+                &["--bytes", "--noheadings", "--output", "RES", &p.to_string_lossy()],
+            );
+            String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
+        })
+        .collect();
+    assert_eq!(&resident[..2], &[size, size], "{resident:?}");
+    assert!(resident[2..].iter().all(|r| *r == 0), "{resident:?}");
+    // A program that maps a file it opened in such a walk reads it all the same.
+    let py = "import mmap, hashlib, sys\n\
+              ps = sys.argv[1:]\n\
+              for p in ps[:3]:\n\
+              \x20   open(p, 'rb').read()\n\
+              for p in ps[3:5]:\n\
+              \x20   with open(p, 'rb') as f, mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:\n\
+              \x20       print(hashlib.md5(m[:]).hexdigest())\n";
+    let streamed = st["fetch"]["streamed_opens"].as_u64().unwrap();
+    let mut args = vec!["-c", py];
+    let paths: Vec<String> = all.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+    args.extend(paths.iter().map(String::as_str));
+    let out = run("python3", &args);
+    let sums: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().map(String::from).collect();
+    let man = m.manifest();
+    for (k, p) in all[3..5].iter().enumerate() {
+        let rel = p.strip_prefix(&m.mp).unwrap().to_string_lossy().into_owned();
+        assert_eq!(sums[k], man[&rel]["md5"].as_str().unwrap(), "{rel} mapped");
+    }
+    let st = mount_stats(&m);
+    assert!(st["fetch"]["streamed_opens"].as_u64().unwrap() > streamed, "{st}");
+    // A second copy: what the first read around the page cache is fetched ahead again.
+    let ahead = st["fetch"]["files_ahead"].as_u64().unwrap();
+    let again = tempfile::tempdir().unwrap();
+    cp_glob(&glob, again.path());
+    let diff = run(
+        "diff",
+        &["-r", &dst.path().to_string_lossy(), &again.path().to_string_lossy()],
+    );
+    assert!(diff.status.success(), "{}", text(&diff));
+    assert!(
+        mount_stats(&m)["fetch"]["files_ahead"].as_u64().unwrap() >= ahead + 6,
+        "the second copy waited for each file at its open"
+    );
+    assert!(stat(e, "content_requests") >= 2 * all.len() as u64 - 4);
 }
 
 #[test]

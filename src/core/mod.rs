@@ -34,7 +34,8 @@ pub enum CacheMode {
     Keep,
     /// Drop them: read through the mount again (not yet verified).
     Refresh,
-    /// Bypass the page cache (generated now, size unknown to stat).
+    /// Bypass the page cache: generated now (size unknown to stat), or read once by a copy
+    /// ([`crate::read::Reader::ahead`]).
     Direct,
 }
 
@@ -297,10 +298,10 @@ impl FsCore {
                     true => CacheMode::Keep,
                     false => CacheMode::Refresh,
                 };
-                if let Some(w) = self.tree.file_walk(ino) {
+                let copying = self.tree.file_walk(ino).is_some_and(|w| {
                     self.reader
-                        .ahead(&w, |after, top, n| self.tree.files_after(&w, after, top, n));
-                }
+                        .ahead(&r, &w, |after, top, n| self.tree.files_after(&w, after, top, n))
+                });
                 let mut whole = self.choose_io(ino, &r);
                 if let Some(w) = &whole {
                     match w.file.try_clone() {
@@ -318,7 +319,11 @@ impl FsCore {
                 if let (Some(d), Some(_)) = (self.reader.disk(), &whole) {
                     d.stats.passthrough_opens.fetch_add(1, Ordering::Relaxed);
                 }
-                let handle = Arc::new(self.reader.open(r));
+                // A copy's file read through the mount goes around the page cache; one
+                // handed to the kernel whole is read from local disk either way.
+                let streamed = copying && whole.is_none();
+                let handle = Arc::new(self.reader.open(r, streamed));
+                let cache = if streamed { CacheMode::Direct } else { cache };
                 (Open::Remote { handle, ino, whole }, cache)
             }
             FileContent::Stats => {

@@ -364,3 +364,79 @@ fn without_verification_nothing_is_hashed_and_pages_are_kept() {
         assert_eq!(s["fetch"]["files_verified"].as_u64(), Some(0), "{s}");
     });
 }
+
+/// Samples s0..s{n-1} of project P, each with one file `r.fq` of `size(i)` bytes.
+fn cohort(n: usize, size: impl Fn(usize) -> usize) -> Account {
+    let mut b = AccountBuilder::stable("Tester");
+    let p = b.project("P");
+    for i in 0..n {
+        let s = b.sample(p, &format!("s{i}"), None);
+        let data = pattern(size(i), i as u8);
+        b.file(s, "r.fq", data.len() as u64, Content::Memory(Bytes::from(data)), None);
+    }
+    b.build()
+}
+
+/// Opens sample `i`'s file, reads it whole in pieces of `piece` bytes and releases it;
+/// returns the cache mode it was opened with.
+async fn copy_one(c: &FsCore, i: usize, piece: u32) -> CacheMode {
+    let a = path(c, &format!("Projects/P/Samples/s{i}/Files/r.fq")).await.unwrap();
+    let o = c.open(a.ino, false).await.unwrap();
+    let mut at = 0;
+    while at < a.size {
+        at += c.read(o.fh, at, piece).await.unwrap().len() as u64;
+    }
+    c.release(o.fh);
+    o.cache
+}
+
+// Issue 19: a copy's files (opened in walk order, the ones before read to their end) are
+// read around the page cache from the third on; files under 1 MiB, and copies reading in
+// small pieces, keep it.
+#[test]
+fn a_copy_reads_its_files_around_the_page_cache() {
+    let mib = 1 << 20;
+    let c = core_over(FakeApi::new(cohort(8, |i| if i == 4 { 4096 } else { 3 * mib / 2 })));
+    rt().block_on(async {
+        let mut modes = Vec::new();
+        for i in 0..4 {
+            modes.push(copy_one(&c, i, 512 << 10).await);
+        }
+        assert_ne!(modes[0], CacheMode::Direct);
+        assert_ne!(modes[1], CacheMode::Direct, "two opens in order are no walk yet");
+        assert_eq!(&modes[2..], &[CacheMode::Direct, CacheMode::Direct]);
+        assert_ne!(
+            copy_one(&c, 4, 512 << 10).await,
+            CacheMode::Direct,
+            "4 KiB: the page cache"
+        );
+        // A program reading 64 KiB at a time would send a request per read: the walk's
+        // files after the first one it read that way keep the page cache.
+        assert_eq!(copy_one(&c, 5, 64 << 10).await, CacheMode::Direct);
+        assert_ne!(copy_one(&c, 6, 512 << 10).await, CacheMode::Direct);
+        assert_eq!(c.stats.snapshot()["fetch"]["streamed_opens"], 3);
+    });
+}
+
+// Issue 19: a read at the start of a small file fetches all of it at once (the kernel asks a
+// block at a time, the second only after the first arrived); larger files fetch what is asked.
+#[test]
+fn a_read_at_the_start_of_a_small_file_fetches_it_whole() {
+    let mib = 1 << 20;
+    let api = FakeApi::new(cohort(2, |i| if i == 0 { 2 * mib } else { 3 * mib }));
+    let c = core_over(api.clone());
+    rt().block_on(async {
+        // The second block: already there (2 MiB), or fetched when asked (3 MiB).
+        for (i, fetched) in [(0, false), (1, true)] {
+            let a = path(&c, &format!("Projects/P/Samples/s{i}/Files/r.fq")).await.unwrap();
+            let o = c.open(a.ino, false).await.unwrap();
+            let gets = || api.counters.ranges.load(Ordering::Relaxed);
+            let before = gets();
+            c.read(o.fh, 0, 1 << 20).await.unwrap();
+            assert_eq!(gets() - before, 1, "file {i}: one GET for its first read");
+            c.read(o.fh, 1 << 20, 1 << 20).await.unwrap();
+            assert_eq!(gets() - before > 1, fetched, "file {i}: a GET for its second block");
+            c.release(o.fh);
+        }
+    });
+}

@@ -50,6 +50,21 @@ use verify::{Background, Verdict, Verifier};
 /// Cache granularity: large enough to keep request counts sane, small enough that a 4 KiB
 /// random read fetches at most 1 MiB (plus one more block if it straddles a boundary).
 pub const BLOCK_SIZE: u64 = 1 << 20;
+/// Reads smaller than this by a program copying around the page cache ([`Reader::ahead`])
+/// send the walk's further files back through it: each such read is a round trip through
+/// the mount, which kernel readahead would have gathered into megabyte requests (`tar`
+/// reads 10 KiB at a time, `md5sum` 32 KiB; `cp` and `cat` read `st_blksize`, 512 KiB).
+pub const STREAM_MIN_READ: u64 = 128 << 10;
+/// Smaller files of a copy go through the page cache all the same: a read or two each,
+/// where its per-byte cost is small and its answer to the read at the end of the file
+/// (from the size it knows, without a request) saves a round trip.
+pub const STREAM_MIN_SIZE: u64 = BLOCK_SIZE;
+/// A read at the start of a file of at most this many blocks fetches the whole file in one
+/// GET: the kernel's readahead asks for it a block at a time, the second only once the
+/// first is read (two round trips one after the other for a 2 MiB FASTQ), and a read
+/// from a file's start nearly always goes on to its end. At most one block more than
+/// asked for a read that stops early (a header).
+const WHOLE_AT_START: u64 = 2;
 /// Blocks per ranged GET when prefetching: 8 MiB, the size mountpoint-s3 found to reach full
 /// throughput per connection.
 pub const PART_BLOCKS: u64 = 8;
@@ -192,6 +207,8 @@ pub struct ReadStats {
     pub files_ahead: AtomicU64,
     /// Small random reads served by a GET of their own ([`Reader::read_small`]).
     pub small_fetches: AtomicU64,
+    /// Opens of a copy read around the kernel's page cache ([`Reader::ahead`]).
+    pub streamed_opens: AtomicU64,
 }
 
 /// File versions verified whole, shared by the reader and the source.
@@ -235,9 +252,16 @@ pub struct Reader {
     /// cleared when a handle closes short of it): files ahead of a walk are fetched whole
     /// ([`across::WHOLE_BYTES`]).
     reading_whole: std::sync::atomic::AtomicBool,
+    /// A handle opened around the page cache was read in pieces under [`STREAM_MIN_READ`]
+    /// (`tar`, `md5sum`): each piece is then a round trip through the mount, so the walk's
+    /// further files go through the page cache again. Cleared when a walk starts.
+    small_streams: std::sync::atomic::AtomicBool,
     /// File versions whose bytes were verified whole (by a reading handle, or by the source
     /// when it fetched a small file in one GET).
     verified: Verified,
+    /// Of those, the ones a copy read last around the page cache: the kernel holds no
+    /// pages of them, so a walk fetches them ahead again.
+    unpaged: Mutex<lru::LruCache<ObjectId, ()>>,
     verify: bool,
     shared: Option<Arc<shared::SharedCache>>,
     /// Runs of files opened in walk order, per walk.
@@ -266,6 +290,9 @@ pub struct Handle {
     rechecked: tokio::sync::OnceCell<Verdict>,
     /// When it was opened: a failure by another handle after this counts for it too.
     opened: Instant,
+    /// Opened around the page cache as part of a copy ([`Reader::ahead`]): its reads are
+    /// the program's own, sequential from the first.
+    streamed: bool,
 }
 
 /// Which bytes of a file a handle has handed out, and which reads are under way: the read
@@ -375,6 +402,7 @@ impl Handle {
             small: Mutex::new(None),
             rechecked: tokio::sync::OnceCell::new(),
             opened: Instant::now(),
+            streamed: false,
         }
     }
 
@@ -482,7 +510,11 @@ impl Reader {
             pool,
             prefetching: Arc::new(AtomicU64::new(0)),
             reading_whole: Default::default(),
+            small_streams: Default::default(),
             verified: verified.clone(),
+            unpaged: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(VERIFIED_KEPT).expect("non-zero"),
+            )),
             verify: opts.verify,
             across: across::Runs::default(),
             failed: Mutex::new(lru::LruCache::new(
@@ -494,21 +526,40 @@ impl Reader {
 
     /// A listed file at position `walk` was opened: when files are being opened in walk
     /// order, fetches the ones after it ahead of their opens ([`across`]), within a quarter
-    /// of the memory budget (the files being read, and other readers, keep the rest).
-    /// `next(after, top, n)` gives up to `n` files after a position (see
-    /// [`crate::tree::Tree::files_after`]), asked only when fetching ahead. Needs a tokio
-    /// runtime.
-    pub fn ahead(self: &Arc<Self>, walk: &WalkPos, next: impl FnOnce(&[u32], usize, usize) -> Next<RemoteFile>) {
+    /// of the memory budget (the files being read, and other readers, keep the rest): the
+    /// next [`across::FILES_FIRST`] at the run's first open, twice as many at each further
+    /// one, up to [`across::FILES_AHEAD`] (all 64 at once made the first of them wait for
+    /// the bandwidth of the other 63). `next(after, top, n)` gives up to `n` files after a
+    /// position (see [`crate::tree::Tree::files_after`]), asked only when fetching ahead.
+    /// Needs a tokio runtime.
+    ///
+    /// Returns whether to open `file` around the kernel's page cache: it continues a copy
+    /// (files opened in walk order, the ones before read to their end in pieces of at least
+    /// [`STREAM_MIN_READ`]) and is at least [`STREAM_MIN_SIZE`]. Those bytes are read once;
+    /// through the page cache each would be copied into fresh pages and out again, and
+    /// leave a second copy of everything copied in memory (a cohort copy spent a fifth of
+    /// its CPU there).
+    pub fn ahead(
+        self: &Arc<Self>,
+        file: &RemoteFile,
+        walk: &WalkPos,
+        next: impl FnOnce(&[u32], usize, usize) -> Next<RemoteFile>,
+    ) -> bool {
         let Some(go) = self.across.on_open(walk.key, &walk.at).filter(|g| !g.backward) else {
-            return;
+            return false;
         };
+        if go.streak == across::MIN_STREAK {
+            self.small_streams.store(false, Ordering::Relaxed);
+        }
+        let whole = self.reading_whole.load(Ordering::Relaxed);
         let budget = self.memory.budget / 4;
-        let each = match self.reading_whole.load(Ordering::Relaxed) {
+        let each = match whole {
             true => across::WHOLE_BYTES,
             false => across::FIRST_BYTES,
         };
+        let n = across::files_ahead(go.streak);
         let (mut bytes, mut upto, mut tasks) = (0, None, Vec::new());
-        for (at, f) in next(&walk.at, go.top, across::FILES_AHEAD).items {
+        for (at, f) in next(&walk.at, go.top, n).items {
             let first = f.size.min(each);
             bytes += first;
             if bytes > budget {
@@ -517,7 +568,8 @@ impl Reader {
             if !go.beyond(&at) {
                 continue; // started by an earlier open
             }
-            if self.verified_whole(&ObjectId::of(&f)) {
+            let object = ObjectId::of(&f);
+            if self.verified_whole(&object) && !self.unpaged.lock().contains(&object) {
                 upto = Some(at);
                 continue; // the kernel keeps its pages ([`Reader::close`])
             }
@@ -534,6 +586,7 @@ impl Reader {
         }
         self.across
             .started(walk.key, upto.as_deref().unwrap_or(&go.after), tasks);
+        whole && file.size >= STREAM_MIN_SIZE && !self.small_streams.load(Ordering::Relaxed)
     }
 
     /// The connection limit ranged GETs share (listings fetched ahead take from it too).
@@ -592,9 +645,17 @@ impl Reader {
         disk.open_whole(&ObjectId::of(file), file.size)
     }
 
-    /// A handle for reading `file`, verified as this reader is configured.
-    pub fn open(&self, file: RemoteFile) -> Handle {
-        Handle::with_verify(file, self.verify)
+    /// A handle for reading `file`, verified as this reader is configured; `streamed`: the
+    /// open was answered around the page cache ([`Reader::ahead`]), so no kernel readahead
+    /// comes before its reads and its window opens at the first.
+    pub fn open(&self, file: RemoteFile, streamed: bool) -> Handle {
+        let mut h = Handle::with_verify(file, self.verify);
+        if streamed {
+            h.streamed = true;
+            *h.window.get_mut() = prefetch::Window::from_start();
+            self.stats.streamed_opens.fetch_add(1, Ordering::Relaxed);
+        }
+        h
     }
 
     /// Whether the kernel may keep this file's pages across opens: only bytes that were
@@ -615,12 +676,21 @@ impl Reader {
     /// memory twice, and a copy streaming many files filled the whole budget with fresh
     /// buffers (a page fault per 4 KiB: a sixth of the mount's CPU in a cohort copy).
     /// Dropped at close, they go back to the pool for the next file.
+    /// A copy's file read around the page cache ([`Reader::ahead`]) is dropped the same:
+    /// a copy keeps no second copy in memory (a read of it again fetches it again, or
+    /// reads it from `--cache-dir`).
     pub fn close(&self, h: &Handle) {
         if self.verified_whole(&h.object) {
             self.memory.purge(&h.object, h.file.size.div_ceil(BLOCK_SIZE));
         }
-        if h.window.lock().reached() != Some(h.file.size) {
+        let whole = h.window.lock().reached() == Some(h.file.size);
+        if !whole {
             self.reading_whole.store(false, Ordering::Relaxed);
+        }
+        if h.streamed {
+            self.unpaged.lock().put(h.object.clone(), ());
+        } else if whole {
+            self.unpaged.lock().pop(&h.object);
         }
     }
 
@@ -637,6 +707,9 @@ impl Reader {
         }
         if offset == 0 {
             self.copy_whole(h);
+        }
+        if h.streamed && end < fsize && (size as u64) < STREAM_MIN_READ {
+            self.small_streams.store(true, Ordering::Relaxed);
         }
         let id = h.coverage.lock().begin(offset, end);
         let r = self.read_blocks(h, offset, end, b0, b1, id).await;
@@ -701,7 +774,14 @@ impl Reader {
             return self.read_small(h, offset, end, id).await;
         }
         let part = if plan.prefetch.is_some() { PART_BLOCKS } else { 1 };
-        let (needed, _) = self.blocks(h, b0, b1 + 1, part, false);
+        let (needed, _) = if offset == 0 && !plan.sequential && last_block < WHOLE_AT_START {
+            // The file's start, and the file is small: all of it in one GET.
+            let (mut all, stopped) = self.blocks(h, 0, last_block + 1, PART_BLOCKS, false);
+            all.retain(|(i, _)| *i <= b1);
+            (all, stopped)
+        } else {
+            self.blocks(h, b0, b1 + 1, part, false)
+        };
         if let Some((from, to)) = plan.prefetch {
             // Started, not awaited. What did not fit in memory is tried again on the next read.
             let (_, stopped) = self.blocks(h, from, to, PART_BLOCKS, true);
@@ -748,8 +828,9 @@ impl Reader {
         }
         self.check(h, offset, &out, id).await?;
         if plan.sequential {
-            // Read through: the page cache has these bytes now, and the blocks prefetched
-            // ahead (for this and other readers) are worth more than the ones behind.
+            // Read through: the page cache has these bytes now (or, read around it, they
+            // were read once), and the blocks prefetched ahead (for this and other readers)
+            // are worth more than the ones behind.
             let done = if end == fsize { b1 + 1 } else { end / BLOCK_SIZE };
             self.memory.demote((b0..done).map(|i| h.key(i)));
         }

@@ -59,6 +59,15 @@ pub struct Window {
 }
 
 impl Window {
+    /// The window of a handle known to read from the start to the end (a copy's): its first
+    /// read, at offset 0, already counts as sequential.
+    pub fn from_start() -> Window {
+        Window {
+            next: Some(0),
+            ..Window::default()
+        }
+    }
+
     /// Decides for a read of bytes `[offset, end)` (blocks `b0..=b1`, file's last block
     /// `last`); `cap` is the largest window allowed now, `count` the reader's count of
     /// prefetching handles.
