@@ -9,7 +9,10 @@
 //! sibling samples and projects), what comes next is fetched ahead:
 //! - files ([`Reader::ahead`]): whole when small, their first [`FIRST_BYTES`] when large
 //!   ([`WHOLE_BYTES`] while the files opened are being read to their end: a copy), under
-//!   the global connection limit and within a share of the memory budget;
+//!   the global connection limit and within a share of the memory budget; [`FILES_FIRST`]
+//!   at a run's first open, twice as many at each further one, up to [`FILES_AHEAD`]. A
+//!   copy's files are also opened around the kernel's page cache (read once, they would
+//!   only be copied into it and out again);
 //! - listings ([`Listings`]): the directories the walk will read next, a few to
 //!   [`LISTINGS_AHEAD`] beyond it, at most [`LISTINGS_IN_FLIGHT`] at once; and the first
 //!   [`SWEEP_LISTINGS`] of those a shell glob looks up before it reads any.

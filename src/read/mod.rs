@@ -676,6 +676,7 @@ impl Reader {
     /// memory twice, and a copy streaming many files filled the whole budget with fresh
     /// buffers (a page fault per 4 KiB: a sixth of the mount's CPU in a cohort copy).
     /// Dropped at close, they go back to the pool for the next file.
+    ///
     /// A copy's file read around the page cache ([`Reader::ahead`]) is dropped the same:
     /// a copy keeps no second copy in memory (a read of it again fetches it again, or
     /// reads it from `--cache-dir`).
