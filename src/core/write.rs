@@ -789,9 +789,13 @@ const PF_EXITING: u64 = 0x4;
 /// are being closed by the kernel, not by the program. Read from `/proc/<pid>/stat`: the
 /// task's flags (field 9) and its exit code (field 52, the signal in its low 7 bits).
 pub fn killed_by_signal(pid: u32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+    use std::io::Read;
+    // One read (every `close` of a written file asks): the line is a few hundred bytes.
+    let mut buf = [0u8; 2048];
+    let Ok(n) = std::fs::File::open(format!("/proc/{pid}/stat")).and_then(|mut f| f.read(&mut buf)) else {
         return false;
     };
+    let stat = String::from_utf8_lossy(&buf[..n]);
     // The command name may hold spaces and parentheses: fields start after the last ')'.
     let Some(rest) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
         return false;

@@ -324,7 +324,7 @@ fn join_error(e: tokio::task::JoinError) -> ApiError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::api::model::{ContentMeta, EntityItem, Listed, User};
     use crate::api::{ListKind, Pieces};
@@ -333,8 +333,8 @@ mod tests {
 
     /// Records every write call; fails the part numbers in `fail_parts`.
     #[derive(Default)]
-    struct Recorder {
-        calls: parking_lot::Mutex<Vec<(String, usize)>>,
+    pub(crate) struct Recorder {
+        pub(crate) calls: parking_lot::Mutex<Vec<(String, usize)>>,
         fail_parts: Vec<u32>,
     }
 
@@ -389,7 +389,7 @@ mod tests {
         }
     }
 
-    fn rt() -> tokio::runtime::Runtime {
+    pub(crate) fn rt() -> tokio::runtime::Runtime {
         tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
