@@ -88,6 +88,8 @@ pub struct DiskCache {
     limit: u64,
     pub(super) index: Mutex<Index>,
     pending: AtomicU64,
+    /// Blocks being written: a block put again meanwhile (fetched twice) is written once.
+    writing: Mutex<std::collections::HashSet<String>>,
     pub(super) seq: AtomicU64,
     /// Whole files being written into place, for an unmount to wait for.
     pub(super) promoting: super::whole::InFlight,
@@ -241,6 +243,7 @@ impl DiskCache {
             limit,
             index: Mutex::new(index),
             pending: AtomicU64::new(0),
+            writing: Default::default(),
             seq: AtomicU64::new(0),
             stats: DiskStats::default(),
             last_warning: Mutex::new((None, 0)),
@@ -303,13 +306,14 @@ impl DiskCache {
     }
 
     /// Writes a block in the background unless it is already on disk (a part refetched
-    /// for one bad block) or too many writes are already pending.
+    /// for one bad block) or being written, or too many writes are already pending.
     pub fn store(self: &Arc<Self>, key: String, data: Bytes) {
-        if self.has_key(&key) {
+        if self.has_key(&key) || !self.writing.lock().insert(key.clone()) {
             return;
         }
         if self.pending.fetch_add(1, Ordering::AcqRel) >= MAX_PENDING_WRITES {
             self.pending.fetch_sub(1, Ordering::AcqRel);
+            self.writing.lock().remove(&key);
             self.stats.writes_skipped.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -318,6 +322,7 @@ impl DiskCache {
             if let Err(e) = me.write(&key, &data) {
                 me.write_failed(&e);
             }
+            me.writing.lock().remove(&key);
             me.pending.fetch_sub(1, Ordering::AcqRel);
         });
     }
@@ -570,6 +575,27 @@ mod tests {
             "later failures within a minute are counted, not logged"
         );
         assert_eq!(walk(dir.path()), c.bytes());
+    }
+
+    // A block put again while its first write is pending (fetched twice) is written once:
+    // the writes a test or `status` counts are the blocks on disk.
+    #[test]
+    fn a_block_put_twice_at_once_is_written_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Arc::new(DiskCache::open(dir.path(), 1 << 30).unwrap());
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .build()
+            .unwrap();
+        let _in = rt.enter();
+        for _ in 0..2 {
+            c.store("k".into(), Bytes::from(vec![1u8; 1 << 20]));
+        }
+        while c.pending.load(Ordering::Acquire) > 0 {
+            std::thread::yield_now();
+        }
+        assert_eq!(c.stats.writes.load(Ordering::Relaxed), 1);
+        assert!(c.has_key("k"));
     }
 
     #[test]
