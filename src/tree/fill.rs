@@ -19,7 +19,7 @@ use serde_json::value::RawValue;
 
 impl Tree {
     /// Merges a fetched listing into directory `ino`.
-    pub(super) fn install(&self, ino: Ino, kind: &ListKind, l: Listing) -> Result<(), TreeError> {
+    pub(super) fn install(&self, ino: Ino, kind: &ListKind, l: Listing, ahead: bool) -> Result<(), TreeError> {
         let mut nodes = self.nodes.write();
         if dir_ref(&nodes, ino).is_none() {
             return Err(TreeError::NotFound); // forgotten and freed meanwhile
@@ -58,6 +58,8 @@ impl Tree {
         if let Some(d) = dir_mut(&mut nodes, ino) {
             d.filled_at = Some(Instant::now());
             d.has_listing = true;
+            // Marked as it becomes visible: a look that finds it fresh counts its use.
+            d.ahead_unused |= ahead;
         }
         Ok(())
     }

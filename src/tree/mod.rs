@@ -819,8 +819,10 @@ impl Tree {
     }
 
     /// [`Tree::ensure_filled`] once the listing is known to be due; `ahead` when a walk's
-    /// listing ahead asks (the listing is then marked for [`Tree::note_use`], before anyone
-    /// waiting on it can look).
+    /// listing ahead asks (the listing is marked for [`Tree::note_use`] as it is installed,
+    /// so a look that finds it fresh, waiting or not, counts its use: marked after, a look
+    /// in between went uncounted, and `listings_ahead - listings_ahead_used` overstated the
+    /// overshoot by one, as a fresh-clone CI run of `tests/walk.rs` caught).
     async fn fill_locked(&self, ino: Ino, ahead: bool) -> Result<bool, TreeError> {
         let arrived = Instant::now();
         let lock = self.fill_locks.lock().entry(ino).or_default().clone();
@@ -848,15 +850,12 @@ impl Tree {
             }
             return Ok(false);
         };
-        if let Err(e) = self.fill(ino, kind).await {
+        if let Err(e) = self.fill(ino, kind, ahead).await {
             self.failed_fills.lock().insert(ino, (Instant::now(), e.clone()));
             return Err(e);
         }
         if ahead {
             self.fills_ahead.fetch_add(1, Ordering::Relaxed);
-            if let Some(d) = dir_mut(&mut self.nodes.write(), ino) {
-                d.ahead_unused = true;
-            }
         }
         Ok(true)
     }
@@ -916,7 +915,7 @@ impl Tree {
         PropertyItem::inline(&e.raw)
     }
 
-    async fn fill(&self, ino: Ino, kind: ListKind) -> Result<(), TreeError> {
+    async fn fill(&self, ino: Ino, kind: ListKind, ahead: bool) -> Result<(), TreeError> {
         let inline = match layout::holds(&kind) {
             Holds::Properties => self.inline_properties(ino),
             _ => None,
@@ -946,7 +945,7 @@ impl Tree {
                 let large = l.len() >= TRIM_AFTER_FREED;
                 let cost = l.cost();
                 let r = if self.budget.fits(cost) {
-                    self.install(ino, &kind, l).map(|()| self.charge(ino, cost))
+                    self.install(ino, &kind, l, ahead).map(|()| self.charge(ino, cost))
                 } else {
                     drop(l);
                     let e = TreeError::OverBudget {
