@@ -356,7 +356,8 @@ fn a_copy_reads_its_files_around_the_page_cache() {
             String::from_utf8_lossy(&o.stdout).trim().parse().unwrap()
         })
         .collect();
-    assert_eq!(&resident[..2], &[size, size], "{resident:?}");
+    // (The kernel may have reclaimed a page or two of the first: a CI run saw one gone.)
+    assert!(resident[..2].iter().all(|r| *r > size / 2), "{resident:?}");
     assert!(resident[2..].iter().all(|r| *r == 0), "{resident:?}");
     // A program that maps a file it opened in such a walk reads it all the same.
     let py = "import mmap, hashlib, sys\n\
