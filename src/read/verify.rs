@@ -118,7 +118,13 @@ const EARLY_PART: u64 = super::PART_BLOCKS * super::BLOCK_SIZE;
 struct Early {
     blocks: Vec<Bytes>,
     digest: oneshot::Receiver<[u8; 16]>,
+    at: std::time::Instant,
 }
+
+/// A part hashed ahead this long ago whose reader has not come (the walk went elsewhere)
+/// gives way to new ones when [`EARLY_LIMIT`] is reached; a copy reads a part fetched
+/// ahead within a second or so.
+const EARLY_STALE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Parts hashed ahead and not yet taken, newest last; at most [`EARLY_LIMIT`] bytes of
 /// blocks (which they keep alive beyond the cache's own eviction).
@@ -132,16 +138,22 @@ static EARLY_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 /// digests. The reader's handle takes the digest if it hands out these very blocks
 /// ([`PartHasher::close_part`]); otherwise it hashes the bytes itself, as before.
 pub fn hash_ahead(object: ObjectId, index: u64, blocks: Vec<Bytes>) {
-    let digest = super::lanes::md5_of(blocks.clone(), (), super::lanes::AHEAD_WAIT);
-    let size = |e: &Early| e.blocks.iter().map(|b| b.len() as u64).sum::<u64>();
+    let size = |b: &[Bytes]| b.iter().map(|b| b.len() as u64).sum::<u64>();
+    let limit = EARLY_LIMIT.load(std::sync::atomic::Ordering::Relaxed);
     let mut early = EARLY.lock().unwrap_or_else(|e| e.into_inner());
     early.retain(|(k, _)| k.0 != object || k.1 != index);
-    early.push(((object, index), Early { blocks, digest }));
-    let limit = EARLY_LIMIT.load(std::sync::atomic::Ordering::Relaxed);
-    let mut total: u64 = early.iter().map(|(_, e)| size(e)).sum();
-    while total > limit && early.len() > 1 {
-        total -= size(&early.remove(0).1);
+    // Full: the parts waiting are those fetched first, read first; stale ones give way,
+    // otherwise this part is hashed by its reader, as before. (Evicting the oldest
+    // instead dropped the very parts the copy reached next, whenever it fell behind.)
+    if size(&blocks) + early.iter().map(|(_, e)| size(&e.blocks)).sum::<u64>() > limit {
+        early.retain(|(_, e)| e.at.elapsed() < EARLY_STALE);
+        if size(&blocks) + early.iter().map(|(_, e)| size(&e.blocks)).sum::<u64>() > limit {
+            return;
+        }
     }
+    let digest = super::lanes::md5_of(blocks.clone(), (), super::lanes::AHEAD_WAIT);
+    let at = std::time::Instant::now();
+    early.push(((object, index), Early { blocks, digest, at }));
 }
 
 /// Whether a file with this ETag is verified in [`EARLY_PART`] parts first (a multipart
@@ -770,6 +782,7 @@ mod tests {
             let wrong = Early {
                 blocks: blocks[8..16].to_vec(),
                 digest: ready([0; 16]),
+                at: std::time::Instant::now(),
             };
             EARLY.lock().unwrap().push(((object.clone(), 1), wrong));
         };
