@@ -139,15 +139,18 @@ static EARLY_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 /// ([`PartHasher::close_part`]); otherwise it hashes the bytes itself, as before.
 pub fn hash_ahead(object: ObjectId, index: u64, blocks: Vec<Bytes>) {
     let size = |b: &[Bytes]| b.iter().map(|b| b.len() as u64).sum::<u64>();
-    let limit = EARLY_LIMIT.load(std::sync::atomic::Ordering::Relaxed);
+    let room = EARLY_LIMIT
+        .load(std::sync::atomic::Ordering::Relaxed)
+        .saturating_sub(size(&blocks));
+    let held = |early: &[((ObjectId, u64), Early)]| early.iter().map(|(_, e)| size(&e.blocks)).sum::<u64>();
     let mut early = EARLY.lock().unwrap_or_else(|e| e.into_inner());
     early.retain(|(k, _)| k.0 != object || k.1 != index);
     // Full: the parts waiting are those fetched first, read first; stale ones give way,
     // otherwise this part is hashed by its reader, as before. (Evicting the oldest
     // instead dropped the very parts the copy reached next, whenever it fell behind.)
-    if size(&blocks) + early.iter().map(|(_, e)| size(&e.blocks)).sum::<u64>() > limit {
+    if held(&early) > room {
         early.retain(|(_, e)| e.at.elapsed() < EARLY_STALE);
-        if size(&blocks) + early.iter().map(|(_, e)| size(&e.blocks)).sum::<u64>() > limit {
+        if held(&early) > room {
             return;
         }
     }
@@ -293,12 +296,9 @@ impl PartHasher {
             Part::Buffered(pieces, pinned) => super::lanes::md5_of(pieces, pinned, super::lanes::PART_WAIT),
             Part::Inline(h) => ready(h.finalize().into()),
             Part::Early(pieces, e) if same_memory(&pieces, &e.blocks) => e.digest,
-            // Other memory (a block fetched again, a read spanning blocks): hashed here.
-            Part::Early(pieces, _) => {
-                let mut h = Md5::new();
-                pieces.iter().for_each(|p| h.update(p));
-                ready(h.finalize().into())
-            }
+            // Other memory (a block fetched again, a read spanning blocks): hashed like any
+            // buffered part, on the hashing thread.
+            Part::Early(pieces, _) => super::lanes::md5_of(pieces, (), super::lanes::PART_WAIT),
         };
         self.digests.push(done);
         self.in_part = 0;
