@@ -139,9 +139,12 @@ static EARLY_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64:
 /// ([`PartHasher::close_part`]); otherwise it hashes the bytes itself, as before.
 pub fn hash_ahead(object: ObjectId, index: u64, blocks: Vec<Bytes>) {
     let size = |b: &[Bytes]| b.iter().map(|b| b.len() as u64).sum::<u64>();
-    let room = EARLY_LIMIT
+    let Some(room) = EARLY_LIMIT
         .load(std::sync::atomic::Ordering::Relaxed)
-        .saturating_sub(size(&blocks));
+        .checked_sub(size(&blocks))
+    else {
+        return;
+    };
     let held = |early: &[((ObjectId, u64), Early)]| early.iter().map(|(_, e)| size(&e.blocks)).sum::<u64>();
     let mut early = EARLY.lock().unwrap_or_else(|e| e.into_inner());
     early.retain(|(k, _)| k.0 != object || k.1 != index);
