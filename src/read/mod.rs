@@ -389,10 +389,7 @@ impl Handle {
     pub fn with_verify(file: RemoteFile, verify: bool) -> Self {
         let object = ObjectId::of(&file);
         let verify = match file.etag().filter(|_| verify).and_then(|e| Verifier::new(e, file.size)) {
-            Some(mut v) => {
-                v.early_from(object.clone());
-                Verify::Ready(Box::new(v))
-            }
+            Some(v) => Verify::Ready(Box::new(v)),
             None => Verify::Off,
         };
         Handle {
@@ -1098,18 +1095,6 @@ impl Reader {
         (out, stopped)
     }
 
-    /// A part fetched ahead of its reader that is one part of the file's multipart ETag, as
-    /// the verifier will cut it: hashed now ([`verify::hash_ahead`]).
-    fn hash_ahead(&self, file: &RemoteFile, first: u64, blocks: &[Bytes]) {
-        let last = file.size.div_ceil(BLOCK_SIZE);
-        let whole_part =
-            first % PART_BLOCKS == 0 && (blocks.len() as u64 == PART_BLOCKS || first + blocks.len() as u64 == last);
-        if !self.verify || !whole_part || !file.etag().is_some_and(|e| verify::early_parts(e, file.size)) {
-            return;
-        }
-        verify::hash_ahead(ObjectId::of(file), first / PART_BLOCKS, blocks.to_vec());
-    }
-
     /// Memory units a part of `n` blocks at `first` needs.
     fn units(&self, h: &Handle, first: u64, n: u64) -> u32 {
         let len = (n * BLOCK_SIZE).min(h.file.size.saturating_sub(first * BLOCK_SIZE));
@@ -1192,9 +1177,6 @@ impl Reader {
                 }
                 for (k, b) in guard.keys.iter().zip(blocks.iter()) {
                     me.memory.put(k.clone(), b.clone());
-                }
-                if ahead {
-                    me.hash_ahead(&file, first, &blocks);
                 }
                 drop(permit);
                 Ok(Arc::<[Bytes]>::from(blocks))

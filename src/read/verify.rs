@@ -7,15 +7,11 @@
 //! What is verified, exactly: a handle that reads a file from its first byte to its last in
 //! order (reads arriving slightly out of order are held in a bounded backlog) hashes every
 //! byte it hands out; the read that completes the file fails with EIO when no candidate
-//! matches. Random reads, and files whose ETag is neither form, are not verified. A part
-//! fetched ahead of its reader is hashed as it lands ([`hash_ahead`]); the handle uses that
-//! digest only for bytes it hands out from those very blocks.
+//! matches. Random reads, and files whose ETag is neither form, are not verified.
 
 use bytes::Bytes;
 use md5::{Digest, Md5};
 use tokio::sync::oneshot;
-
-use super::cache::ObjectId;
 
 /// Largest out-of-order backlog kept while hashing; beyond it the handle gives up
 /// verifying (the read itself goes on).
@@ -101,98 +97,6 @@ struct PartHasher {
     current: Part,
     /// Digests of the parts so far, in order.
     digests: Vec<oneshot::Receiver<[u8; 16]>>,
-    /// Parts it closed (the current one starts at `from + closed * part`).
-    closed: u64,
-    /// The file's version, to take digests of parts hashed as they were fetched ahead
-    /// ([`hash_ahead`]).
-    object: Option<ObjectId>,
-}
-
-/// Part size whose digests are computed as parts are fetched ahead of their reader: the
-/// prefetch's own part ([`super::PART_BLOCKS`] blocks), BaseSpace's upload part.
-const EARLY_PART: u64 = super::PART_BLOCKS * super::BLOCK_SIZE;
-
-/// A part's digest computed as it was fetched ahead ([`hash_ahead`]), with the blocks
-/// it was computed from: kept alive here, so a reader handing out slices of these very
-/// allocations hands out exactly these bytes.
-struct Early {
-    blocks: Vec<Bytes>,
-    digest: oneshot::Receiver<[u8; 16]>,
-    at: std::time::Instant,
-}
-
-/// A part hashed ahead this long ago whose reader has not come (the walk went elsewhere)
-/// gives way to new ones when [`EARLY_LIMIT`] is reached; a copy reads a part fetched
-/// ahead within a second or so.
-const EARLY_STALE: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Parts hashed ahead and not yet taken, newest last; at most [`EARLY_LIMIT`] bytes of
-/// blocks (which they keep alive beyond the cache's own eviction).
-static EARLY: std::sync::Mutex<Vec<((ObjectId, u64), Early)>> = std::sync::Mutex::new(Vec::new());
-static EARLY_LIMIT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(128 << 20);
-
-/// Part `index` of `object` (its `blocks`, [`EARLY_PART`] bytes or the file's last part),
-/// just fetched ahead of its reader: hashed now, on the hashing thread's lanes beside the
-/// file's other parts, rather than once the reader reaches the file's end. A copy of 64 MiB
-/// files otherwise waited 25-30 ms at each file's last read for seven of its eight part
-/// digests. The reader's handle takes the digest if it hands out these very blocks
-/// ([`PartHasher::close_part`]); otherwise it hashes the bytes itself, as before.
-pub fn hash_ahead(object: ObjectId, index: u64, blocks: Vec<Bytes>) {
-    let size = |b: &[Bytes]| b.iter().map(|b| b.len() as u64).sum::<u64>();
-    let Some(room) = EARLY_LIMIT
-        .load(std::sync::atomic::Ordering::Relaxed)
-        .checked_sub(size(&blocks))
-    else {
-        return;
-    };
-    let held = |early: &[((ObjectId, u64), Early)]| early.iter().map(|(_, e)| size(&e.blocks)).sum::<u64>();
-    let mut early = EARLY.lock().unwrap_or_else(|e| e.into_inner());
-    early.retain(|(k, _)| k.0 != object || k.1 != index);
-    // Full: the parts waiting are those fetched first, read first; stale ones give way,
-    // otherwise this part is hashed by its reader, as before. (Evicting the oldest
-    // instead dropped the very parts the copy reached next, whenever it fell behind.)
-    if held(&early) > room {
-        early.retain(|(_, e)| e.at.elapsed() < EARLY_STALE);
-        if held(&early) > room {
-            return;
-        }
-    }
-    let digest = super::lanes::md5_of(blocks.clone(), (), super::lanes::AHEAD_WAIT);
-    let at = std::time::Instant::now();
-    early.push(((object, index), Early { blocks, digest, at }));
-}
-
-/// Whether a file with this ETag is verified in [`EARLY_PART`] parts first (a multipart
-/// ETag that part size fits), so parts hashed ahead can serve its reader.
-pub fn early_parts(etag: &str, size: u64) -> bool {
-    match Expect::parse(etag) {
-        Some(Expect::Multipart { parts, .. }) => Verifier::fitting(size, parts).first() == Some(&EARLY_PART),
-        _ => false,
-    }
-}
-
-/// Part `index` of `object` hashed ahead, taken by the reader about to hash it.
-fn take_early(object: &ObjectId, index: u64) -> Option<Early> {
-    let mut early = EARLY.lock().unwrap_or_else(|e| e.into_inner());
-    let i = early.iter().position(|(k, _)| &k.0 == object && k.1 == index)?;
-    Some(early.remove(i).1)
-}
-
-/// Whether `pieces`, laid end to end, are the bytes of `blocks` (each [`super::BLOCK_SIZE`]
-/// but the last) at the same addresses: slices of the same allocations, which `blocks`
-/// keeps alive and nobody changes.
-fn same_memory(pieces: &[Bytes], blocks: &[Bytes]) -> bool {
-    let block = super::BLOCK_SIZE as usize;
-    let mut at = 0usize;
-    for p in pieces {
-        let (b, within) = (at / block, at % block);
-        let Some(blk) = blocks.get(b) else { return false };
-        if within + p.len() > blk.len() || p.as_ptr() != blk.as_ptr().wrapping_add(within) {
-            return false;
-        }
-        at += p.len();
-    }
-    at == blocks.iter().map(|b| b.len()).sum::<usize>()
 }
 
 /// How the current part is being hashed.
@@ -201,9 +105,6 @@ enum Part {
     /// ([`super::lanes`]); holds a share of the pin budget.
     Buffered(Vec<Bytes>, Pinned),
     Inline(Md5),
-    /// Hashed as it was fetched ahead ([`hash_ahead`]): its bytes as handed out (slices of
-    /// the blocks the entry keeps alive, so no pin), to tell they are those blocks.
-    Early(Vec<Bytes>, Early),
 }
 
 /// Bytes of blocks that buffered parts may hold at once, over every handle: with 8 MiB
@@ -217,8 +118,6 @@ static PINNED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(
 /// Caps the bytes buffered parts hold by the memory cache's budget (one mount per process).
 pub fn limit_pins(cache_bytes: u64) {
     PIN_LIMIT.store(PIN_BUDGET.min(cache_bytes / 4), std::sync::atomic::Ordering::Relaxed);
-    // As much as the files fetched ahead of a copy may take ([`super::Reader::ahead`]).
-    EARLY_LIMIT.store(cache_bytes / 4, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// A share of [`PIN_BUDGET`], given back when dropped.
@@ -250,18 +149,6 @@ impl PartHasher {
             in_part: 0,
             current: Self::start(part),
             digests: Vec::new(),
-            closed: 0,
-            object: None,
-        }
-    }
-
-    /// How the part starting now is hashed: by its digest hashed ahead, if there is one.
-    fn begin(&mut self) -> Part {
-        let index = (self.from + self.closed * self.part) / self.part;
-        let early = self.object.as_ref().filter(|_| self.part == EARLY_PART);
-        match early.and_then(|o| take_early(o, index)) {
-            Some(e) => Part::Early(Vec::new(), e),
-            None => Self::start(self.part),
         }
     }
 
@@ -284,7 +171,7 @@ impl PartHasher {
             let n = ((self.part - self.in_part) as usize).min(data.len());
             let piece = data.split_to(n);
             match &mut self.current {
-                Part::Buffered(pieces, _) | Part::Early(pieces, _) => pieces.push(piece),
+                Part::Buffered(pieces, _) => pieces.push(piece),
                 Part::Inline(h) => h.update(&piece),
             }
             self.in_part += n as u64;
@@ -295,20 +182,17 @@ impl PartHasher {
     }
 
     fn close_part(&mut self, more: bool) {
-        let done = match std::mem::replace(&mut self.current, Part::Inline(Md5::new())) {
+        let next = if more {
+            Self::start(self.part)
+        } else {
+            Part::Inline(Md5::new())
+        };
+        let done = match std::mem::replace(&mut self.current, next) {
             Part::Buffered(pieces, pinned) => super::lanes::md5_of(pieces, pinned, super::lanes::PART_WAIT),
             Part::Inline(h) => ready(h.finalize().into()),
-            Part::Early(pieces, e) if same_memory(&pieces, &e.blocks) => e.digest,
-            // Other memory (a block fetched again, a read spanning blocks): hashed like any
-            // buffered part, on the hashing thread.
-            Part::Early(pieces, _) => super::lanes::md5_of(pieces, (), super::lanes::PART_WAIT),
         };
         self.digests.push(done);
         self.in_part = 0;
-        self.closed += 1;
-        if more {
-            self.current = self.begin();
-        }
     }
 
     /// Its first part's digest, computed once for every candidate by the [`Prefix`].
@@ -510,19 +394,6 @@ impl Verifier {
             pending: Default::default(),
             pending_bytes: 0,
             copy: None,
-        }
-    }
-
-    /// Takes the digests of parts of `object` hashed as they were fetched ahead
-    /// ([`hash_ahead`]) where this handle hands out those very blocks.
-    pub fn early_from(&mut self, object: ObjectId) {
-        if let Hashing::Multipart(_, hs) = &mut self.hashing {
-            for h in hs.iter_mut() {
-                h.object = Some(object.clone());
-                if h.closed == 0 && h.in_part == 0 {
-                    h.current = h.begin();
-                }
-            }
         }
     }
 
@@ -751,56 +622,6 @@ mod tests {
             last = v.feed((i * chunk) as u64, &Bytes::copy_from_slice(c));
         }
         last
-    }
-
-    // A part's digest hashed as it was fetched ahead serves the reader that hands out those
-    // very blocks, and only it: planted wrong, it fails the file read from the same blocks,
-    // and a reader of copies of the same bytes hashes them itself.
-    #[test]
-    fn a_part_hashed_ahead_serves_only_a_reader_of_the_same_blocks() {
-        // 16 MiB + 5 in 8 MiB parts: 3 parts; 8 MiB is tried first.
-        let d = data((16 << 20) + 5);
-        let etag = multipart_etag(&d, 8 << 20);
-        let object = ObjectId {
-            file: "early-test".into(),
-            version: etag.clone().into(),
-        };
-        let blocks: Vec<Bytes> = d.chunks(1 << 20).map(Bytes::copy_from_slice).collect();
-        let read = |same: bool| {
-            let mut v = Verifier::new(&etag, d.len() as u64).unwrap();
-            v.early_from(object.clone());
-            let mut last = Verdict::Pending;
-            for (i, b) in blocks.iter().enumerate() {
-                // Two reads a block, as `cp` reads 512 KiB.
-                let b = if same { b.clone() } else { Bytes::copy_from_slice(b) };
-                let half = b.len().div_ceil(2);
-                last = v.feed((i << 20) as u64, &b.slice(..half));
-                if half < b.len() {
-                    last = v.feed(((i << 20) + half) as u64, &b.slice(half..));
-                }
-            }
-            last
-        };
-        let plant = || {
-            let wrong = Early {
-                blocks: blocks[8..16].to_vec(),
-                digest: ready([0; 16]),
-                at: std::time::Instant::now(),
-            };
-            EARLY.lock().unwrap().push(((object.clone(), 1), wrong));
-        };
-        plant();
-        assert!(
-            !matches!(read(true), Verdict::Good),
-            "the digest hashed ahead was not used"
-        );
-        plant();
-        assert_eq!(read(false), Verdict::Good, "other memory: hashed again");
-        // Hashed ahead for real: the same verdict, and the entry is taken.
-        hash_ahead(object.clone(), 1, blocks[8..16].to_vec());
-        hash_ahead(object.clone(), 2, blocks[16..].to_vec());
-        assert_eq!(read(true), Verdict::Good);
-        assert!(!EARLY.lock().unwrap().iter().any(|(k, _)| k.0 == object));
     }
 
     #[test]
