@@ -99,6 +99,8 @@ impl MountStats {
                 "files_ahead": r.files_ahead.load(Ordering::Relaxed),
                 "small_fetches": r.small_fetches.load(Ordering::Relaxed),
                 "streamed_opens": r.streamed_opens.load(Ordering::Relaxed),
+                "parts_hashed_ahead": r.parts_hashed_ahead.load(Ordering::Relaxed),
+                "part_digests_taken": r.part_digests_taken.load(Ordering::Relaxed),
             },
             "listings": self.tree.fills.load(Ordering::Relaxed),
             "listings_ahead": self.tree.fills_ahead.load(Ordering::Relaxed),

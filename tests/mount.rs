@@ -804,8 +804,8 @@ fn a_serial_copy_fetches_the_next_files_ahead_across_folders() {
     assert_eq!(String::from_utf8_lossy(&found).lines().count(), 60);
     let s0 = m.emu().stats();
     assert_eq!(stat_u64(&s0, "content_requests"), 0, "ls, du and find fetched content");
-    // Read the files one by one in listing order, as cp -r does: after the third, the
-    // next ones are being fetched before they are opened.
+    // Read the files one by one in listing order, as cp -r does: from the second (the
+    // first read to its end), the next ones are being fetched before they are opened.
     let mut order: Vec<PathBuf> = Vec::new();
     for d in 0..12 {
         for t in 0..5 {

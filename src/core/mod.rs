@@ -298,9 +298,10 @@ impl FsCore {
                     true => CacheMode::Keep,
                     false => CacheMode::Refresh,
                 };
-                let copying = self.tree.file_walk(ino).is_some_and(|w| {
+                let walk = self.tree.file_walk(ino);
+                let copying = walk.as_ref().is_some_and(|w| {
                     self.reader
-                        .ahead(&r, &w, |after, top, n| self.tree.files_after(&w, after, top, n))
+                        .ahead(&r, w, |after, top, n| self.tree.files_after(w, after, top, n))
                 });
                 let mut whole = self.choose_io(ino, &r);
                 if let Some(w) = &whole {
@@ -322,7 +323,7 @@ impl FsCore {
                 // A copy's file read through the mount goes around the page cache; one
                 // handed to the kernel whole is read from local disk either way.
                 let streamed = copying && whole.is_none();
-                let handle = Arc::new(self.reader.open(r, streamed));
+                let handle = Arc::new(self.reader.open(r, streamed, walk.as_ref()));
                 let cache = if streamed { CacheMode::Direct } else { cache };
                 (Open::Remote { handle, ino, whole }, cache)
             }

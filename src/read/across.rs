@@ -21,7 +21,10 @@
 //! three opens in a row, each after the one before in walk order (up to [`MAX_SKIP`]
 //! places on at the level that moved: `rsync` skips files already up to date) start a run;
 //! each further open in order slides it forward. Two are not enough: a BAM and its index
-//! are opened that way by every genomics tool, and `ls A B` lists two folders. A run
+//! are opened that way by every genomics tool, and `ls A B` lists two folders. Two are
+//! enough when the first file was read to its end ([`Runs::read_to_end`]): that is a copy
+//! (a genomics tool reads a BAM's header, then its index), and its second file is then
+//! fetched whole from its open, its parts side by side, with the next ones. A run
 //! fetches ahead only across the levels the walk has itself been seen to move at: a glob
 //! over one project's samples never reaches into the next project. An open anywhere else
 //! ends the run, and what it started that is still in flight is cancelled. Processes are
@@ -97,6 +100,12 @@ struct Run {
     at: Instant,
     /// Fetches started ahead, maybe still running.
     tasks: Vec<AbortHandle>,
+    /// The file at `last` was read to its end.
+    whole: bool,
+    /// An open in order followed a file read to its end: a copy, going from its second open.
+    copying: bool,
+    /// It has gone ahead already (a [`Go`] was given).
+    going: bool,
 }
 
 impl Run {
@@ -109,12 +118,18 @@ impl Run {
             top: at.len().saturating_sub(1),
             at: now,
             tasks: Vec::new(),
+            whole: false,
+            copying: false,
+            going: false,
         }
     }
 
-    fn go(&self) -> Option<Go> {
+    fn go(&mut self) -> Option<Go> {
         let backward = self.backward.unwrap_or(false);
-        (self.streak >= MIN_STREAK).then(|| Go {
+        let first = !self.going;
+        let started = |a: &[u32]| (a >= &*self.last) != backward || a == &*self.last;
+        let fresh = self.ahead.as_deref().is_none_or(|a| !started(a));
+        let go = (self.streak >= MIN_STREAK || self.copying).then(|| Go {
             after: match &self.ahead {
                 Some(a) if (**a > *self.last) != backward => a.clone(),
                 _ => self.last.clone(),
@@ -122,7 +137,12 @@ impl Run {
             top: self.top,
             streak: self.streak,
             backward,
-        })
+            first,
+            fresh,
+            copying: self.copying,
+        });
+        self.going |= go.is_some();
+        go
     }
 }
 
@@ -137,6 +157,13 @@ pub struct Go {
     pub streak: u32,
     /// The walk goes backward (bash globs a pattern's directories in reverse).
     pub backward: bool,
+    /// The run's first.
+    pub first: bool,
+    /// The file opened now was not started ahead by an earlier open (the run's first, or
+    /// the first in a directory the walk had not been seen to reach).
+    pub fresh: bool,
+    /// A copy: it began with a file read to its end ([`Runs::read_to_end`]).
+    pub copying: bool,
 }
 
 impl Go {
@@ -149,7 +176,8 @@ impl Go {
     }
 }
 
-/// How many files after the one opened a run fetches ahead at its `streak`-th open in order.
+/// How many files after the one opened a run fetches ahead at its `streak`-th open in order
+/// (a copy starts at its first, [`FILES_FIRST`] as a run of three does).
 pub fn files_ahead(streak: u32) -> usize {
     (FILES_FIRST << streak.saturating_sub(MIN_STREAK).min(8)).min(FILES_AHEAD)
 }
@@ -203,7 +231,11 @@ impl Runs {
         if *run.last == *at && recent {
             // The same again (a second handle, `rsync`'s re-open): nothing changes.
             run.at = now;
-            return run.go();
+            return run.go().map(|g| Go {
+                first: false,
+                fresh: false,
+                ..g
+            });
         }
         let way = step(&run.last, at).filter(|(_, back)| recent && run.backward.is_none_or(|b| b == *back));
         match way {
@@ -211,6 +243,7 @@ impl Runs {
                 run.at = now;
                 run.last = at.into();
                 run.streak += 1;
+                run.copying |= std::mem::take(&mut run.whole);
                 run.backward = Some(back);
                 run.top = run.top.min(level);
                 run.go()
@@ -229,6 +262,16 @@ impl Runs {
         let mut runs = self.runs.lock();
         let run = runs.get_mut(&key)?;
         (*run.last == *at).then(|| run.go()).flatten()
+    }
+
+    /// The file at position `at` of walk `key` was read to its end: if it is the walk's
+    /// last open, the next open in order continues a copy.
+    pub fn read_to_end(&self, key: u64, at: &[u32]) {
+        if let Some(run) = self.runs.lock().peek_mut(&key) {
+            if *run.last == *at {
+                run.whole = true;
+            }
+        }
     }
 
     /// What comes up to position `upto` is now started ahead, by `tasks`.
@@ -319,7 +362,7 @@ impl Listings {
     /// first, and the walk's run goes on from there once it is in.
     fn start(&self, w: &WalkPos, go: Go) {
         let tree = &self.0.tree;
-        let window = (FIRST_WINDOW << (go.streak - MIN_STREAK).min(4)).min(LISTINGS_AHEAD);
+        let window = (FIRST_WINDOW << go.streak.saturating_sub(MIN_STREAK).min(4)).min(LISTINGS_AHEAD);
         let next = tree.dirs_after(w, &w.at, go.top, window, go.backward);
         let mut tasks = Vec::new();
         let mut upto = None;
@@ -385,6 +428,32 @@ mod tests {
         // rsync skips files it already has.
         assert_eq!(&*a.on_open_at(7, &[6], ms(t, 12)).unwrap().after, &[39]);
         assert_eq!(a.active(), 1);
+    }
+
+    // A file read to its end, then the next in order: a copy, going from its second open
+    // (the second file is the run's first, fetched ahead from its open). Read partly (a BAM's
+    // header, then its index), two opens are still no pattern.
+    #[test]
+    fn a_file_read_to_its_end_makes_the_next_open_a_copy() {
+        let a = Runs::default();
+        let t = Instant::now();
+        assert_eq!(a.on_open_at(3, &[0], t), None);
+        assert_eq!(a.on_open_at(3, &[1], ms(t, 1)), None, "the first not read to its end");
+        let b = Runs::default();
+        assert_eq!(b.on_open_at(3, &[0], t), None);
+        b.read_to_end(3, &[5]); // another file's end: not the walk's last open
+        b.read_to_end(3, &[0]);
+        let go = b.on_open_at(3, &[1], ms(t, 1)).unwrap();
+        assert!(go.first && go.fresh && go.streak == 1 && *go.after == [1]);
+        assert_eq!(files_ahead(go.streak), FILES_FIRST);
+        b.started(3, &[3], Vec::new());
+        let again = b.on_open_at(3, &[2], ms(t, 2)).unwrap();
+        assert!(!again.first, "the run goes on, whether or not each file is read whole");
+        assert!(!again.fresh, "started ahead");
+        assert!(
+            b.on_open_at(3, &[4], ms(t, 3)).unwrap().fresh,
+            "beyond what was started"
+        );
     }
 
     #[test]

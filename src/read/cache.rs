@@ -6,6 +6,7 @@
 //! or the source gives is written to every level above it on the way back, off the read
 //! path; no level ever calls another.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use futures::future::BoxFuture;
 use parking_lot::Mutex;
 
 use super::pool::BufPool;
+use super::verify::PartDigest;
 
 /// One version of one file: what cached bytes belong to.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -81,54 +83,111 @@ pub trait CacheLevel: Send + Sync + 'static {
 ///
 /// The budget covers cached blocks *and* parts being fetched: `inflight` counts the bytes
 /// reserved by fetches, and the cache evicts so that `cached + inflight <= budget`.
+///
+/// Beside its blocks it keeps the digests of whole parts hashed from exactly these blocks as
+/// they were fetched ahead of their reader ([`MemoryCache::put_part`]): an entry goes as soon
+/// as any of its blocks leaves, so it never keeps a block alive beyond the cache, and the
+/// blocks it names are the ones cached under its keys for as long as it exists.
 pub struct MemoryCache {
-    lru: Mutex<(lru::LruCache<BlockKey, Bytes>, u64)>,
+    state: Mutex<Blocks>,
     pub budget: u64,
     inflight: AtomicU64,
+}
+
+struct Blocks {
+    lru: lru::LruCache<BlockKey, Bytes>,
+    bytes: u64,
+    /// By the key of the part's first block (parts start at multiples of
+    /// [`super::PART_BLOCKS`]).
+    digests: HashMap<BlockKey, PartDigest>,
+}
+
+impl Blocks {
+    /// A block left the cache: so does the digest of its part.
+    fn gone(&mut self, k: BlockKey) {
+        if !self.digests.is_empty() {
+            let index = k.index - k.index % super::PART_BLOCKS;
+            self.digests.remove(&BlockKey {
+                object: k.object,
+                index,
+            });
+        }
+    }
+
+    fn evict(&mut self, limit: u64) {
+        while self.bytes > limit {
+            match self.lru.pop_lru() {
+                Some((k, b)) => {
+                    self.bytes -= b.len() as u64;
+                    self.gone(k);
+                }
+                None => break,
+            }
+        }
+    }
+
+    fn put(&mut self, k: BlockKey, v: Bytes) {
+        self.bytes += v.len() as u64;
+        if let Some(old) = self.lru.put(k.clone(), v) {
+            self.bytes -= old.len() as u64;
+            self.gone(k);
+        }
+    }
 }
 
 impl MemoryCache {
     pub fn new(budget: u64) -> MemoryCache {
         MemoryCache {
-            lru: Mutex::new((lru::LruCache::unbounded(), 0)),
+            state: Mutex::new(Blocks {
+                lru: lru::LruCache::unbounded(),
+                bytes: 0,
+                digests: HashMap::new(),
+            }),
             budget,
             inflight: AtomicU64::new(0),
         }
     }
 
+    fn limit(&self) -> u64 {
+        self.budget.saturating_sub(self.inflight.load(Ordering::Relaxed))
+    }
+
     pub fn get(&self, k: &BlockKey) -> Option<Bytes> {
-        self.lru.lock().0.get(k).cloned()
+        self.state.lock().lru.get(k).cloned()
     }
 
     pub fn put(&self, k: BlockKey, v: Bytes) {
-        let mut g = self.lru.lock();
-        let (lru, bytes) = &mut *g;
-        if let Some(old) = lru.put(k, v.clone()) {
-            *bytes -= old.len() as u64;
-        }
-        *bytes += v.len() as u64;
-        Self::evict(
-            lru,
-            bytes,
-            self.budget.saturating_sub(self.inflight.load(Ordering::Relaxed)),
-        );
+        let mut g = self.state.lock();
+        g.put(k, v);
+        g.evict(self.limit());
     }
 
-    fn evict(lru: &mut lru::LruCache<BlockKey, Bytes>, bytes: &mut u64, limit: u64) {
-        while *bytes > limit {
-            match lru.pop_lru() {
-                Some((_, b)) => *bytes -= b.len() as u64,
-                None => break,
-            }
+    /// The blocks of one part, and the digest hashed from exactly these blocks if there is
+    /// one: kept while every block is.
+    pub fn put_part(&self, keys: &[BlockKey], blocks: &[Bytes], digest: Option<PartDigest>) {
+        let mut g = self.state.lock();
+        for (k, b) in keys.iter().zip(blocks) {
+            g.put(k.clone(), b.clone());
+        }
+        if let (Some(d), Some(k)) = (digest, keys.first()) {
+            g.digests.insert(k.clone(), d);
+        }
+        g.evict(self.limit());
+    }
+
+    /// The digest of the part starting at block `first`, taken out, if one is kept.
+    pub fn take_digest(&self, first: &BlockKey) -> Option<PartDigest> {
+        let mut g = self.state.lock();
+        match g.digests.is_empty() {
+            true => None,
+            false => g.digests.remove(first),
         }
     }
 
     /// Makes room for a fetch of `n` bytes.
     pub fn reserve(&self, n: u64) {
         let inflight = self.inflight.fetch_add(n, Ordering::Relaxed) + n;
-        let mut g = self.lru.lock();
-        let (lru, bytes) = &mut *g;
-        Self::evict(lru, bytes, self.budget.saturating_sub(inflight));
+        self.state.lock().evict(self.budget.saturating_sub(inflight));
     }
 
     /// Gives back what [`MemoryCache::reserve`] took.
@@ -138,40 +197,46 @@ impl MemoryCache {
 
     /// Moves blocks to the cold end: first to go when room is needed.
     pub fn demote(&self, keys: impl Iterator<Item = BlockKey>) {
-        let mut g = self.lru.lock();
+        let mut g = self.state.lock();
         for k in keys {
-            g.0.demote(&k);
+            g.lru.demote(&k);
         }
     }
 
     /// Drops every block of an object of `blocks` blocks: by index, or by a scan of the
     /// cache when that is shorter (it runs at every close of a verified file).
     pub fn purge(&self, object: &ObjectId, blocks: u64) {
-        let mut g = self.lru.lock();
-        let (lru, bytes) = &mut *g;
-        let keys: Vec<BlockKey> = match blocks <= lru.len() as u64 {
+        let mut g = self.state.lock();
+        let keys: Vec<BlockKey> = match blocks <= g.lru.len() as u64 {
             true => (0..blocks)
                 .map(|index| BlockKey {
                     object: object.clone(),
                     index,
                 })
                 .collect(),
-            false => lru
+            false => g
+                .lru
                 .iter()
                 .filter(|(k, _)| &k.object == object)
                 .map(|(k, _)| k.clone())
                 .collect(),
         };
         for k in keys {
-            if let Some(b) = lru.pop(&k) {
-                *bytes -= b.len() as u64;
+            if let Some(b) = g.lru.pop(&k) {
+                g.bytes -= b.len() as u64;
+                g.gone(k);
             }
         }
     }
 
+    /// Part digests kept now.
+    pub fn digests(&self) -> usize {
+        self.state.lock().digests.len()
+    }
+
     /// Bytes held by cached blocks.
     pub fn bytes(&self) -> u64 {
-        self.lru.lock().1
+        self.state.lock().bytes
     }
 
     /// Bytes reserved by fetches in progress.
@@ -206,6 +271,42 @@ mod tests {
         assert_eq!(m.bytes(), 2 << 10);
         m.release(2 << 10);
         assert_eq!(m.inflight_bytes(), 0);
+    }
+
+    // A part's digest lives exactly as long as every one of its blocks is cached: it goes
+    // with the first block evicted, replaced or purged, and is taken once.
+    #[test]
+    fn a_part_digest_goes_with_any_of_its_blocks() {
+        let part = super::super::PART_BLOCKS;
+        let blocks: Vec<Bytes> = (0..part).map(|_| Bytes::from(vec![0u8; 1 << 10])).collect();
+        let keys: Vec<BlockKey> = (0..part).map(|i| key("a", part + i)).collect();
+        let digest = || Some(crate::read::verify::hash_part(blocks.clone()));
+        let m = MemoryCache::new(64 << 10);
+        m.put_part(&keys, &blocks, digest());
+        assert!(m.take_digest(&keys[0]).is_some());
+        assert!(m.take_digest(&keys[0]).is_none(), "taken once");
+        // Evicted: the cache fills with other blocks until the part's oldest goes.
+        m.put_part(&keys, &blocks, digest());
+        for i in 0..64 - part {
+            m.put(key("b", i), Bytes::from(vec![0u8; 1 << 10]));
+        }
+        assert_eq!(m.digests(), 1, "all its blocks still cached");
+        m.put(key("b", 64), Bytes::from(vec![0u8; 1 << 10]));
+        assert!(m.get(&keys[0]).is_none());
+        assert_eq!(m.digests(), 0, "evicted");
+        // Replaced, purged.
+        let m = MemoryCache::new(64 << 10);
+        m.put_part(&keys, &blocks, digest());
+        m.put(keys[3].clone(), Bytes::from(vec![1u8; 1 << 10]));
+        assert_eq!(m.digests(), 0, "replaced");
+        m.put_part(&keys, &blocks, digest());
+        m.purge(&keys[0].object, 2 * part);
+        assert_eq!(m.digests(), 0, "purged");
+        // Another part's blocks going leaves it.
+        m.put_part(&keys, &blocks, digest());
+        m.put(key("a", 0), Bytes::from(vec![0u8; 1 << 10]));
+        m.purge(&key("c", 0).object, 1);
+        assert_eq!(m.digests(), 1);
     }
 
     #[test]

@@ -209,6 +209,10 @@ pub struct ReadStats {
     pub small_fetches: AtomicU64,
     /// Opens of a copy read around the kernel's page cache ([`Reader::ahead`]).
     pub streamed_opens: AtomicU64,
+    /// Parts of files fetched ahead hashed as they landed ([`verify::hash_part`]), and
+    /// those whose digest a reader took (it hashes the others itself).
+    pub parts_hashed_ahead: AtomicU64,
+    pub part_digests_taken: AtomicU64,
 }
 
 /// File versions verified whole, shared by the reader and the source.
@@ -234,7 +238,7 @@ impl Block {
 
 /// The read path shared by all open files.
 pub struct Reader {
-    memory: MemoryCache,
+    memory: Arc<MemoryCache>,
     /// Cache levels below memory, fastest first.
     levels: Vec<Arc<dyn CacheLevel>>,
     disk: Option<Arc<disk::DiskCache>>,
@@ -293,6 +297,11 @@ pub struct Handle {
     /// Opened around the page cache as part of a copy ([`Reader::ahead`]): its reads are
     /// the program's own, sequential from the first.
     streamed: bool,
+    /// Its walk and position in it, if opened in one: a read to its end is told to the walk's
+    /// run ([`across::Runs::read_to_end`]).
+    walk: Option<(u64, Box<[u32]>)>,
+    /// Fetched ahead of a walk ([`Reader::ahead`]): its whole parts are hashed as they land.
+    walk_ahead: bool,
 }
 
 /// Which bytes of a file a handle has handed out, and which reads are under way: the read
@@ -403,6 +412,8 @@ impl Handle {
             rechecked: tokio::sync::OnceCell::new(),
             opened: Instant::now(),
             streamed: false,
+            walk_ahead: false,
+            walk: None,
         }
     }
 
@@ -491,7 +502,8 @@ impl Reader {
             .chain(opts.shared.iter().map(|s| Arc::new(s.clone()) as Arc<dyn CacheLevel>))
             .collect();
         Arc::new(Reader {
-            memory: MemoryCache::new(budget),
+            memory: Arc::new(MemoryCache::new(budget)),
+
             levels,
             disk: opts.disk.clone(),
             shared: opts.shared,
@@ -543,29 +555,42 @@ impl Reader {
         self: &Arc<Self>,
         file: &RemoteFile,
         walk: &WalkPos,
-        next: impl FnOnce(&[u32], usize, usize) -> Next<RemoteFile>,
+        next: impl Fn(&[u32], usize, usize) -> Next<RemoteFile>,
     ) -> bool {
         let Some(go) = self.across.on_open(walk.key, &walk.at).filter(|g| !g.backward) else {
             return false;
         };
-        if go.streak == across::MIN_STREAK {
+        if go.first {
             self.small_streams.store(false, Ordering::Relaxed);
         }
         let whole = self.reading_whole.load(Ordering::Relaxed);
-        let budget = self.memory.budget / 4;
+        let budget = self.memory.budget / if whole { 2 } else { 4 };
         let each = match whole {
             true => across::WHOLE_BYTES,
             false => across::FIRST_BYTES,
         };
         let n = across::files_ahead(go.streak);
         let (mut bytes, mut upto, mut tasks) = (0, None, Vec::new());
-        for (at, f) in next(&walk.at, go.top, n).items {
+        // The file opened too, if no earlier open started it (the run's first, or the first in
+        // a directory the run could not reach before): its own window would start at a block
+        // and widen a round trip at a time.
+        let this = go.fresh.then(|| (walk.at.clone(), file.clone()));
+        let mut files = next(&walk.at, go.top, n).items;
+        if go.copying && go.top > 0 && files.len() < n {
+            // A copy that has only been seen within one directory, at its end: the next
+            // directory's first file too (most copies go on there; one that stops has fetched
+            // one file more than it read).
+            let last = files.last().map_or(walk.at.clone(), |(at, _)| at.clone());
+            let more = next(&walk.at, go.top - 1, files.len() + 1).items;
+            files.extend(more.into_iter().filter(|(at, _)| *at > last).take(1));
+        }
+        for (at, f) in this.into_iter().chain(files) {
             let first = f.size.min(each);
             bytes += first;
             if bytes > budget {
                 break;
             }
-            if !go.beyond(&at) {
+            if !go.beyond(&at) && at != walk.at {
                 continue; // started by an earlier open
             }
             let object = ObjectId::of(&f);
@@ -574,7 +599,8 @@ impl Reader {
                 continue; // the kernel keeps its pages ([`Reader::close`])
             }
             if first > 0 {
-                let h = Handle::with_verify(f, false);
+                let mut h = Handle::with_verify(f, false);
+                h.walk_ahead = true;
                 let (_, stopped) = self.blocks(&h, 0, first.div_ceil(BLOCK_SIZE), PART_BLOCKS, true);
                 tasks.extend(h.window.lock().take_parts());
                 if stopped.is_some() {
@@ -648,8 +674,23 @@ impl Reader {
     /// A handle for reading `file`, verified as this reader is configured; `streamed`: the
     /// open was answered around the page cache ([`Reader::ahead`]), so no kernel readahead
     /// comes before its reads and its window opens at the first.
-    pub fn open(&self, file: RemoteFile, streamed: bool) -> Handle {
+    pub fn open(&self, file: RemoteFile, streamed: bool, walk: Option<&WalkPos>) -> Handle {
         let mut h = Handle::with_verify(file, self.verify);
+        h.walk = walk.map(|w| (w.key, w.at.clone()));
+        if let Verify::Ready(v) = h.verify.get_mut() {
+            let (memory, stats, object) = (self.memory.clone(), self.stats.clone(), h.object.clone());
+            v.early_from(Arc::new(move |part| {
+                let first = BlockKey {
+                    object: object.clone(),
+                    index: part * PART_BLOCKS,
+                };
+                let d = memory.take_digest(&first);
+                if d.is_some() {
+                    stats.part_digests_taken.fetch_add(1, Ordering::Relaxed);
+                }
+                d
+            }));
+        }
         if streamed {
             h.streamed = true;
             *h.window.get_mut() = prefetch::Window::from_start();
@@ -762,6 +803,11 @@ impl Reader {
         if plan.sequential && end == fsize {
             // Before its close: the kernel releases a file after the next one is opened.
             self.reading_whole.store(true, Ordering::Relaxed);
+        }
+        if (plan.sequential || offset == 0) && end == fsize {
+            if let Some((key, at)) = &h.walk {
+                self.across.read_to_end(*key, at);
+            }
         }
         let kept = h.small.lock().as_ref().and_then(|(start, b)| {
             (offset >= *start && end <= start + b.len() as u64)
@@ -1147,6 +1193,13 @@ impl Reader {
         let me = self.clone();
         let file = h.file.clone();
         let ahead = permit.is_some(); // a prefetch: no read waits for it yet
+        let last = h.file.size.div_ceil(BLOCK_SIZE);
+        let hash = h.walk_ahead
+            && self.verify
+            && first % PART_BLOCKS == 0
+            && (n == PART_BLOCKS || first + n == last)
+            && h.file.etag().is_some_and(|e| verify::early_parts(e, h.file.size));
+
         let task = tokio::spawn(async move {
             let res = async {
                 // Memory first (demand reads wait here), then the bytes are reserved in the cache.
@@ -1175,9 +1228,11 @@ impl Reader {
                         l.put(k, b.clone());
                     }
                 }
-                for (k, b) in guard.keys.iter().zip(blocks.iter()) {
-                    me.memory.put(k.clone(), b.clone());
-                }
+                let digest = hash.then(|| {
+                    me.stats.parts_hashed_ahead.fetch_add(1, Ordering::Relaxed);
+                    verify::hash_part(blocks.clone())
+                });
+                me.memory.put_part(&guard.keys, &blocks, digest);
                 drop(permit);
                 Ok(Arc::<[Bytes]>::from(blocks))
             }
