@@ -303,9 +303,27 @@ fn wide_available() -> bool {
     }
 }
 
+/// Whether the lanes' steps can use AVX-512's three-input logic and rotation on the same
+/// 256-bit registers: seven instructions a step instead of eleven (the hash was 45% of the
+/// mount's CPU in a copy of 64 MiB files).
+fn vl_available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::arch::is_x86_feature_detected!("avx512f") && std::arch::is_x86_feature_detected!("avx512vl")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
 /// `n` blocks of every lane (each has at least `n` in place), side by side.
-#[cfg(target_arch = "x86_64")]
 fn wide_round(lanes: &mut [Lane], n: usize) {
+    wide_round_with(lanes, n, vl_available())
+}
+
+#[cfg(target_arch = "x86_64")]
+fn wide_round_with(lanes: &mut [Lane], n: usize, vl: bool) {
     static IDLE: [u8; 64] = [0; 64];
     let mut ptrs = [IDLE.as_ptr(); LANES];
     let mut state = [[0u32; LANES]; 4];
@@ -315,9 +333,15 @@ fn wide_round(lanes: &mut [Lane], n: usize) {
             state[w][l] = *v;
         }
     }
-    // SAFETY: AVX2 was detected ([`wide_available`]); every pointer has `n` blocks
-    // readable behind it (idle lanes re-read one static block: their stride is 0).
-    unsafe { x8::compress(&mut state, ptrs, lanes.len(), n) };
+    // SAFETY: AVX2 was detected ([`wide_available`]), and AVX-512VL for `vl`
+    // ([`vl_available`]); every pointer has `n` blocks readable behind it (idle lanes
+    // re-read one static block: their stride is 0).
+    unsafe {
+        match vl {
+            true => x8::compress_vl(&mut state, ptrs, lanes.len(), n),
+            false => x8::compress(&mut state, ptrs, lanes.len(), n),
+        }
+    };
     for (l, lane) in lanes.iter_mut().enumerate() {
         for (w, v) in lane.state.iter_mut().enumerate() {
             *v = state[w][l];
@@ -327,7 +351,7 @@ fn wide_round(lanes: &mut [Lane], n: usize) {
 }
 
 #[cfg(not(target_arch = "x86_64"))]
-fn wide_round(_: &mut [Lane], _: usize) {
+fn wide_round_with(_: &mut [Lane], _: usize, _: bool) {
     unreachable!("wide rounds run only where AVX2 was detected")
 }
 
@@ -338,40 +362,47 @@ mod x8 {
     use super::LANES;
 
     /// Eight MD5 states (`state[word][lane]`) over `n` blocks from each pointer; lanes
-    /// from `active` on are idle (read one block again and again).
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn compress(
-        state: &mut [[u32; LANES]; 4],
-        mut ptrs: [*const u8; LANES],
-        active: usize,
-        n: usize,
-    ) {
-        let ld = |w: &[u32; LANES]| _mm256_loadu_si256(w.as_ptr() as *const __m256i);
-        let (mut a, mut b, mut c, mut d) = (ld(&state[0]), ld(&state[1]), ld(&state[2]), ld(&state[3]));
-        for _ in 0..n {
-            let mut m = [_mm256_setzero_si256(); 16];
-            for half in 0..2 {
-                let r: [__m256i; LANES] =
-                    std::array::from_fn(|l| _mm256_loadu_si256(ptrs[l].add(half * 32) as *const __m256i));
-                let t = transpose(r);
-                m[half * 8..half * 8 + 8].copy_from_slice(&t);
+    /// from `active` on are idle (read one block again and again). Two of them: AVX2 alone,
+    /// and with AVX-512VL's ternary logic and rotation.
+    macro_rules! compress {
+        ($name:ident, $feat:literal, $rounds:ident) => {
+            #[target_feature(enable = $feat)]
+            pub(super) unsafe fn $name(
+                state: &mut [[u32; LANES]; 4],
+                mut ptrs: [*const u8; LANES],
+                active: usize,
+                n: usize,
+            ) {
+                let ld = |w: &[u32; LANES]| _mm256_loadu_si256(w.as_ptr() as *const __m256i);
+                let (mut a, mut b, mut c, mut d) = (ld(&state[0]), ld(&state[1]), ld(&state[2]), ld(&state[3]));
+                for _ in 0..n {
+                    let mut m = [_mm256_setzero_si256(); 16];
+                    for half in 0..2 {
+                        let r: [__m256i; LANES] =
+                            std::array::from_fn(|l| _mm256_loadu_si256(ptrs[l].add(half * 32) as *const __m256i));
+                        let t = transpose(r);
+                        m[half * 8..half * 8 + 8].copy_from_slice(&t);
+                    }
+                    for p in ptrs.iter_mut().take(active) {
+                        *p = p.add(64);
+                    }
+                    let (aa, bb, cc, dd) = (a, b, c, d);
+                    $rounds(&mut a, &mut b, &mut c, &mut d, &m);
+                    a = _mm256_add_epi32(a, aa);
+                    b = _mm256_add_epi32(b, bb);
+                    c = _mm256_add_epi32(c, cc);
+                    d = _mm256_add_epi32(d, dd);
+                }
+                let st = |w: &mut [u32; LANES], v| _mm256_storeu_si256(w.as_mut_ptr() as *mut __m256i, v);
+                st(&mut state[0], a);
+                st(&mut state[1], b);
+                st(&mut state[2], c);
+                st(&mut state[3], d);
             }
-            for p in ptrs.iter_mut().take(active) {
-                *p = p.add(64);
-            }
-            let (aa, bb, cc, dd) = (a, b, c, d);
-            rounds(&mut a, &mut b, &mut c, &mut d, &m);
-            a = _mm256_add_epi32(a, aa);
-            b = _mm256_add_epi32(b, bb);
-            c = _mm256_add_epi32(c, cc);
-            d = _mm256_add_epi32(d, dd);
-        }
-        let st = |w: &mut [u32; LANES], v| _mm256_storeu_si256(w.as_mut_ptr() as *mut __m256i, v);
-        st(&mut state[0], a);
-        st(&mut state[1], b);
-        st(&mut state[2], c);
-        st(&mut state[3], d);
+        };
     }
+    compress!(compress, "avx2", rounds);
+    compress!(compress_vl, "avx2,avx512f,avx512vl", rounds_vl);
 
     /// Rows of eight 32-bit words (one lane's 32 bytes each) into columns (word `j` of
     /// every lane).
@@ -422,87 +453,132 @@ mod x8 {
         _mm256_xor_si256(c, _mm256_or_si256(b, _mm256_xor_si256(d, _mm256_set1_epi32(-1))))
     }
 
+    /// The 64 steps of one block, with the four functions and the rotation given.
+    macro_rules! steps {
+        ($sa:ident, $sb:ident, $sc:ident, $sd:ident, $m:ident, $f:ident, $g:ident, $h:ident, $i:ident, $rot:ident) => {
+            let m = $m;
+            let (mut a, mut b, mut c, mut d) = (*$sa, *$sb, *$sc, *$sd);
+            macro_rules! step {
+                ($fn:ident, $a:ident, $b:ident, $c:ident, $d:ident, $w:expr, $s:literal, $k:literal) => {
+                    let t = _mm256_add_epi32(
+                        _mm256_add_epi32($a, $fn($b, $c, $d)),
+                        _mm256_add_epi32(_mm256_set1_epi32($k as u32 as i32), $w),
+                    );
+                    $a = _mm256_add_epi32($b, $rot!(t, $s));
+                };
+            }
+            step!($f, a, b, c, d, m[0], 7, 0xd76aa478);
+            step!($f, d, a, b, c, m[1], 12, 0xe8c7b756);
+            step!($f, c, d, a, b, m[2], 17, 0x242070db);
+            step!($f, b, c, d, a, m[3], 22, 0xc1bdceee);
+            step!($f, a, b, c, d, m[4], 7, 0xf57c0faf);
+            step!($f, d, a, b, c, m[5], 12, 0x4787c62a);
+            step!($f, c, d, a, b, m[6], 17, 0xa8304613);
+            step!($f, b, c, d, a, m[7], 22, 0xfd469501);
+            step!($f, a, b, c, d, m[8], 7, 0x698098d8);
+            step!($f, d, a, b, c, m[9], 12, 0x8b44f7af);
+            step!($f, c, d, a, b, m[10], 17, 0xffff5bb1);
+            step!($f, b, c, d, a, m[11], 22, 0x895cd7be);
+            step!($f, a, b, c, d, m[12], 7, 0x6b901122);
+            step!($f, d, a, b, c, m[13], 12, 0xfd987193);
+            step!($f, c, d, a, b, m[14], 17, 0xa679438e);
+            step!($f, b, c, d, a, m[15], 22, 0x49b40821);
+            step!($g, a, b, c, d, m[1], 5, 0xf61e2562);
+            step!($g, d, a, b, c, m[6], 9, 0xc040b340);
+            step!($g, c, d, a, b, m[11], 14, 0x265e5a51);
+            step!($g, b, c, d, a, m[0], 20, 0xe9b6c7aa);
+            step!($g, a, b, c, d, m[5], 5, 0xd62f105d);
+            step!($g, d, a, b, c, m[10], 9, 0x02441453);
+            step!($g, c, d, a, b, m[15], 14, 0xd8a1e681);
+            step!($g, b, c, d, a, m[4], 20, 0xe7d3fbc8);
+            step!($g, a, b, c, d, m[9], 5, 0x21e1cde6);
+            step!($g, d, a, b, c, m[14], 9, 0xc33707d6);
+            step!($g, c, d, a, b, m[3], 14, 0xf4d50d87);
+            step!($g, b, c, d, a, m[8], 20, 0x455a14ed);
+            step!($g, a, b, c, d, m[13], 5, 0xa9e3e905);
+            step!($g, d, a, b, c, m[2], 9, 0xfcefa3f8);
+            step!($g, c, d, a, b, m[7], 14, 0x676f02d9);
+            step!($g, b, c, d, a, m[12], 20, 0x8d2a4c8a);
+            step!($h, a, b, c, d, m[5], 4, 0xfffa3942);
+            step!($h, d, a, b, c, m[8], 11, 0x8771f681);
+            step!($h, c, d, a, b, m[11], 16, 0x6d9d6122);
+            step!($h, b, c, d, a, m[14], 23, 0xfde5380c);
+            step!($h, a, b, c, d, m[1], 4, 0xa4beea44);
+            step!($h, d, a, b, c, m[4], 11, 0x4bdecfa9);
+            step!($h, c, d, a, b, m[7], 16, 0xf6bb4b60);
+            step!($h, b, c, d, a, m[10], 23, 0xbebfbc70);
+            step!($h, a, b, c, d, m[13], 4, 0x289b7ec6);
+            step!($h, d, a, b, c, m[0], 11, 0xeaa127fa);
+            step!($h, c, d, a, b, m[3], 16, 0xd4ef3085);
+            step!($h, b, c, d, a, m[6], 23, 0x04881d05);
+            step!($h, a, b, c, d, m[9], 4, 0xd9d4d039);
+            step!($h, d, a, b, c, m[12], 11, 0xe6db99e5);
+            step!($h, c, d, a, b, m[15], 16, 0x1fa27cf8);
+            step!($h, b, c, d, a, m[2], 23, 0xc4ac5665);
+            step!($i, a, b, c, d, m[0], 6, 0xf4292244);
+            step!($i, d, a, b, c, m[7], 10, 0x432aff97);
+            step!($i, c, d, a, b, m[14], 15, 0xab9423a7);
+            step!($i, b, c, d, a, m[5], 21, 0xfc93a039);
+            step!($i, a, b, c, d, m[12], 6, 0x655b59c3);
+            step!($i, d, a, b, c, m[3], 10, 0x8f0ccc92);
+            step!($i, c, d, a, b, m[10], 15, 0xffeff47d);
+            step!($i, b, c, d, a, m[1], 21, 0x85845dd1);
+            step!($i, a, b, c, d, m[8], 6, 0x6fa87e4f);
+            step!($i, d, a, b, c, m[15], 10, 0xfe2ce6e0);
+            step!($i, c, d, a, b, m[6], 15, 0xa3014314);
+            step!($i, b, c, d, a, m[13], 21, 0x4e0811a1);
+            step!($i, a, b, c, d, m[4], 6, 0xf7537e82);
+            step!($i, d, a, b, c, m[11], 10, 0xbd3af235);
+            step!($i, c, d, a, b, m[2], 15, 0x2ad7d2bb);
+            step!($i, b, c, d, a, m[9], 21, 0xeb86d391);
+            (*$sa, *$sb, *$sc, *$sd) = (a, b, c, d);
+        };
+    }
+
+    // The same four functions in one instruction each (the immediates are their truth
+    // tables over b, c, d).
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    #[inline]
+    fn f_vl(b: __m256i, c: __m256i, d: __m256i) -> __m256i {
+        _mm256_ternarylogic_epi32::<0xca>(b, c, d)
+    }
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    #[inline]
+    fn g_vl(b: __m256i, c: __m256i, d: __m256i) -> __m256i {
+        _mm256_ternarylogic_epi32::<0xe4>(b, c, d)
+    }
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    #[inline]
+    fn h_vl(b: __m256i, c: __m256i, d: __m256i) -> __m256i {
+        _mm256_ternarylogic_epi32::<0x96>(b, c, d)
+    }
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    #[inline]
+    fn i_vl(b: __m256i, c: __m256i, d: __m256i) -> __m256i {
+        _mm256_ternarylogic_epi32::<0x39>(b, c, d)
+    }
+
+    macro_rules! rotate {
+        ($t:expr, $s:literal) => {
+            _mm256_or_si256(_mm256_slli_epi32::<$s>($t), _mm256_srli_epi32::<{ 32 - $s }>($t))
+        };
+    }
+    macro_rules! rotate_vl {
+        ($t:expr, $s:literal) => {
+            _mm256_rol_epi32::<$s>($t)
+        };
+    }
+
     /// The 64 steps of one block.
     #[inline(always)]
     unsafe fn rounds(sa: &mut __m256i, sb: &mut __m256i, sc: &mut __m256i, sd: &mut __m256i, m: &[__m256i; 16]) {
-        let (mut a, mut b, mut c, mut d) = (*sa, *sb, *sc, *sd);
-        macro_rules! step {
-            ($f:ident, $a:ident, $b:ident, $c:ident, $d:ident, $m:expr, $s:literal, $k:literal) => {
-                let t = _mm256_add_epi32(
-                    _mm256_add_epi32($a, $f($b, $c, $d)),
-                    _mm256_add_epi32(_mm256_set1_epi32($k as u32 as i32), $m),
-                );
-                $a = _mm256_add_epi32(
-                    $b,
-                    _mm256_or_si256(_mm256_slli_epi32::<$s>(t), _mm256_srli_epi32::<{ 32 - $s }>(t)),
-                );
-            };
-        }
-        step!(f, a, b, c, d, m[0], 7, 0xd76aa478);
-        step!(f, d, a, b, c, m[1], 12, 0xe8c7b756);
-        step!(f, c, d, a, b, m[2], 17, 0x242070db);
-        step!(f, b, c, d, a, m[3], 22, 0xc1bdceee);
-        step!(f, a, b, c, d, m[4], 7, 0xf57c0faf);
-        step!(f, d, a, b, c, m[5], 12, 0x4787c62a);
-        step!(f, c, d, a, b, m[6], 17, 0xa8304613);
-        step!(f, b, c, d, a, m[7], 22, 0xfd469501);
-        step!(f, a, b, c, d, m[8], 7, 0x698098d8);
-        step!(f, d, a, b, c, m[9], 12, 0x8b44f7af);
-        step!(f, c, d, a, b, m[10], 17, 0xffff5bb1);
-        step!(f, b, c, d, a, m[11], 22, 0x895cd7be);
-        step!(f, a, b, c, d, m[12], 7, 0x6b901122);
-        step!(f, d, a, b, c, m[13], 12, 0xfd987193);
-        step!(f, c, d, a, b, m[14], 17, 0xa679438e);
-        step!(f, b, c, d, a, m[15], 22, 0x49b40821);
-        step!(g, a, b, c, d, m[1], 5, 0xf61e2562);
-        step!(g, d, a, b, c, m[6], 9, 0xc040b340);
-        step!(g, c, d, a, b, m[11], 14, 0x265e5a51);
-        step!(g, b, c, d, a, m[0], 20, 0xe9b6c7aa);
-        step!(g, a, b, c, d, m[5], 5, 0xd62f105d);
-        step!(g, d, a, b, c, m[10], 9, 0x02441453);
-        step!(g, c, d, a, b, m[15], 14, 0xd8a1e681);
-        step!(g, b, c, d, a, m[4], 20, 0xe7d3fbc8);
-        step!(g, a, b, c, d, m[9], 5, 0x21e1cde6);
-        step!(g, d, a, b, c, m[14], 9, 0xc33707d6);
-        step!(g, c, d, a, b, m[3], 14, 0xf4d50d87);
-        step!(g, b, c, d, a, m[8], 20, 0x455a14ed);
-        step!(g, a, b, c, d, m[13], 5, 0xa9e3e905);
-        step!(g, d, a, b, c, m[2], 9, 0xfcefa3f8);
-        step!(g, c, d, a, b, m[7], 14, 0x676f02d9);
-        step!(g, b, c, d, a, m[12], 20, 0x8d2a4c8a);
-        step!(h, a, b, c, d, m[5], 4, 0xfffa3942);
-        step!(h, d, a, b, c, m[8], 11, 0x8771f681);
-        step!(h, c, d, a, b, m[11], 16, 0x6d9d6122);
-        step!(h, b, c, d, a, m[14], 23, 0xfde5380c);
-        step!(h, a, b, c, d, m[1], 4, 0xa4beea44);
-        step!(h, d, a, b, c, m[4], 11, 0x4bdecfa9);
-        step!(h, c, d, a, b, m[7], 16, 0xf6bb4b60);
-        step!(h, b, c, d, a, m[10], 23, 0xbebfbc70);
-        step!(h, a, b, c, d, m[13], 4, 0x289b7ec6);
-        step!(h, d, a, b, c, m[0], 11, 0xeaa127fa);
-        step!(h, c, d, a, b, m[3], 16, 0xd4ef3085);
-        step!(h, b, c, d, a, m[6], 23, 0x04881d05);
-        step!(h, a, b, c, d, m[9], 4, 0xd9d4d039);
-        step!(h, d, a, b, c, m[12], 11, 0xe6db99e5);
-        step!(h, c, d, a, b, m[15], 16, 0x1fa27cf8);
-        step!(h, b, c, d, a, m[2], 23, 0xc4ac5665);
-        step!(i, a, b, c, d, m[0], 6, 0xf4292244);
-        step!(i, d, a, b, c, m[7], 10, 0x432aff97);
-        step!(i, c, d, a, b, m[14], 15, 0xab9423a7);
-        step!(i, b, c, d, a, m[5], 21, 0xfc93a039);
-        step!(i, a, b, c, d, m[12], 6, 0x655b59c3);
-        step!(i, d, a, b, c, m[3], 10, 0x8f0ccc92);
-        step!(i, c, d, a, b, m[10], 15, 0xffeff47d);
-        step!(i, b, c, d, a, m[1], 21, 0x85845dd1);
-        step!(i, a, b, c, d, m[8], 6, 0x6fa87e4f);
-        step!(i, d, a, b, c, m[15], 10, 0xfe2ce6e0);
-        step!(i, c, d, a, b, m[6], 15, 0xa3014314);
-        step!(i, b, c, d, a, m[13], 21, 0x4e0811a1);
-        step!(i, a, b, c, d, m[4], 6, 0xf7537e82);
-        step!(i, d, a, b, c, m[11], 10, 0xbd3af235);
-        step!(i, c, d, a, b, m[2], 15, 0x2ad7d2bb);
-        step!(i, b, c, d, a, m[9], 21, 0xeb86d391);
-        (*sa, *sb, *sc, *sd) = (a, b, c, d);
+        steps!(sa, sb, sc, sd, m, f, g, h, i, rotate);
+    }
+
+    #[target_feature(enable = "avx2,avx512f,avx512vl")]
+    #[inline]
+    fn rounds_vl(sa: &mut __m256i, sb: &mut __m256i, sc: &mut __m256i, sd: &mut __m256i, m: &[__m256i; 16]) {
+        steps!(sa, sb, sc, sd, m, f_vl, g_vl, h_vl, i_vl, rotate_vl);
     }
 }
 
@@ -571,8 +647,13 @@ mod tests {
         if !wide_available() {
             return;
         }
-        // All eight lanes busy, and three with five idle.
-        for busy in [LANES, MIN_WIDE] {
+        // All eight lanes busy, and three with five idle; AVX2 alone, and with AVX-512VL
+        // where there is.
+        let flavours: &[bool] = if vl_available() { &[false, true] } else { &[false] };
+        for (busy, &vl) in [LANES, MIN_WIDE]
+            .into_iter()
+            .flat_map(|b| flavours.iter().map(move |v| (b, v)))
+        {
             let datas: Vec<Vec<u8>> = (0..busy).map(|k| bytes(64 * (20 + k * 3) + k, 99 + k as u64)).collect();
             let mut lanes: Vec<Lane> = datas
                 .iter()
@@ -586,12 +667,16 @@ mod tests {
                     })
                 })
                 .collect();
-            wide_round(&mut lanes, 20);
+            wide_round_with(&mut lanes, 20, vl);
             for (lane, d) in lanes.iter_mut().zip(&datas) {
                 let (done, rx) = oneshot::channel();
                 lane.job.done = Some(done);
                 while !lane.scalar(usize::MAX) {}
-                assert_eq!(rx.blocking_recv().expect("digest"), <[u8; 16]>::from(Md5::digest(d)));
+                assert_eq!(
+                    rx.blocking_recv().expect("digest"),
+                    <[u8; 16]>::from(Md5::digest(d)),
+                    "{busy} lanes, AVX-512VL {vl}"
+                );
             }
         }
     }

@@ -1196,7 +1196,7 @@ impl Reader {
         let last = h.file.size.div_ceil(BLOCK_SIZE);
         let hash = h.walk_ahead
             && self.verify
-            && first % PART_BLOCKS == 0
+            && first.is_multiple_of(PART_BLOCKS)
             && (n == PART_BLOCKS || first + n == last)
             && h.file.etag().is_some_and(|e| verify::early_parts(e, h.file.size));
 
