@@ -182,6 +182,25 @@ fn is_dead(p: &Path) -> bool {
 
 /// Mounts and serves until SIGINT/SIGTERM or an external unmount. `on_ready` is called once
 /// with the outcome of mounting, before serving.
+/// Raises the soft limit on open files to the hard one, as a daemon holding many files
+/// should: open handles, cached files handed to the kernel, and the upload spool's files
+/// made ahead ([`crate::write::spool`]) all count against it.
+pub fn raise_open_files_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain syscalls on structs this function owns.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                tracing::debug!(error = %std::io::Error::last_os_error(), "cannot raise the open-files limit");
+            }
+        }
+    }
+}
+
 pub fn run_session(
     rt: &tokio::runtime::Runtime,
     api: Arc<dyn BaseSpaceApi>,
@@ -190,6 +209,7 @@ pub fn run_session(
     opts: &MountOptions,
     on_ready: impl FnOnce(Result<(), String>),
 ) -> Result<(), String> {
+    raise_open_files_limit();
     let tree = Tree::new(
         api.clone(),
         server,

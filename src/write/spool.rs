@@ -291,27 +291,16 @@ impl Spool {
     }
 
     /// How many empty files to keep open ahead: [`READY_KEPT`], within an eighth of the
-    /// open-files limit (raised to its hard limit first, as a daemon holding many files
-    /// should).
+    /// open-files limit (which the mount raises to its hard limit at start,
+    /// [`crate::mount::raise_open_files_limit`]).
     fn ready_kept() -> usize {
         let mut lim = libc::rlimit {
             rlim_cur: 0,
             rlim_max: 0,
         };
-        // SAFETY: plain syscalls on a struct this function owns.
-        unsafe {
-            if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-                return 0;
-            }
-            if lim.rlim_cur < lim.rlim_max {
-                let raised = libc::rlimit {
-                    rlim_cur: lim.rlim_max,
-                    rlim_max: lim.rlim_max,
-                };
-                if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                    lim = raised;
-                }
-            }
+        // SAFETY: a plain syscall on a struct this function owns.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+            return 0;
         }
         READY_KEPT.min(usize::try_from(lim.rlim_cur / 8).unwrap_or(usize::MAX))
     }
