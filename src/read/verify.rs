@@ -168,7 +168,7 @@ enum Part {
 }
 
 /// Bytes of blocks that buffered parts may hold at once, over every handle: with 8 MiB
-/// parts, enough to fill the hashing thread's eight lanes. Blocks evicted from the memory
+/// parts, enough to fill a group of the hashing thread's lanes. Blocks evicted from the memory
 /// cache stay alive while a part holds them, so this is memory beyond `--cache-size`:
 /// [`limit_pins`] caps it at a quarter of that budget (a 64 MiB cache, 16 MiB).
 const PIN_BUDGET: u64 = 64 << 20;
