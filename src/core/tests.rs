@@ -216,6 +216,55 @@ fn wrong_bytes_fail_the_read_that_completes_the_file_and_every_read_after() {
     });
 }
 
+// Part digests hashed as a copy's files are fetched ahead are the digests of the bytes those
+// files are read from: right bytes verify with them, wrong ones fail the read that completes
+// each file, as when its reader hashes them itself.
+#[test]
+fn part_digests_hashed_ahead_verify_a_copy_and_catch_wrong_bytes() {
+    let cohort = || {
+        let mut b = AccountBuilder::stable("Tester");
+        let p = b.project("P");
+        for i in 0..3 {
+            let s = b.sample(p, &format!("s{i}"), None);
+            let data = pattern((16 << 20) + 7, i as u8);
+            let id = b.file(s, "r.fq", data.len() as u64, Content::Memory(Bytes::from(data)), None);
+            b.uploaded_in_parts(id, 8 << 20);
+        }
+        b.build()
+    };
+    for wrong in [false, true] {
+        let faulty = Faulty::new(FakeApi::new(cohort()));
+        faulty.corrupt_ranges.store(wrong, Ordering::Relaxed);
+        let c = core_over(faulty);
+        rt().block_on(async {
+            for i in 0..3 {
+                path(&c, &format!("Projects/P/Samples/s{i}/Files/r.fq")).await.unwrap();
+            }
+            for i in 0..3 {
+                let a = path(&c, &format!("Projects/P/Samples/s{i}/Files/r.fq")).await.unwrap();
+                let o = c.open(a.ino, false).await.unwrap();
+                match wrong {
+                    false => assert_eq!(
+                        read_all(&c, o.fh, a.size).await.unwrap(),
+                        pattern((16 << 20) + 7, i as u8)
+                    ),
+                    true => assert_eq!(
+                        read_all(&c, o.fh, a.size).await.unwrap_err().errno,
+                        libc::EIO,
+                        "file {i}"
+                    ),
+                }
+                c.release(o.fh);
+            }
+            let s = c.stats.snapshot();
+            let (ahead, taken) = (&s["fetch"]["parts_hashed_ahead"], &s["fetch"]["part_digests_taken"]);
+            assert!(taken.as_u64() > Some(0) && taken.as_u64() <= ahead.as_u64(), "{s}");
+            let verified = s["fetch"]["files_verified"].as_u64();
+            assert_eq!(verified, Some(if wrong { 0 } else { 3 }), "{s}");
+        });
+    }
+}
+
 /// Parallel readahead: the read of the file's last bytes is answered before the reads of
 /// the bytes ahead of it arrive. The read that completes the file must still fail.
 #[test]
