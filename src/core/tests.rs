@@ -515,6 +515,81 @@ fn a_copy_at_the_end_of_its_directory_fetches_one_file_beyond() {
     });
 }
 
+// Issue 19: a large file read in order from its start past its middle has the next file in
+// its folder fetched ahead (a copy's first file ends before its second is asked for): one
+// file, not more; not for a reader that stops before the middle, nor for a small file (an
+// index) read whole.
+#[test]
+fn a_large_file_read_past_its_middle_fetches_the_next_one_in_its_folder() {
+    let mib = 1usize << 20;
+    let mut b = AccountBuilder::stable("Tester");
+    let p = b.project("P");
+    let s = b.sample(p, "s0", None);
+    for (i, (name, size)) in [
+        ("a.bam", 20 * mib),
+        ("a.bam.bai", mib),
+        ("b.fq", 20 * mib),
+        ("c.fq", 20 * mib),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let data = pattern(size, i as u8);
+        b.file(s, name, data.len() as u64, Content::Memory(Bytes::from(data)), None);
+    }
+    let account = b.build();
+    let ahead = |c: &FsCore| c.stats.snapshot()["fetch"]["files_ahead"].as_u64().unwrap();
+    async fn open(c: &FsCore, name: &str) -> (Opened, u64) {
+        let a = path(c, &format!("Projects/P/Samples/s0/Files/{name}")).await.unwrap();
+        (c.open(a.ino, false).await.unwrap(), a.size)
+    }
+    // Each on a mount of its own (opens in order would start a walk's run).
+    let c = core_over(FakeApi::new(account.clone()));
+    rt().block_on(async {
+        let (o, size) = open(&c, "a.bam.bai").await;
+        read_all(&c, o.fh, size).await.unwrap();
+        assert_eq!(ahead(&c), 0, "an index read whole");
+    });
+    let c = core_over(FakeApi::new(account.clone()));
+    rt().block_on(async {
+        let (o, _) = open(&c, "a.bam").await;
+        for k in 0..9u64 {
+            c.read(o.fh, k << 20, 1 << 20).await.unwrap();
+        }
+        assert_eq!(ahead(&c), 0, "before the middle");
+        c.read(o.fh, 9 << 20, 1 << 20).await.unwrap();
+        c.read(o.fh, 10 << 20, 1 << 20).await.unwrap();
+        c.read(o.fh, 11 << 20, 1 << 20).await.unwrap();
+        assert_eq!(ahead(&c), 1, "past the middle: its index, once");
+    });
+    // With room for the next file beside this one's window (a mount's default is 512 MiB).
+    let api = FakeApi::new(account);
+    let c = core_with(
+        api.clone(),
+        ReadOptions {
+            cache_bytes: 256 << 20,
+            ..ReadOptions::default()
+        },
+    );
+    rt().block_on(async {
+        let (o, _) = open(&c, "b.fq").await;
+        for k in 0..11u64 {
+            c.read(o.fh, k << 20, 1 << 20).await.unwrap();
+        }
+        assert_eq!(ahead(&c), 1);
+        // Its three 8 MiB parts are asked for before it is opened (b.fq's own took five GETs).
+        let gets = || api.counters.ranges.load(Ordering::Relaxed);
+        let t0 = std::time::Instant::now();
+        while gets() < 8 && t0.elapsed() < std::time::Duration::from_secs(10) {
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+        assert_eq!(gets(), 8);
+        let (o2, _) = open(&c, "c.fq").await;
+        assert_eq!(read_all(&c, o2.fh, 20 << 20).await.unwrap(), pattern(20 * mib, 3));
+        assert_eq!(gets(), 8, "c.fq was read from what was fetched ahead");
+    });
+}
+
 // Issue 19: a read at the start of a small file fetches all of it at once (the kernel asks a
 // block at a time, the second only after the first arrived); larger files fetch what is asked.
 #[test]
