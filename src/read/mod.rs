@@ -834,6 +834,8 @@ impl Reader {
         }
         let mut n = Handle::with_verify(f, false);
         n.walk_ahead = true;
+        // (A copy's walk may have started it already.)
+        let new = self.memory.get(&n.key(0)).is_none() && !self.inflight.lock().contains_key(&n.key(0));
         let (_, stopped) = self.blocks(&n, 0, first.div_ceil(BLOCK_SIZE), PART_BLOCKS, true);
         if stopped == Some(0) {
             // No memory to spare now (this reader's own window holds it): a later read tries again.
@@ -841,7 +843,9 @@ impl Reader {
             return;
         }
         let tasks = n.window.lock().take_parts();
-        self.stats.files_ahead.fetch_add(1, Ordering::Relaxed);
+        if new {
+            self.stats.files_ahead.fetch_add(1, Ordering::Relaxed);
+        }
         self.across.started(*key, &at, tasks);
     }
 
