@@ -323,14 +323,7 @@ impl FsCore {
                 // A copy's file read through the mount goes around the page cache; one
                 // handed to the kernel whole is read from local disk either way.
                 let streamed = copying && whole.is_none();
-                let next = walk.as_ref().map(|w| {
-                    let (tree, w) = (self.tree.clone(), w.clone());
-                    let within = w.at.len().saturating_sub(1);
-                    crate::read::NextFile(Box::new(move || {
-                        tree.files_after(&w, &w.at, within, 1).items.into_iter().next()
-                    }))
-                });
-                let handle = Arc::new(self.reader.open(r, streamed, walk.as_ref().zip(next)));
+                let handle = Arc::new(self.reader.open(r, streamed, walk.as_ref()));
                 let cache = if streamed { CacheMode::Direct } else { cache };
                 (Open::Remote { handle, ino, whole }, cache)
             }

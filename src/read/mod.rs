@@ -68,10 +68,6 @@ const WHOLE_AT_START: u64 = 2;
 /// Blocks per ranged GET when prefetching: 8 MiB, the size mountpoint-s3 found to reach full
 /// throughput per connection.
 pub const PART_BLOCKS: u64 = 8;
-/// Files at least this large, read in order past their middle, have the next file in their
-/// folder fetched ahead ([`Reader::next_ahead`]): not an index a genomics tool reads whole
-/// beside its BAM.
-const NEXT_AHEAD_MIN: u64 = 16 << 20;
 /// Largest prefetch window per handle (128 MiB): with 8 MiB parts that is 16 ranged GETs in
 /// flight, enough to fill a link of 100 MB/s per connection (64 MiB capped a cold `cat` at
 /// ~500 MB/s on the benchmark's emulated link).
@@ -219,18 +215,6 @@ pub struct ReadStats {
     pub part_digests_taken: AtomicU64,
 }
 
-/// A file with its position in a walk.
-pub type Placed = (Box<[u32]>, RemoteFile);
-
-/// The file after a handle's in its folder, in walk order, with its position, when asked.
-pub struct NextFile(pub Box<dyn Fn() -> Option<Placed> + Send + Sync>);
-
-impl std::fmt::Debug for NextFile {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("NextFile")
-    }
-}
-
 /// File versions verified whole, shared by the reader and the source.
 pub(crate) type Verified = Arc<Mutex<lru::LruCache<ObjectId, ()>>>;
 
@@ -316,10 +300,6 @@ pub struct Handle {
     /// Its walk and position in it, if opened in one: a read to its end is told to the walk's
     /// run ([`across::Runs::read_to_end`]).
     walk: Option<(u64, Box<[u32]>)>,
-    /// The file after it in its folder, in walk order ([`Reader::next_ahead`]), and whether it
-    /// was started.
-    next: Option<NextFile>,
-    next_started: std::sync::atomic::AtomicBool,
     /// Fetched ahead of a walk ([`Reader::ahead`]): its whole parts are hashed as they land.
     walk_ahead: bool,
 }
@@ -434,8 +414,6 @@ impl Handle {
             streamed: false,
             walk_ahead: false,
             walk: None,
-            next: None,
-            next_started: Default::default(),
         }
     }
 
@@ -696,12 +674,9 @@ impl Reader {
     /// A handle for reading `file`, verified as this reader is configured; `streamed`: the
     /// open was answered around the page cache ([`Reader::ahead`]), so no kernel readahead
     /// comes before its reads and its window opens at the first.
-    pub fn open(&self, file: RemoteFile, streamed: bool, walk: Option<(&WalkPos, NextFile)>) -> Handle {
+    pub fn open(&self, file: RemoteFile, streamed: bool, walk: Option<&WalkPos>) -> Handle {
         let mut h = Handle::with_verify(file, self.verify);
-        if let Some((w, next)) = walk {
-            h.walk = Some((w.key, w.at.clone()));
-            h.next = Some(next);
-        }
+        h.walk = walk.map(|w| (w.key, w.at.clone()));
         if let Verify::Ready(v) = h.verify.get_mut() {
             let (memory, stats, object) = (self.memory.clone(), self.stats.clone(), h.object.clone());
             v.early_from(Arc::new(move |part| {
@@ -781,9 +756,6 @@ impl Reader {
         let id = h.coverage.lock().begin(offset, end);
         let r = self.read_blocks(h, offset, end, b0, b1, id).await;
         h.coverage.lock().end(id, false); // a read that failed (or was dropped) delivers nothing
-        if r.is_ok() {
-            self.next_ahead(h);
-        }
         if let Err(e) = &r {
             self.stats.read_errors.fetch_add(1, Ordering::Relaxed);
             h.record_failure(b0, b1, e);
@@ -799,54 +771,6 @@ impl Reader {
             }
         }
         r
-    }
-
-    /// A large file read in order from its start past its middle is most likely read whole
-    /// (`cp`, `cat`, `md5sum`): the next file in its folder is fetched ahead then, up to
-    /// [`across::WHOLE_BYTES`], before anything has shown a walk (the walk's run starts at
-    /// the next open). A copy's first file otherwise ends before its second is asked for,
-    /// which then waits for a whole part (110 ms at 100 MB/s per connection). One file, once
-    /// per handle: what a reader that stops costs beyond what it read.
-    fn next_ahead(self: &Arc<Self>, h: &Handle) {
-        let (Some(next), Some((key, _))) = (&h.next, &h.walk) else {
-            return;
-        };
-        if h.file.size < NEXT_AHEAD_MIN || h.next_started.load(Ordering::Relaxed) {
-            return;
-        }
-        let half = h
-            .coverage
-            .lock()
-            .fed
-            .first_key_value()
-            .is_some_and(|(s, e)| *s == 0 && *e >= h.file.size / 2);
-        if !half || h.next_started.swap(true, Ordering::Relaxed) {
-            return;
-        }
-        let Some((at, f)) = (next.0)() else { return };
-        let object = ObjectId::of(&f);
-        if self.verified_whole(&object) && !self.unpaged.lock().contains(&object) {
-            return; // the kernel keeps its pages
-        }
-        let first = f.size.min(across::WHOLE_BYTES);
-        if first == 0 {
-            return;
-        }
-        let mut n = Handle::with_verify(f, false);
-        n.walk_ahead = true;
-        // (A copy's walk may have started it already.)
-        let new = self.memory.get(&n.key(0)).is_none() && !self.inflight.lock().contains_key(&n.key(0));
-        let (_, stopped) = self.blocks(&n, 0, first.div_ceil(BLOCK_SIZE), PART_BLOCKS, true);
-        if stopped == Some(0) {
-            // No memory to spare now (this reader's own window holds it): a later read tries again.
-            h.next_started.store(false, Ordering::Relaxed);
-            return;
-        }
-        let tasks = n.window.lock().take_parts();
-        if new {
-            self.stats.files_ahead.fetch_add(1, Ordering::Relaxed);
-        }
-        self.across.started(*key, &at, tasks);
     }
 
     /// A failure of these blocks of this version a moment ago, by another handle, after
