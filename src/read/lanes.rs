@@ -554,26 +554,16 @@ mod x8 {
 
     // The same four functions in one instruction each (the immediates are their truth
     // tables over b, c, d).
-    #[target_feature(enable = "avx2,avx512f,avx512vl")]
-    #[inline]
-    fn f_vl(b: __m256i, c: __m256i, d: __m256i) -> __m256i {
-        _mm256_ternarylogic_epi32::<0xca>(b, c, d)
+    macro_rules! ternary {
+        ($($name:ident = $imm:literal),*) => {$(
+            #[target_feature(enable = "avx2,avx512f,avx512vl")]
+            #[inline]
+            fn $name(b: __m256i, c: __m256i, d: __m256i) -> __m256i {
+                _mm256_ternarylogic_epi32::<$imm>(b, c, d)
+            }
+        )*};
     }
-    #[target_feature(enable = "avx2,avx512f,avx512vl")]
-    #[inline]
-    fn g_vl(b: __m256i, c: __m256i, d: __m256i) -> __m256i {
-        _mm256_ternarylogic_epi32::<0xe4>(b, c, d)
-    }
-    #[target_feature(enable = "avx2,avx512f,avx512vl")]
-    #[inline]
-    fn h_vl(b: __m256i, c: __m256i, d: __m256i) -> __m256i {
-        _mm256_ternarylogic_epi32::<0x96>(b, c, d)
-    }
-    #[target_feature(enable = "avx2,avx512f,avx512vl")]
-    #[inline]
-    fn i_vl(b: __m256i, c: __m256i, d: __m256i) -> __m256i {
-        _mm256_ternarylogic_epi32::<0x39>(b, c, d)
-    }
+    ternary!(f_vl = 0xca, g_vl = 0xe4, h_vl = 0x96, i_vl = 0x39);
 
     macro_rules! rotate {
         ($t:expr, $s:literal) => {
